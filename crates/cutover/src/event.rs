@@ -1,0 +1,154 @@
+//! What invokes a function: a CodePipeline job, or an EventBridge event (cleanup only).
+
+use aws_lambda_events::event::codepipeline_cloudwatch::CodePipelineCloudWatchEvent;
+use aws_lambda_events::event::codepipeline_job::CodePipelineJobEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::names::{ReleaseId, ServiceName};
+use crate::progress::Progress;
+
+/// A malformed or unexpected event. The message names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad event: {0}")]
+pub struct BadEvent(pub String);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    /// A CodePipeline Invoke action. `request` is an error when the job is well-formed enough
+    /// to be acknowledged but its parameters are not: the job must still be failed.
+    Job {
+        job_id: String,
+        request: Result<JobRequest, BadEvent>,
+    },
+    /// `CodePipeline Pipeline Execution State Change`.
+    PipelineExecution {
+        pipeline: String,
+        execution_id: ReleaseId,
+        state: String,
+    },
+    /// A scheduled EventBridge rule.
+    Schedule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    #[default]
+    Release,
+    Rollback,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRequest {
+    pub service: ServiceName,
+    pub release: ReleaseId,
+    pub action: Action,
+    pub strategy: Option<String>,
+    pub dry_run: bool,
+    /// Where an earlier invocation of this job left off.
+    pub progress: Option<Progress>,
+}
+
+/// `UserParameters` as the pipeline writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserParameters {
+    service: String,
+    release: String,
+    #[serde(default)]
+    action: Action,
+    #[serde(default)]
+    strategy: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub const PIPELINE_EXECUTION_DETAIL_TYPE: &str = "CodePipeline Pipeline Execution State Change";
+pub const SCHEDULED_DETAIL_TYPE: &str = "Scheduled Event";
+
+impl Invocation {
+    pub fn parse(event: Value) -> Result<Self, BadEvent> {
+        if event.get("CodePipeline.job").is_some() {
+            return parse_job(event);
+        }
+        match event.get("detail-type").and_then(Value::as_str) {
+            Some(PIPELINE_EXECUTION_DETAIL_TYPE) => parse_pipeline_execution(event),
+            Some(SCHEDULED_DETAIL_TYPE) => Ok(Invocation::Schedule),
+            Some(other) => Err(BadEvent(format!("unsupported EventBridge detail-type `{other}`"))),
+            None => Err(BadEvent(
+                "neither a CodePipeline job (`CodePipeline.job`) nor an EventBridge event (`detail-type`)".into(),
+            )),
+        }
+    }
+}
+
+fn parse_job(event: Value) -> Result<Invocation, BadEvent> {
+    let job_id = event
+        .pointer("/CodePipeline.job/id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| BadEvent("`CodePipeline.job.id` is missing".into()))?
+        .to_owned();
+    let request = serde_json::from_value::<CodePipelineJobEvent>(event)
+        .map_err(|e| {
+            BadEvent(format!(
+                "`CodePipeline.job` does not have the job event's shape: {e}"
+            ))
+        })
+        .and_then(|job| job_request(&job));
+    Ok(Invocation::Job { job_id, request })
+}
+
+fn job_request(event: &CodePipelineJobEvent) -> Result<JobRequest, BadEvent> {
+    let data = &event.code_pipeline_job.data;
+    let raw = data
+        .action_configuration
+        .configuration
+        .user_parameters
+        .as_deref()
+        .ok_or_else(|| {
+            BadEvent(
+                "UserParameters is missing: set it to {\"service\": ..., \"release\": ...}".into(),
+            )
+        })?;
+    let params: UserParameters = serde_json::from_str(raw)
+        .map_err(|e| BadEvent(format!("UserParameters is not valid: {e}")))?;
+    let service = ServiceName::parse(&params.service)
+        .map_err(|e| BadEvent(format!("UserParameters.service: {e}")))?;
+    let release = ReleaseId::parse(&params.release)
+        .map_err(|e| BadEvent(format!("UserParameters.release: {e}")))?;
+    let progress = data
+        .continuation_token
+        .as_deref()
+        .map(Progress::decode)
+        .transpose()
+        .map_err(|e| BadEvent(format!("continuationToken: {e}")))?;
+    Ok(JobRequest {
+        service,
+        release,
+        action: params.action,
+        strategy: params.strategy,
+        dry_run: params.dry_run,
+        progress,
+    })
+}
+
+fn parse_pipeline_execution(event: Value) -> Result<Invocation, BadEvent> {
+    let event: CodePipelineCloudWatchEvent = serde_json::from_value(event)
+        .map_err(|e| BadEvent(format!("pipeline execution state change event: {e}")))?;
+    let detail = event.detail;
+    let pipeline = detail
+        .pipeline
+        .ok_or_else(|| BadEvent("detail.pipeline is missing".into()))?;
+    let execution_id = detail
+        .execution_id
+        .ok_or_else(|| BadEvent("detail.execution-id is missing".into()))?;
+    let execution_id = ReleaseId::parse(&execution_id)
+        .map_err(|e| BadEvent(format!("detail.execution-id: {e}")))?;
+    Ok(Invocation::PipelineExecution {
+        pipeline,
+        execution_id,
+        state: detail.state,
+    })
+}

@@ -1,0 +1,37 @@
+//! cutover: blue/green releases of EC2 fleets behind an Application Load Balancer, one Lambda
+//! function per CodePipeline stage.
+//!
+//! `settings` and `event` parse what comes in, `aws` sees and changes the world, `plan` decides,
+//! `run` ties them together for the four functions and keeps the CodePipeline contract.
+
+pub mod aws;
+pub mod error;
+pub mod event;
+pub mod names;
+pub mod plan;
+pub mod progress;
+pub mod run;
+pub mod settings;
+pub mod world;
+
+pub use error::Error;
+pub use run::{App, Function};
+
+/// JSON logs (or text, per `AWS_LAMBDA_LOG_FORMAT`), filtered by `RUST_LOG` / `AWS_LAMBDA_LOG_LEVEL`.
+pub fn init_logging() {
+    lambda_runtime::tracing::init_default_subscriber();
+}
+
+/// The whole of a function's `main`: build everything once at cold start, then serve invocations.
+pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    let app = App::from_env().await;
+    let app = &app;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
+            // Boxed: the handler's future is deep enough to overflow the compiler's layout limit.
+            Box::pin(app.handle(function, event.payload)).await
+        },
+    ))
+    .await
+}

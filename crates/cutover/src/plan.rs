@@ -1,0 +1,910 @@
+//! The planner: from what a function sees to what it must do. No IO, no clock: `now` is passed in.
+//!
+//! Every planner is written as "desired state minus observed state", so running it again after
+//! its steps were carried out yields no steps: that is what makes replays and retries safe.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::event::Action;
+use crate::names::{ReleaseId, ServiceName};
+use crate::progress::Progress;
+use crate::settings::ServiceSettings;
+use crate::world::*;
+
+/// How long provision waits for instances to reach `running`.
+pub const RUNNING_TIMEOUT_S: u64 = 900;
+pub const RECORD_TTL_S: i64 = 60;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "next", content = "detail", rename_all = "kebab-case")]
+pub enum Next {
+    /// The job is done; the text says what happened.
+    Done(String),
+    /// Carry out the steps, then look again at once (e.g. a deregistration that may have drained).
+    Again,
+    /// Carry out the steps, then wait for `phase` through a continuation token.
+    Wait(String),
+    /// Refuse: carry out nothing, fail the job with this message.
+    Fail(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub next: Next,
+    /// Things worth telling a person that are not steps (e.g. an EIP kept on a serving instance).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// CodePipeline output variables of a finished job.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl Plan {
+    fn fail(message: impl Into<String>) -> Self {
+        Plan {
+            steps: Vec::new(),
+            next: Next::Fail(message.into()),
+            notes: Vec::new(),
+            outputs: BTreeMap::new(),
+        }
+    }
+}
+
+fn of_release<'a>(instances: &'a [Instance], release: &ReleaseId) -> Vec<&'a Instance> {
+    instances
+        .iter()
+        .filter(|i| i.release.as_deref() == Some(release.as_str()))
+        .collect()
+}
+
+fn ids(instances: &[&Instance]) -> Vec<String> {
+    instances.iter().map(|i| i.id.clone()).collect()
+}
+
+pub fn instance_name(
+    service: &ServiceName,
+    stage: Stage,
+    release: &ReleaseId,
+    index: u32,
+) -> String {
+    format!("{service}-{stage}-{}-{index}", release.short())
+}
+
+/// Deterministic per (service, release, index), so a retried RunInstances is deduplicated by EC2.
+pub fn client_token(service: &ServiceName, release: &ReleaseId, index: u32) -> String {
+    // ClientToken allows 64 ASCII characters; a long release id is folded with FNV-1a.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("{service}/{release}/{index}").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("cutover-{}-{index}-{hash:016x}", release.short())
+}
+
+// ---------------------------------------------------------------- provision
+
+pub struct ProvisionInput<'a> {
+    pub service: &'a ServiceName,
+    pub release: &'a ReleaseId,
+    pub settings: &'a ServiceSettings,
+    /// Every live instance of the service (any release).
+    pub instances: &'a [Instance],
+    pub addresses: &'a [Address],
+    pub dns: Option<&'a Dns>,
+    pub progress: Option<&'a Progress>,
+    pub now: u64,
+}
+
+pub fn provision(input: &ProvisionInput) -> Plan {
+    let ProvisionInput {
+        service,
+        release,
+        settings,
+        instances,
+        ..
+    } = *input;
+    let mine = of_release(instances, release);
+
+    if let Some(serving) = mine.iter().find(|i| i.stage != Some(Stage::PreProduct)) {
+        return Plan::fail(format!(
+            "release {release} of {service} is already past provisioning: {} is {}",
+            serving.id,
+            serving.stage.map(Stage::as_str).unwrap_or("untagged")
+        ));
+    }
+    if let Some(broken) = mine.iter().find(|i| {
+        matches!(
+            i.state,
+            InstanceState::Stopping | InstanceState::Stopped | InstanceState::ShuttingDown
+        )
+    }) {
+        return Plan::fail(format!(
+            "instance {} of release {release} is {:?}; terminate it and retry the stage",
+            broken.id, broken.state
+        ));
+    }
+
+    let mut steps = Vec::new();
+    let mut by_index: BTreeMap<u32, Vec<&Instance>> = BTreeMap::new();
+    for instance in &mine {
+        if let Some(index) = instance.index {
+            by_index.entry(index).or_default().push(instance);
+        }
+    }
+    // Two concurrent first invocations can both launch (where RunInstances ignores ClientToken):
+    // keep the oldest of each index and terminate the rest.
+    let duplicates: Vec<String> = by_index
+        .values()
+        .flat_map(|same| {
+            let mut same = same.clone();
+            same.sort_by(|a, b| (a.launched_at, &a.id).cmp(&(b.launched_at, &b.id)));
+            same.into_iter().skip(1).map(|i| i.id.clone())
+        })
+        .chain(
+            mine.iter()
+                .filter(|i| i.index.is_none_or(|n| n > settings.count))
+                .map(|i| i.id.clone()),
+        )
+        .collect();
+    if !duplicates.is_empty() {
+        steps.push(Step::Terminate {
+            instance_ids: duplicates,
+        });
+    }
+
+    let missing: Vec<u32> = (1..=settings.count)
+        .filter(|n| !by_index.contains_key(n))
+        .collect();
+    for &index in &missing {
+        let subnet = &settings.subnets[(index as usize - 1) % settings.subnets.len()];
+        steps.push(Step::Launch {
+            spec: LaunchSpec {
+                ami: settings.ami.clone(),
+                instance_type: settings.instance_type.clone(),
+                subnet: subnet.clone(),
+                security_groups: settings.security_groups.clone(),
+                instance_profile: settings.instance_profile.clone(),
+                key_name: settings.key_name.clone(),
+                user_data: settings.user_data.clone(),
+            },
+            client_token: client_token(service, release, index),
+            tags: launch_tags(service, release, settings, index),
+        });
+    }
+    if !missing.is_empty() {
+        return Plan {
+            steps,
+            next: Next::Wait("running".into()),
+            notes: Vec::new(),
+            outputs: BTreeMap::new(),
+        };
+    }
+
+    let pending: Vec<&str> = mine
+        .iter()
+        .filter(|i| i.state == InstanceState::Pending)
+        .map(|i| i.id.as_str())
+        .collect();
+    if !pending.is_empty() {
+        let waited = input.progress.map(|p| p.waited(input.now)).unwrap_or(0);
+        if waited > RUNNING_TIMEOUT_S {
+            return Plan::fail(format!(
+                "instances {} of release {release} were not running after {waited}s",
+                pending.join(", ")
+            ));
+        }
+        return Plan {
+            steps,
+            next: Next::Wait("running".into()),
+            notes: Vec::new(),
+            outputs: BTreeMap::new(),
+        };
+    }
+
+    let fleet: Vec<&Instance> = by_index.values().map(|same| same[0]).collect();
+    let mut notes = Vec::new();
+    steps.extend(address_steps(
+        &settings.elastic_ips,
+        input.addresses,
+        &fleet,
+        false,
+        &mut notes,
+    ));
+    if let Some(dns) = input.dns {
+        steps.extend(record_steps(
+            dns,
+            service,
+            instances,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+        ));
+    }
+    let names: Vec<String> = fleet
+        .iter()
+        .map(|i| instance_label(i, input.dns, service))
+        .collect();
+    let mut outputs = BTreeMap::from([
+        (
+            "instance_ids".to_owned(),
+            fleet
+                .iter()
+                .map(|i| i.id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (
+            "names".to_owned(),
+            fleet
+                .iter()
+                .filter_map(|i| i.name.as_deref())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ]);
+    if let Some(dns) = input.dns {
+        let records: Vec<String> = fleet
+            .iter()
+            .filter_map(|i| instance_record_name(i, Some(dns), service))
+            .map(|r| r.trim_end_matches('.').to_owned())
+            .collect();
+        outputs.insert("dns_names".to_owned(), records.join(","));
+        outputs.insert(
+            "qa_dns_name".to_owned(),
+            format!(
+                "pre-product.{}",
+                service_suffix(dns, service).trim_end_matches('.')
+            ),
+        );
+    }
+    Plan {
+        steps,
+        next: Next::Done(format!(
+            "release {release} of {service}: {} pre-product instance(s) running: {}",
+            fleet.len(),
+            names.join(", ")
+        )),
+        notes,
+        outputs,
+    }
+}
+
+fn launch_tags(
+    service: &ServiceName,
+    release: &ReleaseId,
+    settings: &ServiceSettings,
+    index: u32,
+) -> BTreeMap<String, String> {
+    let mut tags = settings.tags.clone();
+    tags.insert(TAG_SERVICE.into(), service.to_string());
+    tags.insert(TAG_STAGE.into(), Stage::PreProduct.as_str().into());
+    tags.insert(TAG_RELEASE.into(), release.to_string());
+    tags.insert(TAG_INDEX.into(), index.to_string());
+    tags.insert(
+        TAG_NAME.into(),
+        instance_name(service, Stage::PreProduct, release, index),
+    );
+    tags
+}
+
+/// `i-0abc (1.a1b2c3d4.mobile-zum-api.internal.example)` or just the Name tag.
+fn instance_label(instance: &Instance, dns: Option<&Dns>, service: &ServiceName) -> String {
+    let name = instance.name.clone().unwrap_or_else(|| instance.id.clone());
+    match (dns, instance_record_name(instance, dns, service)) {
+        (Some(_), Some(record)) => {
+            format!("{name} ({} {})", instance.id, record.trim_end_matches('.'))
+        }
+        _ => format!("{name} ({})", instance.id),
+    }
+}
+
+// ---------------------------------------------------------------- addresses
+
+/// Associates `allocation_ids[n-1]` with the fleet's instance of index n. With `take_over`, an
+/// address held by another instance is moved (at switch time, from the retiring fleet); without,
+/// it is left where it is and noted.
+fn address_steps(
+    allocation_ids: &[String],
+    addresses: &[Address],
+    fleet: &[&Instance],
+    take_over: bool,
+    notes: &mut Vec<String>,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (position, allocation_id) in allocation_ids.iter().enumerate() {
+        let index = position as u32 + 1;
+        let Some(instance) = fleet.iter().find(|i| i.index == Some(index)) else {
+            continue;
+        };
+        let Some(address) = addresses.iter().find(|a| &a.allocation_id == allocation_id) else {
+            notes.push(format!(
+                "address {allocation_id} was not found; not associated"
+            ));
+            continue;
+        };
+        match address.instance_id.as_deref() {
+            Some(holder) if holder == instance.id => {}
+            Some(holder) if !take_over => {
+                notes.push(format!(
+                    "address {allocation_id} stays on {holder} until the switch"
+                ));
+            }
+            _ => steps.push(Step::AssociateAddress {
+                allocation_id: allocation_id.clone(),
+                instance_id: instance.id.clone(),
+            }),
+        }
+    }
+    steps
+}
+
+// ---------------------------------------------------------------- DNS
+
+fn service_suffix(dns: &Dns, service: &ServiceName) -> String {
+    format!("{service}.{}", dns.zone_name)
+}
+
+fn instance_record_name(
+    instance: &Instance,
+    dns: Option<&Dns>,
+    service: &ServiceName,
+) -> Option<String> {
+    let dns = dns?;
+    let release = ReleaseId::parse(instance.release.as_deref()?).ok()?;
+    Some(format!(
+        "{}.{}.{}",
+        instance.index?,
+        release.short(),
+        service_suffix(dns, service)
+    ))
+}
+
+/// The A-records a service should have, given its instances (with `stage_changes` applied and
+/// `leaving` left out).
+pub fn desired_records(
+    dns: &Dns,
+    service: &ServiceName,
+    instances: &[Instance],
+    stage_changes: &BTreeMap<String, Stage>,
+    leaving: &BTreeSet<String>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut records: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for instance in instances {
+        if leaving.contains(&instance.id) || instance.state != InstanceState::Running {
+            continue;
+        }
+        let Some(ip) = instance.private_ip.clone() else {
+            continue;
+        };
+        if let Some(name) = instance_record_name(instance, Some(dns), service) {
+            records.entry(name).or_default().push(ip.clone());
+        }
+        let stage = stage_changes.get(&instance.id).copied().or(instance.stage);
+        if let Some(stage @ (Stage::Product | Stage::PreProduct)) = stage {
+            records
+                .entry(format!("{stage}.{}", service_suffix(dns, service)))
+                .or_default()
+                .push(ip);
+        }
+    }
+    for values in records.values_mut() {
+        values.sort();
+        values.dedup();
+    }
+    records
+}
+
+fn record_steps(
+    dns: &Dns,
+    service: &ServiceName,
+    instances: &[Instance],
+    stage_changes: &BTreeMap<String, Stage>,
+    leaving: &BTreeSet<String>,
+) -> Vec<Step> {
+    let desired = desired_records(dns, service, instances, stage_changes, leaving);
+    let mut changes = Vec::new();
+    for (name, values) in &desired {
+        if dns.records.get(name) != Some(values) {
+            changes.push(RecordChange {
+                action: RecordAction::Upsert,
+                name: name.clone(),
+                values: values.clone(),
+            });
+        }
+    }
+    for (name, values) in &dns.records {
+        if !desired.contains_key(name) {
+            // Delete with exactly the values just read: Route53 rejects any other DELETE.
+            changes.push(RecordChange {
+                action: RecordAction::Delete,
+                name: name.clone(),
+                values: values.clone(),
+            });
+        }
+    }
+    if changes.is_empty() {
+        Vec::new()
+    } else {
+        vec![Step::ChangeRecords {
+            zone_id: dns.zone_id.clone(),
+            changes,
+        }]
+    }
+}
+
+// ---------------------------------------------------------------- register-target
+
+pub struct RegisterInput<'a> {
+    pub service: &'a ServiceName,
+    pub release: &'a ReleaseId,
+    pub settings: &'a ServiceSettings,
+    pub alb: &'a Alb,
+    pub instances: &'a [Instance],
+    pub progress: Option<&'a Progress>,
+    pub now: u64,
+}
+
+pub fn register(input: &RegisterInput) -> Plan {
+    let RegisterInput {
+        service,
+        release,
+        alb,
+        ..
+    } = *input;
+    let mine: Vec<&Instance> = of_release(input.instances, release)
+        .into_iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .collect();
+    if mine.is_empty() {
+        return Plan::fail(format!(
+            "no running instances of release {release} for service {service}: run provision first"
+        ));
+    }
+    let product = match alb.product_slot() {
+        Ok(slot) => slot,
+        Err(why) => return Plan::fail(format!("cannot pick the idle slot: {why}")),
+    };
+    let idle = alb.slot(product.other());
+    if let Some(serving) = mine.iter().find(|i| alb.slot(product).has(&i.id)) {
+        return Plan::fail(format!(
+            "instance {} of release {release} is registered in the product slot {product}; nothing to register",
+            serving.id
+        ));
+    }
+    let wanted: BTreeSet<&str> = mine.iter().map(|i| i.id.as_str()).collect();
+    let stale: Vec<String> = idle
+        .targets
+        .iter()
+        .filter(|t| !wanted.contains(t.id.as_str()))
+        .map(|t| t.id.clone())
+        .collect();
+    let missing: Vec<String> = mine
+        .iter()
+        .filter(|i| !idle.has(&i.id))
+        .map(|i| i.id.clone())
+        .collect();
+
+    let mut steps = Vec::new();
+    if !stale.is_empty() {
+        steps.push(Step::DeregisterTargets {
+            target_group: idle.arn.clone(),
+            instance_ids: stale,
+        });
+    }
+    if !missing.is_empty() {
+        steps.push(Step::RegisterTargets {
+            target_group: idle.arn.clone(),
+            instance_ids: missing,
+        });
+    }
+    if !steps.is_empty() {
+        return Plan {
+            steps,
+            next: Next::Wait("healthy".into()),
+            notes: Vec::new(),
+            outputs: BTreeMap::new(),
+        };
+    }
+
+    let unhealthy = idle.unhealthy();
+    if !unhealthy.is_empty() {
+        let waited = input.progress.map(|p| p.waited(input.now)).unwrap_or(0);
+        if waited >= input.settings.health_timeout_s {
+            return Plan::fail(format!(
+                "targets of release {release} in the {} slot were not healthy after {waited}s ({}); product was not touched",
+                idle.slot,
+                describe_targets(&unhealthy)
+            ));
+        }
+        return Plan {
+            steps,
+            next: Next::Wait("healthy".into()),
+            notes: Vec::new(),
+            outputs: BTreeMap::new(),
+        };
+    }
+
+    let to = Forward::to(&idle.arn);
+    if alb.pre_product.forward != to {
+        steps.push(Step::SetForward {
+            route: alb.pre_product.arn.clone(),
+            role: RouteRole::PreProduct,
+            is_listener_default: alb.pre_product.is_listener_default,
+            from: alb.pre_product.forward.clone(),
+            to,
+        });
+    }
+    let qa = if alb.pre_product.conditions.is_empty() {
+        String::new()
+    } else {
+        format!("; QA at {}", alb.pre_product.conditions.join(" "))
+    };
+    Plan {
+        steps,
+        next: Next::Done(format!(
+            "release {release} of {service}: {} healthy target(s) in the {} slot, pre-product route points there{qa}",
+            mine.len(),
+            idle.slot
+        )),
+        notes: Vec::new(),
+        outputs: BTreeMap::from([("slot".to_owned(), idle.slot.as_str().to_owned())]),
+    }
+}
+
+fn describe_targets(targets: &[&Target]) -> String {
+    targets
+        .iter()
+        .map(|t| match &t.reason {
+            Some(reason) => format!("{} {:?}: {reason}", t.id, t.health).to_lowercase(),
+            None => format!("{} {:?}", t.id, t.health).to_lowercase(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------- switch-listener
+
+pub struct SwitchInput<'a> {
+    pub service: &'a ServiceName,
+    pub release: &'a ReleaseId,
+    pub action: Action,
+    pub settings: &'a ServiceSettings,
+    pub alb: &'a Alb,
+    pub instances: &'a [Instance],
+    pub addresses: &'a [Address],
+    pub dns: Option<&'a Dns>,
+    pub now: u64,
+}
+
+pub fn switch(input: &SwitchInput) -> Plan {
+    let SwitchInput {
+        service,
+        release,
+        alb,
+        ..
+    } = *input;
+    let current = match alb.product_slot() {
+        Ok(slot) => slot,
+        Err(why) => return Plan::fail(format!("cannot switch: {why}")),
+    };
+    let mine = of_release(input.instances, release);
+    let mine_ids: Vec<&str> = mine.iter().map(|i| i.id.as_str()).collect();
+    let Some(release_slot) = alb.slot_holding(&mine_ids) else {
+        return Plan::fail(format!(
+            "release {release} of {service} is not registered in the blue or green slot: run register-target first"
+        ));
+    };
+    let to = match input.action {
+        Action::Release => release_slot,
+        Action::Rollback => release_slot.other(),
+    };
+    let verb = match input.action {
+        Action::Release => "released",
+        Action::Rollback => "rolled back",
+    };
+    let mut plan = cutover_plan(input, current, to);
+    if let Next::Done(_) = plan.next {
+        let what = if current == to { "already" } else { "now" };
+        plan.next = Next::Done(format!(
+            "release {release} of {service} {verb}: product {what} on the {to} slot ({}), pre-product on {}",
+            describe_forward(&Forward::to(&alb.slot(to).arn)),
+            to.other()
+        ));
+    }
+    plan
+}
+
+/// Moves product to `to` (if it is not there) and converges everything that follows from it:
+/// pre-product on the other slot, the `cutover:previous` tag, instance stages, addresses, DNS.
+fn cutover_plan(input: &SwitchInput, current: Slot, to: Slot) -> Plan {
+    let alb = input.alb;
+    let target = alb.slot(to);
+    let from = alb.slot(to.other());
+    let mut steps = Vec::new();
+
+    if current != to {
+        if target.targets.is_empty() {
+            return Plan::fail(format!(
+                "refusing to point product at the {to} slot ({}): it has no registered targets{}",
+                target.name,
+                if input.action == Action::Rollback {
+                    " (was the old fleet cleaned up?)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let unhealthy = target.unhealthy();
+        if !unhealthy.is_empty() {
+            return Plan::fail(format!(
+                "refusing to point product at the {to} slot ({}): not every target is healthy: {}",
+                target.name,
+                describe_targets(&unhealthy)
+            ));
+        }
+        steps.push(Step::SetForward {
+            route: alb.product.arn.clone(),
+            role: RouteRole::Product,
+            is_listener_default: alb.product.is_listener_default,
+            from: alb.product.forward.clone(),
+            to: Forward::to(&target.arn),
+        });
+    }
+    let pre_product = Forward::to(&from.arn);
+    if alb.pre_product.forward != pre_product {
+        steps.push(Step::SetForward {
+            route: alb.pre_product.arn.clone(),
+            role: RouteRole::PreProduct,
+            is_listener_default: alb.pre_product.is_listener_default,
+            from: alb.pre_product.forward.clone(),
+            to: pre_product,
+        });
+    }
+    if alb.product.previous.as_deref() != Some(from.arn.as_str()) {
+        steps.push(Step::TagRoute {
+            route: alb.product.arn.clone(),
+            tags: BTreeMap::from([(TAG_PREVIOUS.to_owned(), from.arn.clone())]),
+        });
+    }
+
+    let promoted: Vec<&Instance> = input
+        .instances
+        .iter()
+        .filter(|i| target.has(&i.id))
+        .collect();
+    let retiring: Vec<&Instance> = input
+        .instances
+        .iter()
+        .filter(|i| from.has(&i.id) && i.stage == Some(Stage::Product))
+        .collect();
+    let mut stage_changes = BTreeMap::new();
+    let to_promote: Vec<&Instance> = promoted
+        .iter()
+        .copied()
+        .filter(|i| i.stage != Some(Stage::Product) || i.retired_at.is_some())
+        .collect();
+    if !to_promote.is_empty() {
+        steps.push(Step::TagInstances {
+            instance_ids: ids(&to_promote),
+            tags: BTreeMap::from([(TAG_STAGE.to_owned(), Stage::Product.as_str().to_owned())]),
+        });
+        if to_promote.iter().any(|i| i.retired_at.is_some()) {
+            steps.push(Step::UntagInstances {
+                instance_ids: ids(&to_promote),
+                keys: vec![TAG_RETIRED_AT.to_owned()],
+            });
+        }
+    }
+    if !retiring.is_empty() {
+        steps.push(Step::TagInstances {
+            instance_ids: ids(&retiring),
+            tags: BTreeMap::from([
+                (TAG_STAGE.to_owned(), Stage::Retired.as_str().to_owned()),
+                (TAG_RETIRED_AT.to_owned(), input.now.to_string()),
+            ]),
+        });
+    }
+    for i in &promoted {
+        stage_changes.insert(i.id.clone(), Stage::Product);
+    }
+    for i in &retiring {
+        stage_changes.insert(i.id.clone(), Stage::Retired);
+    }
+
+    let mut notes = Vec::new();
+    steps.extend(address_steps(
+        &input.settings.elastic_ips,
+        input.addresses,
+        &promoted,
+        true,
+        &mut notes,
+    ));
+    if let Some(dns) = input.dns {
+        steps.extend(record_steps(
+            dns,
+            input.service,
+            input.instances,
+            &stage_changes,
+            &BTreeSet::new(),
+        ));
+    }
+    Plan {
+        steps,
+        next: Next::Done(String::new()),
+        notes,
+        outputs: BTreeMap::new(),
+    }
+}
+
+// ---------------------------------------------------------------- cleanup
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CleanupScope {
+    /// Retired instances whose bake time is over.
+    Retired,
+    /// The pre-product instances of a release that failed, was canceled or superseded.
+    FailedRelease(ReleaseId),
+}
+
+pub struct CleanupInput<'a> {
+    pub service: &'a ServiceName,
+    pub scope: CleanupScope,
+    pub settings: &'a ServiceSettings,
+    pub alb: &'a Alb,
+    pub instances: &'a [Instance],
+    pub addresses: &'a [Address],
+    pub dns: Option<&'a Dns>,
+    pub now: u64,
+}
+
+pub fn cleanup(input: &CleanupInput) -> Plan {
+    let CleanupInput {
+        service,
+        alb,
+        settings,
+        now,
+        ..
+    } = *input;
+    let product = match alb.product_slot() {
+        Ok(slot) => alb.slot(slot),
+        Err(why) => return Plan::fail(format!("cleanup needs to know what serves product: {why}")),
+    };
+    let mut notes = Vec::new();
+    let mut chosen: Vec<&Instance> = Vec::new();
+    for instance in input.instances {
+        let wanted = match &input.scope {
+            CleanupScope::Retired => {
+                instance.stage == Some(Stage::Retired)
+                    && instance
+                        .retired_at
+                        .is_some_and(|at| at.saturating_add(settings.bake_s) <= now)
+            }
+            CleanupScope::FailedRelease(release) => {
+                instance.stage == Some(Stage::PreProduct)
+                    && instance.release.as_deref() == Some(release.as_str())
+            }
+        };
+        if !wanted {
+            continue;
+        }
+        if product.has(&instance.id) {
+            notes.push(format!(
+                "kept {}: it is registered in the product slot {}",
+                instance.id, product.slot
+            ));
+            continue;
+        }
+        chosen.push(instance);
+    }
+    let baking: Vec<String> = input
+        .instances
+        .iter()
+        .filter(|i| matches!(input.scope, CleanupScope::Retired) && i.stage == Some(Stage::Retired))
+        .filter(|i| !chosen.iter().any(|c| c.id == i.id))
+        .filter_map(|i| {
+            i.retired_at
+                .map(|at| format!("{} until {}", i.id, at.saturating_add(settings.bake_s)))
+        })
+        .collect();
+    if !baking.is_empty() {
+        notes.push(format!(
+            "kept for rollback (BAKE_S={}): {}",
+            settings.bake_s,
+            baking.join(", ")
+        ));
+    }
+    if chosen.is_empty() {
+        return Plan {
+            steps: Vec::new(),
+            next: Next::Done(format!("{service}: nothing to clean up")),
+            notes,
+            outputs: BTreeMap::new(),
+        };
+    }
+
+    let mut steps = Vec::new();
+    let mut still_registered = false;
+    for slot in [&alb.blue, &alb.green] {
+        let registered: Vec<String> = chosen
+            .iter()
+            .filter(|i| slot.has(&i.id))
+            .map(|i| i.id.clone())
+            .collect();
+        if registered.is_empty() {
+            continue;
+        }
+        still_registered = true;
+        let draining = registered.iter().all(|id| {
+            slot.targets
+                .iter()
+                .any(|t| &t.id == id && t.health == Health::Draining)
+        });
+        if !draining {
+            steps.push(Step::DeregisterTargets {
+                target_group: slot.arn.clone(),
+                instance_ids: registered,
+            });
+        }
+    }
+    if still_registered {
+        // Terminate only once the targets have left their groups (the deregistration delay).
+        let next = if steps.is_empty() {
+            Next::Wait("drained".into())
+        } else {
+            Next::Again
+        };
+        return Plan {
+            steps,
+            next,
+            notes,
+            outputs: BTreeMap::new(),
+        };
+    }
+
+    for address in input.addresses {
+        let (Some(instance_id), Some(association_id)) =
+            (&address.instance_id, &address.association_id)
+        else {
+            continue;
+        };
+        if chosen.iter().any(|i| &i.id == instance_id) {
+            steps.push(Step::DisassociateAddress {
+                allocation_id: address.allocation_id.clone(),
+                association_id: association_id.clone(),
+                instance_id: instance_id.clone(),
+            });
+        }
+    }
+    if let Some(dns) = input.dns {
+        let leaving = chosen.iter().map(|i| i.id.clone()).collect();
+        steps.extend(record_steps(
+            dns,
+            service,
+            input.instances,
+            &BTreeMap::new(),
+            &leaving,
+        ));
+    }
+    let names: Vec<String> = chosen
+        .iter()
+        .map(|i| i.name.clone().unwrap_or_else(|| i.id.clone()))
+        .collect();
+    steps.push(Step::Terminate {
+        instance_ids: ids(&chosen),
+    });
+    Plan {
+        steps,
+        next: Next::Done(format!(
+            "{service}: terminated {} instance(s): {}",
+            chosen.len(),
+            names.join(", ")
+        )),
+        notes,
+        outputs: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,468 @@
+//! Per-service settings: one environment variable per service, parsed once at cold start.
+//!
+//! The value is a JSON object or the seed's Python dict literal
+//! (`{'AMI': 'ami-1', 'SUBNET': "['subnet-a','subnet-b']", ...}`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::names::{is_settings_variable, ServiceName};
+
+/// A settings problem, always naming the variable and, where one is at fault, the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {problem}", location(.variable, .key))]
+pub struct SettingsError {
+    pub variable: String,
+    pub key: Option<String>,
+    pub problem: String,
+}
+
+fn location(variable: &str, key: &Option<String>) -> String {
+    match key {
+        Some(key) => format!("settings variable {variable}, key {key}"),
+        None => format!("settings variable {variable}"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceSettings {
+    pub ami: String,
+    pub instance_type: String,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub elastic_ips: Vec<String>,
+    pub count: u32,
+    pub instance_profile: Option<String>,
+    pub key_name: Option<String>,
+    pub user_data: Option<String>,
+    pub dns_zone: Option<String>,
+    pub health_timeout_s: u64,
+    pub bake_s: u64,
+    pub sticky_s: Option<u32>,
+    pub tags: BTreeMap<String, String>,
+}
+
+pub const DEFAULT_HEALTH_TIMEOUT_S: u64 = 600;
+pub const DEFAULT_BAKE_S: u64 = 3600;
+pub const MAX_COUNT: u32 = 50;
+
+const KNOWN_KEYS: &[&str] = &[
+    "AMI",
+    "INSTANCE_TYPE",
+    "SUBNET",
+    "SG",
+    "EIP",
+    "COUNT",
+    "INSTANCE_PROFILE",
+    "KEY_NAME",
+    "USER_DATA",
+    "DNS_ZONE",
+    "HEALTH_TIMEOUT_S",
+    "BAKE_S",
+    "STICKY_S",
+    "TAGS",
+];
+
+impl ServiceSettings {
+    /// Parses one variable's value. `variable` is only used to name the culprit in errors.
+    pub fn parse(variable: &str, raw: &str) -> Result<Self, SettingsError> {
+        let object = parse_object(variable, raw)?;
+        let reader = Reader {
+            variable,
+            object: &object,
+        };
+        for key in object.keys() {
+            if !KNOWN_KEYS.contains(&key.as_str()) {
+                return Err(reader.error(
+                    key,
+                    format!("unknown key (known keys: {})", KNOWN_KEYS.join(", ")),
+                ));
+            }
+        }
+        let subnets = reader.id_list("SUBNET", "subnet-", true)?;
+        let elastic_ips = reader.id_list("EIP", "eipalloc-", false)?;
+        let count = reader
+            .integer("COUNT", 1, u64::from(MAX_COUNT))?
+            .unwrap_or(1) as u32;
+        if elastic_ips.len() > count as usize {
+            return Err(reader.error(
+                "EIP",
+                format!(
+                    "{} allocation ids for COUNT={count}: at most one per instance",
+                    elastic_ips.len()
+                ),
+            ));
+        }
+        Ok(ServiceSettings {
+            ami: reader.id("AMI", "ami-")?,
+            instance_type: reader.instance_type()?,
+            subnets,
+            security_groups: reader.id_list("SG", "sg-", true)?,
+            elastic_ips,
+            count,
+            instance_profile: reader.optional_string("INSTANCE_PROFILE")?,
+            key_name: reader.optional_string("KEY_NAME")?,
+            user_data: reader.optional_string("USER_DATA")?,
+            dns_zone: reader.hosted_zone()?,
+            health_timeout_s: reader
+                .integer("HEALTH_TIMEOUT_S", 1, 86_400)?
+                .unwrap_or(DEFAULT_HEALTH_TIMEOUT_S),
+            bake_s: reader
+                .integer("BAKE_S", 0, 30 * 86_400)?
+                .unwrap_or(DEFAULT_BAKE_S),
+            sticky_s: reader.integer("STICKY_S", 1, 604_800)?.map(|s| s as u32),
+            tags: reader.tags()?,
+        })
+    }
+}
+
+fn parse_object(variable: &str, raw: &str) -> Result<Map<String, Value>, SettingsError> {
+    let whole = |problem: String| SettingsError {
+        variable: variable.to_owned(),
+        key: None,
+        problem,
+    };
+    let value = match serde_json::from_str::<Value>(raw) {
+        Ok(value) => value,
+        Err(json_error) => {
+            let python = py_literal::Value::from_str(raw.trim()).map_err(|_| {
+                whole(format!(
+                    "is neither a JSON object nor a Python dict literal (JSON: {json_error})"
+                ))
+            })?;
+            python_to_json(&python).map_err(whole)?
+        }
+    };
+    match value {
+        Value::Object(object) => Ok(object),
+        other => Err(whole(format!(
+            "must be an object of settings, found {}",
+            kind(&other)
+        ))),
+    }
+}
+
+fn python_to_json(value: &py_literal::Value) -> Result<Value, String> {
+    use py_literal::Value as Py;
+    Ok(match value {
+        Py::String(s) => Value::String(s.clone()),
+        Py::Integer(i) => {
+            let n: i64 = i
+                .to_string()
+                .parse()
+                .map_err(|_| format!("integer {i} is out of range"))?;
+            Value::from(n)
+        }
+        Py::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        Py::Boolean(b) => Value::Bool(*b),
+        Py::None => Value::Null,
+        Py::List(items) | Py::Tuple(items) => {
+            Value::Array(items.iter().map(python_to_json).collect::<Result<_, _>>()?)
+        }
+        Py::Dict(pairs) => {
+            let mut object = Map::new();
+            for (key, value) in pairs {
+                let Py::String(key) = key else {
+                    return Err(format!("dict key {key} is not a string"));
+                };
+                object.insert(key.clone(), python_to_json(value)?);
+            }
+            Value::Object(object)
+        }
+        Py::Bytes(_) | Py::Complex(_) | Py::Set(_) => {
+            return Err(format!("unsupported Python value {value}"));
+        }
+    })
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+struct Reader<'a> {
+    variable: &'a str,
+    object: &'a Map<String, Value>,
+}
+
+impl Reader<'_> {
+    fn error(&self, key: &str, problem: impl Into<String>) -> SettingsError {
+        SettingsError {
+            variable: self.variable.to_owned(),
+            key: Some(key.to_owned()),
+            problem: problem.into(),
+        }
+    }
+
+    fn present(&self, key: &str) -> Option<&Value> {
+        self.object.get(key).filter(|v| !v.is_null())
+    }
+
+    fn required(&self, key: &str) -> Result<&Value, SettingsError> {
+        self.present(key)
+            .ok_or_else(|| self.error(key, "is required"))
+    }
+
+    fn string<'v>(&self, key: &str, value: &'v Value) -> Result<&'v str, SettingsError> {
+        match value {
+            Value::String(s) if !s.trim().is_empty() => Ok(s.trim()),
+            Value::String(_) => Err(self.error(key, "must not be empty")),
+            other => Err(self.error(key, format!("must be a string, found {}", kind(other)))),
+        }
+    }
+
+    fn optional_string(&self, key: &str) -> Result<Option<String>, SettingsError> {
+        self.present(key)
+            .map(|v| self.string(key, v).map(str::to_owned))
+            .transpose()
+    }
+
+    fn id(&self, key: &str, prefix: &str) -> Result<String, SettingsError> {
+        let raw = self.string(key, self.required(key)?)?;
+        self.check_id(key, prefix, raw)
+    }
+
+    fn check_id(&self, key: &str, prefix: &str, raw: &str) -> Result<String, SettingsError> {
+        let suffix = raw.strip_prefix(prefix).unwrap_or("");
+        if suffix.is_empty() || !suffix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(self.error(
+                key,
+                format!("`{raw}` is not an id of the form {prefix}<hex>"),
+            ));
+        }
+        Ok(raw.to_owned())
+    }
+
+    /// A list of ids, a single id, or (the seed's form) a string holding a Python/JSON list.
+    fn id_list(
+        &self,
+        key: &str,
+        prefix: &str,
+        required: bool,
+    ) -> Result<Vec<String>, SettingsError> {
+        let Some(value) = self.present(key) else {
+            return if required {
+                Err(self.error(key, "is required"))
+            } else {
+                Ok(Vec::new())
+            };
+        };
+        let items: Vec<Value> = match value {
+            Value::Array(items) => items.clone(),
+            Value::String(s) if s.trim_start().starts_with(['[', '(']) => match python_list(s) {
+                Some(items) => items,
+                None => return Err(self.error(key, format!("`{s}` is not a list literal"))),
+            },
+            Value::String(_) => vec![value.clone()],
+            other => {
+                return Err(self.error(
+                    key,
+                    format!("must be an id or a list of ids, found {}", kind(other)),
+                ))
+            }
+        };
+        if items.is_empty() {
+            return Err(self.error(key, "must not be an empty list"));
+        }
+        let mut ids = Vec::with_capacity(items.len());
+        for item in &items {
+            let id = self.check_id(key, prefix, self.string(key, item)?)?;
+            if ids.contains(&id) {
+                return Err(self.error(key, format!("`{id}` is listed twice")));
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    fn integer(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>, SettingsError> {
+        let Some(value) = self.present(key) else {
+            return Ok(None);
+        };
+        let parsed = match value {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            Some(n) => Err(self.error(key, format!("{n} is outside {min}..={max}"))),
+            None => Err(self.error(
+                key,
+                format!("must be a whole number in {min}..={max}, found {value}"),
+            )),
+        }
+    }
+
+    fn instance_type(&self) -> Result<String, SettingsError> {
+        const KEY: &str = "INSTANCE_TYPE";
+        let raw = self.string(KEY, self.required(KEY)?)?;
+        let well_formed = raw.split_once('.').is_some_and(|(family, size)| {
+            family
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase())
+                && family
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !size.is_empty()
+                && size
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
+        if !well_formed {
+            return Err(self.error(
+                KEY,
+                format!("`{raw}` is not an instance type like t3.small"),
+            ));
+        }
+        Ok(raw.to_owned())
+    }
+
+    fn hosted_zone(&self) -> Result<Option<String>, SettingsError> {
+        const KEY: &str = "DNS_ZONE";
+        let Some(value) = self.present(KEY) else {
+            return Ok(None);
+        };
+        let raw = self.string(KEY, value)?;
+        let id = raw.trim_start_matches("/hostedzone/");
+        let well_formed = id.starts_with('Z')
+            && id.len() <= 32
+            && id
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        if !well_formed {
+            return Err(self.error(
+                KEY,
+                format!("`{raw}` is not a Route53 hosted zone id like Z0123456789ABC"),
+            ));
+        }
+        Ok(Some(id.to_owned()))
+    }
+
+    fn tags(&self) -> Result<BTreeMap<String, String>, SettingsError> {
+        const KEY: &str = "TAGS";
+        let Some(value) = self.present(KEY) else {
+            return Ok(BTreeMap::new());
+        };
+        let Value::Object(pairs) = value else {
+            return Err(self.error(
+                KEY,
+                format!(
+                    "must be an object of tag names to values, found {}",
+                    kind(value)
+                ),
+            ));
+        };
+        let mut tags = BTreeMap::new();
+        for (name, value) in pairs {
+            let lower = name.to_ascii_lowercase();
+            if lower.starts_with("aws:") || lower.starts_with("cutover:") || name == "Name" {
+                return Err(self.error(
+                    KEY,
+                    format!(
+                        "tag `{name}` is reserved (aws:*, cutover:* and Name are set by cutover)"
+                    ),
+                ));
+            }
+            if name.is_empty() || name.len() > 128 {
+                return Err(self.error(KEY, format!("tag name `{name}` must be 1-128 characters")));
+            }
+            let value = match value {
+                Value::String(s) if s.len() <= 256 => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(self.error(
+                        KEY,
+                        format!("tag `{name}` must have a string value of at most 256 characters"),
+                    ))
+                }
+            };
+            tags.insert(name.clone(), value);
+        }
+        Ok(tags)
+    }
+}
+
+fn python_list(raw: &str) -> Option<Vec<Value>> {
+    if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(raw) {
+        return Some(items);
+    }
+    match python_to_json(&py_literal::Value::from_str(raw.trim()).ok()?).ok()? {
+        Value::Array(items) => Some(items),
+        _ => None,
+    }
+}
+
+/// Every service's settings, parsed once at cold start. A bad variable only fails its own service.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    by_variable: HashMap<String, Result<ServiceSettings, SettingsError>>,
+}
+
+/// Why a service's settings cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error(
+        "unknown service `{service}`: no settings variable {variable} is set on this function"
+    )]
+    Unknown { service: String, variable: String },
+    #[error(transparent)]
+    Invalid(#[from] SettingsError),
+}
+
+impl Registry {
+    /// Reads every variable that could hold settings and whose value looks like an object.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let by_variable = vars
+            .into_iter()
+            .filter(|(name, value)| {
+                is_settings_variable(name) && value.trim_start().starts_with('{')
+            })
+            .map(|(name, value)| {
+                let parsed = ServiceSettings::parse(&name, &value);
+                (name, parsed)
+            })
+            .collect();
+        Registry { by_variable }
+    }
+
+    pub fn from_env() -> Self {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn get(&self, service: &ServiceName) -> Result<&ServiceSettings, LookupError> {
+        let variable = service.settings_variable();
+        match self.by_variable.get(&variable) {
+            Some(Ok(settings)) => Ok(settings),
+            Some(Err(error)) => Err(LookupError::Invalid(error.clone())),
+            None => Err(LookupError::Unknown {
+                service: service.to_string(),
+                variable,
+            }),
+        }
+    }
+
+    /// Services whose variables parsed, with their names as the variable spells them.
+    pub fn variables(
+        &self,
+    ) -> impl Iterator<Item = (&str, &Result<ServiceSettings, SettingsError>)> {
+        self.by_variable
+            .iter()
+            .map(|(name, parsed)| (name.as_str(), parsed))
+    }
+}
+
+#[cfg(test)]
+mod tests;

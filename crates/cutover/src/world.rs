@@ -1,0 +1,476 @@
+//! What cutover sees (instances, target groups, routes, addresses, records) and what it can do
+//! (steps), as plain data. `aws` fills the first and carries out the second; `plan` maps one to
+//! the other without IO.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+pub const TAG_SERVICE: &str = "cutover:service";
+pub const TAG_SLOT: &str = "cutover:slot";
+pub const TAG_ROUTE: &str = "cutover:route";
+pub const TAG_STAGE: &str = "cutover:stage";
+pub const TAG_RELEASE: &str = "cutover:release";
+pub const TAG_INDEX: &str = "cutover:index";
+pub const TAG_RETIRED_AT: &str = "cutover:retired-at";
+pub const TAG_PREVIOUS: &str = "cutover:previous";
+pub const TAG_NAME: &str = "Name";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    PreProduct,
+    Product,
+    Retired,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::PreProduct => "pre-product",
+            Stage::Product => "product",
+            Stage::Retired => "retired",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Stage::PreProduct, Stage::Product, Stage::Retired]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Slot {
+    Blue,
+    Green,
+}
+
+impl Slot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Slot::Blue, Slot::Green]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+
+    pub fn other(self) -> Self {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green => Slot::Blue,
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub state: InstanceState,
+    pub service: String,
+    pub stage: Option<Stage>,
+    pub release: Option<String>,
+    /// Position within its release, 1-based; decides subnet, EIP and DNS name.
+    pub index: Option<u32>,
+    pub name: Option<String>,
+    pub private_ip: Option<String>,
+    pub retired_at: Option<u64>,
+    /// Unix seconds.
+    pub launched_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Health {
+    Initial,
+    Healthy,
+    Unhealthy,
+    Unused,
+    Draining,
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub id: String,
+    pub health: Health,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetGroup {
+    pub arn: String,
+    pub name: String,
+    pub slot: Slot,
+    pub targets: Vec<Target>,
+}
+
+impl TargetGroup {
+    pub fn has(&self, instance_id: &str) -> bool {
+        self.targets.iter().any(|t| t.id == instance_id)
+    }
+
+    pub fn unhealthy(&self) -> Vec<&Target> {
+        self.targets
+            .iter()
+            .filter(|t| t.health != Health::Healthy)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteRole {
+    Product,
+    PreProduct,
+}
+
+impl RouteRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteRole::Product => "product",
+            RouteRole::PreProduct => "pre-product",
+        }
+    }
+}
+
+/// Where a route sends traffic: one or two target groups with weights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Forward {
+    pub targets: Vec<WeightedTarget>,
+    /// Target-group stickiness in seconds, for weighted forwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky_s: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WeightedTarget {
+    pub arn: String,
+    pub weight: Option<i32>,
+}
+
+impl Forward {
+    pub fn to(arn: &str) -> Self {
+        Forward {
+            targets: vec![WeightedTarget {
+                arn: arn.to_owned(),
+                weight: None,
+            }],
+            sticky_s: None,
+        }
+    }
+
+    /// The single target group that gets all the traffic, if there is one.
+    pub fn sole_target(&self) -> Option<&str> {
+        let receiving: Vec<&WeightedTarget> = self
+            .targets
+            .iter()
+            .filter(|t| t.weight != Some(0))
+            .collect();
+        match receiving.as_slice() {
+            [only] => Some(only.arn.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// A product or pre-product route: a listener rule, or a listener's default action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub arn: String,
+    pub role: RouteRole,
+    pub is_listener_default: bool,
+    pub forward: Forward,
+    pub previous: Option<String>,
+    /// Host-header and path conditions, for telling people where QA is.
+    pub conditions: Vec<String>,
+}
+
+/// A service's two slots and two routes, found by tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alb {
+    pub blue: TargetGroup,
+    pub green: TargetGroup,
+    pub product: Route,
+    pub pre_product: Route,
+}
+
+impl Alb {
+    pub fn slot(&self, slot: Slot) -> &TargetGroup {
+        match slot {
+            Slot::Blue => &self.blue,
+            Slot::Green => &self.green,
+        }
+    }
+
+    pub fn slot_of_arn(&self, arn: &str) -> Option<Slot> {
+        [&self.blue, &self.green]
+            .into_iter()
+            .find(|tg| tg.arn == arn)
+            .map(|tg| tg.slot)
+    }
+
+    /// The slot product traffic goes to, or why there is no single one.
+    pub fn product_slot(&self) -> Result<Slot, String> {
+        let Some(arn) = self.product.forward.sole_target() else {
+            return Err(format!(
+                "the product route {} splits traffic between target groups (a gradual shift is in progress)",
+                self.product.arn
+            ));
+        };
+        self.slot_of_arn(arn).ok_or_else(|| {
+            format!("the product route {} forwards to {arn}, which is neither the blue nor the green slot", self.product.arn)
+        })
+    }
+
+    /// The slot holding every one of these instances, if one does.
+    pub fn slot_holding(&self, instance_ids: &[&str]) -> Option<Slot> {
+        if instance_ids.is_empty() {
+            return None;
+        }
+        [&self.blue, &self.green]
+            .into_iter()
+            .find(|tg| instance_ids.iter().all(|id| tg.has(id)))
+            .map(|tg| tg.slot)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Address {
+    pub allocation_id: String,
+    pub association_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub public_ip: Option<String>,
+}
+
+/// A-records under `<service>.<zone>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dns {
+    pub zone_id: String,
+    /// With the trailing dot, e.g. `internal.example.`.
+    pub zone_name: String,
+    pub records: BTreeMap<String, Vec<String>>,
+}
+
+/// What runs an instance: everything of RunInstances except the per-instance parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaunchSpec {
+    pub ami: String,
+    pub instance_type: String,
+    pub subnet: String,
+    pub security_groups: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RecordAction {
+    Upsert,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordChange {
+    pub action: RecordAction,
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// One change to the world. Each is one AWS call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    Launch {
+        spec: LaunchSpec,
+        client_token: String,
+        tags: BTreeMap<String, String>,
+    },
+    AssociateAddress {
+        allocation_id: String,
+        instance_id: String,
+    },
+    DisassociateAddress {
+        allocation_id: String,
+        association_id: String,
+        instance_id: String,
+    },
+    RegisterTargets {
+        target_group: String,
+        instance_ids: Vec<String>,
+    },
+    DeregisterTargets {
+        target_group: String,
+        instance_ids: Vec<String>,
+    },
+    SetForward {
+        route: String,
+        role: RouteRole,
+        is_listener_default: bool,
+        from: Forward,
+        to: Forward,
+    },
+    TagRoute {
+        route: String,
+        tags: BTreeMap<String, String>,
+    },
+    TagInstances {
+        instance_ids: Vec<String>,
+        tags: BTreeMap<String, String>,
+    },
+    UntagInstances {
+        instance_ids: Vec<String>,
+        keys: Vec<String>,
+    },
+    ChangeRecords {
+        zone_id: String,
+        changes: Vec<RecordChange>,
+    },
+    Terminate {
+        instance_ids: Vec<String>,
+    },
+}
+
+impl Step {
+    /// One line a person can read in a log, a plan, or an SNS message.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::Launch { spec, tags, .. } => format!(
+                "launch {} ({}, {}) in {}",
+                tags.get(TAG_NAME).map(String::as_str).unwrap_or("?"),
+                spec.instance_type,
+                spec.ami,
+                spec.subnet
+            ),
+            Step::AssociateAddress {
+                allocation_id,
+                instance_id,
+            } => {
+                format!("associate {allocation_id} with {instance_id}")
+            }
+            Step::DisassociateAddress {
+                allocation_id,
+                instance_id,
+                ..
+            } => {
+                format!("disassociate {allocation_id} from {instance_id}")
+            }
+            Step::RegisterTargets {
+                target_group,
+                instance_ids,
+            } => {
+                format!(
+                    "register {} in {}",
+                    instance_ids.join(", "),
+                    short_arn(target_group)
+                )
+            }
+            Step::DeregisterTargets {
+                target_group,
+                instance_ids,
+            } => {
+                format!(
+                    "deregister {} from {}",
+                    instance_ids.join(", "),
+                    short_arn(target_group)
+                )
+            }
+            Step::SetForward { role, from, to, .. } => {
+                format!(
+                    "point {} route: {} -> {}",
+                    role.as_str(),
+                    describe_forward(from),
+                    describe_forward(to)
+                )
+            }
+            Step::TagRoute { route, tags } => {
+                format!("tag {} {}", short_arn(route), describe_tags(tags))
+            }
+            Step::TagInstances { instance_ids, tags } => {
+                format!("tag {} {}", instance_ids.join(", "), describe_tags(tags))
+            }
+            Step::UntagInstances { instance_ids, keys } => {
+                format!("untag {} {}", instance_ids.join(", "), keys.join(", "))
+            }
+            Step::ChangeRecords { changes, .. } => changes
+                .iter()
+                .map(|c| format!("{:?} {} {}", c.action, c.name, c.values.join(",")).to_lowercase())
+                .collect::<Vec<_>>()
+                .join("; "),
+            Step::Terminate { instance_ids } => format!("terminate {}", instance_ids.join(", ")),
+        }
+    }
+
+    pub fn is_elb_mutation(&self) -> bool {
+        matches!(
+            self,
+            Step::RegisterTargets { .. }
+                | Step::DeregisterTargets { .. }
+                | Step::SetForward { .. }
+                | Step::TagRoute { .. }
+        )
+    }
+}
+
+/// `arn:...:targetgroup/mobile-blue/abc` → `targetgroup/mobile-blue`.
+pub fn short_arn(arn: &str) -> String {
+    let resource = arn.rsplit(':').next().unwrap_or(arn);
+    let mut parts = resource.split('/');
+    match (parts.next(), parts.next()) {
+        (Some(kind), Some(name)) => format!("{kind}/{name}"),
+        _ => resource.to_owned(),
+    }
+}
+
+pub fn describe_forward(forward: &Forward) -> String {
+    forward
+        .targets
+        .iter()
+        .map(|t| match t.weight {
+            Some(w) if forward.targets.len() > 1 => format!("{}={w}", short_arn(&t.arn)),
+            _ => short_arn(&t.arn),
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+fn describe_tags(tags: &BTreeMap<String, String>) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

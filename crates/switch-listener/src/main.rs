@@ -1,0 +1,6 @@
+//! The `switch-listener` Lambda function: see `cutover::run`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    cutover::serve(cutover::Function::SwitchListener).await
+}
