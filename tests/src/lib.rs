@@ -1,1 +1,180 @@
+//! The local AWS endpoint for tests and the demo: moto on loopback, a recording proxy that also
+//! serves CodePipeline's job API, a fixture world seeded through the real SDK, and a driver that
+//! invokes functions the way CodePipeline does (re-invoking with the continuation token).
 
+pub mod endpoint;
+pub mod fixture;
+pub mod moto;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use cutover::aws::Aws;
+use cutover::settings::Registry;
+use cutover::{App, Function};
+use serde_json::Value;
+
+pub use endpoint::{Ack, AckKind, Call, Endpoint};
+pub use fixture::{Base, Clients, ServiceFixture};
+pub use moto::Moto;
+
+/// A running local AWS: moto, the endpoint in front of it, and the seeded base world.
+pub struct Local {
+    pub moto: Moto,
+    pub endpoint: Endpoint,
+    pub config: SdkConfig,
+    pub clients: Clients,
+    pub base: Base,
+    /// The clock the functions see, in unix seconds; tests move it instead of sleeping.
+    pub now: Arc<AtomicU64>,
+    job_counter: Arc<AtomicU32>,
+}
+
+/// Starts a local AWS or returns `None` when moto cannot run here (said loudly by `Moto::start`).
+pub async fn local(elastic_ips: usize) -> Option<Local> {
+    let moto = Moto::start()?;
+    let endpoint = Endpoint::start(&moto.url).await;
+    let config = fixture::sdk_config(&endpoint.url).await;
+    let clients = Clients::new(&config);
+    let base = fixture::seed_base(&clients, elastic_ips).await;
+    Some(Local {
+        moto,
+        endpoint,
+        config,
+        clients,
+        base,
+        now: Arc::new(AtomicU64::new(1_795_849_200)),
+        job_counter: Arc::new(AtomicU32::new(0)),
+    })
+}
+
+pub fn events_dir() -> PathBuf {
+    moto::repo_root().join("events")
+}
+
+/// A sample event from `events/`, parsed.
+pub fn sample_event(file: &str) -> Value {
+    let path = events_dir().join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A CodePipeline job event built from the sample file of `function`, with this job id,
+/// these `UserParameters` and (when CodePipeline continues a job) a continuation token.
+pub fn job_event(
+    function: Function,
+    job_id: &str,
+    user_parameters: &Value,
+    continuation: Option<&str>,
+) -> Value {
+    let mut event = sample_event(&format!("{}.json", function.as_str()));
+    let job = &mut event["CodePipeline.job"];
+    job["id"] = Value::from(job_id);
+    job["data"]["actionConfiguration"]["configuration"]["UserParameters"] =
+        Value::from(user_parameters.to_string());
+    match continuation {
+        Some(token) => job["data"]["continuationToken"] = Value::from(token),
+        None => {
+            if let Some(data) = job["data"].as_object_mut() {
+                data.remove("continuationToken");
+            }
+        }
+    }
+    event
+}
+
+/// What one CodePipeline action saw: every invocation's acknowledgement, in order.
+#[derive(Debug, Clone)]
+pub struct JobRun {
+    pub acks: Vec<Ack>,
+    pub responses: Vec<Value>,
+}
+
+impl JobRun {
+    pub fn last(&self) -> &Ack {
+        self.acks.last().expect("a job run has at least one ack")
+    }
+
+    pub fn succeeded(&self) -> bool {
+        let last = self.last();
+        last.kind == AckKind::Success && last.continuation_token.is_none()
+    }
+
+    pub fn failure_message(&self) -> Option<&str> {
+        let last = self.last();
+        (last.kind == AckKind::Failure).then(|| last.message.as_deref().unwrap_or_default())
+    }
+
+    pub fn continuations(&self) -> usize {
+        self.acks
+            .iter()
+            .filter(|a| a.continuation_token.is_some())
+            .count()
+    }
+}
+
+impl Local {
+    /// The functions' App as Lambda would build it, with these settings variables.
+    pub fn app(&self, settings: &[(&str, String)]) -> App {
+        let now = self.now.clone();
+        App {
+            registry: Registry::from_vars(settings.iter().map(|(k, v)| (k.to_string(), v.clone()))),
+            aws: Aws::new(&self.config),
+            topic_arn: Some(self.base.topic_arn.clone()),
+            clock: Arc::new(move || now.load(Ordering::SeqCst)),
+        }
+    }
+
+    pub fn advance(&self, seconds: u64) {
+        self.now.fetch_add(seconds, Ordering::SeqCst);
+    }
+
+    pub fn next_job_id(&self) -> String {
+        format!(
+            "job-{:04}",
+            self.job_counter.fetch_add(1, Ordering::SeqCst) + 1
+        )
+    }
+
+    /// Runs one pipeline action to its end, re-invoking with each continuation token the way
+    /// CodePipeline does (each time as a new job), at most `max_invocations` times.
+    pub async fn run_job(&self, app: &App, function: Function, user_parameters: &Value) -> JobRun {
+        self.run_job_bounded(app, function, user_parameters, 10)
+            .await
+    }
+
+    pub async fn run_job_bounded(
+        &self,
+        app: &App,
+        function: Function,
+        user_parameters: &Value,
+        max_invocations: usize,
+    ) -> JobRun {
+        let mut run = JobRun {
+            acks: Vec::new(),
+            responses: Vec::new(),
+        };
+        let mut token: Option<String> = None;
+        for _ in 0..max_invocations {
+            let job_id = self.next_job_id();
+            let event = job_event(function, &job_id, user_parameters, token.as_deref());
+            let response = app
+                .handle(function, event)
+                .await
+                .expect("a job event is always handled");
+            let ack = self
+                .endpoint
+                .ack_for(&job_id)
+                .unwrap_or_else(|| panic!("job {job_id} was not acknowledged"));
+            run.responses.push(response);
+            token = ack.continuation_token.clone();
+            run.acks.push(ack);
+            if token.is_none() {
+                break;
+            }
+        }
+        run
+    }
+}

@@ -82,7 +82,10 @@ impl ServiceSettings {
                 ));
             }
         }
+        let ami = reader.id("AMI", "ami-")?;
+        let instance_type = reader.instance_type()?;
         let subnets = reader.id_list("SUBNET", "subnet-", true)?;
+        let security_groups = reader.id_list("SG", "sg-", true)?;
         let elastic_ips = reader.id_list("EIP", "eipalloc-", false)?;
         let count = reader
             .integer("COUNT", 1, u64::from(MAX_COUNT))?
@@ -97,10 +100,10 @@ impl ServiceSettings {
             ));
         }
         Ok(ServiceSettings {
-            ami: reader.id("AMI", "ami-")?,
-            instance_type: reader.instance_type()?,
+            ami,
+            instance_type,
             subnets,
-            security_groups: reader.id_list("SG", "sg-", true)?,
+            security_groups,
             elastic_ips,
             count,
             instance_profile: reader.optional_string("INSTANCE_PROFILE")?,

@@ -1,0 +1,399 @@
+//! The local AWS endpoint that functions are pointed at: a recording proxy in front of moto that
+//! also serves the CodePipeline job API (moto answers `PutJob*Result` with HTTP 500).
+//!
+//! It records every call (service and action, so tests can count mutating calls at the endpoint),
+//! every job acknowledgement, and can inject faults into chosen actions.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub service: String,
+    pub action: String,
+    /// Form parameters of query-protocol calls (EC2, ELBv2, SNS), decoded.
+    pub params: Vec<(String, String)>,
+    pub status: u16,
+}
+
+impl Call {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckKind {
+    Success,
+    Failure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub job_id: String,
+    pub kind: AckKind,
+    pub continuation_token: Option<String>,
+    pub summary: Option<String>,
+    pub message: Option<String>,
+    pub output_variables: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+struct Fault {
+    action: String,
+    remaining: usize,
+    status: u16,
+    code: String,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    acks: Vec<Ack>,
+    faults: Vec<Fault>,
+}
+
+#[derive(Clone)]
+pub struct Endpoint {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl Endpoint {
+    /// Starts the endpoint on a free loopback port, forwarding to `upstream` (moto).
+    pub async fn start(upstream: &str) -> Endpoint {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the local endpoint");
+        let addr: SocketAddr = listener.local_addr().expect("local address");
+        let state = Arc::new(Mutex::new(State::default()));
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (state, client, upstream) = (shared.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        handle(state.clone(), client.clone(), upstream.clone(), request)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Endpoint {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub fn acks(&self) -> Vec<Ack> {
+        self.state.lock().unwrap().acks.clone()
+    }
+
+    pub fn ack_for(&self, job_id: &str) -> Option<Ack> {
+        self.acks().into_iter().find(|a| a.job_id == job_id)
+    }
+
+    /// Calls of these actions made since `since` (an index into `calls()`).
+    pub fn count(&self, since: usize, actions: &[&str]) -> usize {
+        self.calls()[since..]
+            .iter()
+            .filter(|c| actions.contains(&c.action.as_str()))
+            .count()
+    }
+
+    pub fn mark(&self) -> usize {
+        self.state.lock().unwrap().calls.len()
+    }
+
+    /// The next `times` calls of `action` fail with `status` and the AWS error `code`.
+    pub fn inject_fault(&self, action: &str, times: usize, status: u16, code: &str) {
+        self.state.lock().unwrap().faults.push(Fault {
+            action: action.to_owned(),
+            remaining: times,
+            status,
+            code: code.to_owned(),
+        });
+    }
+
+    /// SNS messages published so far: (subject, message).
+    pub fn published(&self) -> Vec<(String, String)> {
+        self.calls()
+            .iter()
+            .filter(|c| c.action == "Publish" && c.status == 200)
+            .map(|c| {
+                (
+                    c.param("Subject").unwrap_or_default().to_owned(),
+                    c.param("Message").unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+const MUTATING_ELB: &[&str] = &[
+    "ModifyRule",
+    "ModifyListener",
+    "RegisterTargets",
+    "DeregisterTargets",
+    "AddTags",
+    "RemoveTags",
+    "CreateRule",
+    "DeleteRule",
+];
+
+pub fn is_mutating_elb(call: &Call) -> bool {
+    call.service == "elasticloadbalancing" && MUTATING_ELB.contains(&call.action.as_str())
+}
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: String,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let service = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(credential_scope_service)
+        .unwrap_or_default();
+    let params = if target.is_empty() {
+        form_params(&body)
+    } else {
+        Vec::new()
+    };
+    let action = if let Some((_, operation)) = target.split_once('.') {
+        operation.to_owned()
+    } else if let Some((_, action)) = params.iter().find(|(k, _)| k == "Action") {
+        action.clone()
+    } else {
+        format!("{} {}", parts.method, parts.uri.path())
+    };
+
+    let injected = {
+        let mut state = state.lock().unwrap();
+        let fault = state
+            .faults
+            .iter_mut()
+            .find(|f| f.action == action && f.remaining > 0)
+            .map(|f| {
+                f.remaining -= 1;
+                (f.status, f.code.clone())
+            });
+        if let Some((status, _)) = &fault {
+            state.calls.push(Call {
+                service: service.clone(),
+                action: action.clone(),
+                params: params.clone(),
+                status: *status,
+            });
+        }
+        fault
+    };
+    if let Some((status, code)) = injected {
+        return Ok(error_response(
+            &service,
+            &target,
+            status,
+            &code,
+            "fault injected by the test endpoint",
+        ));
+    }
+
+    if target.starts_with("CodePipeline_20150709.") {
+        let (status, reply) = codepipeline(&state, &action, &body);
+        state.lock().unwrap().calls.push(Call {
+            service,
+            action,
+            params,
+            status: status.as_u16(),
+        });
+        let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            "content-type",
+            "application/x-amz-json-1.1".parse().unwrap(),
+        );
+        return Ok(response);
+    }
+
+    let uri = format!(
+        "{upstream}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut forward = Request::builder().method(parts.method.clone()).uri(uri);
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "connection" {
+            forward = forward.header(name, value);
+        }
+    }
+    let forward = forward
+        .body(Full::new(body))
+        .expect("a forwardable request");
+    let (status, headers, reply) = match client.request(forward).await {
+        Ok(response) => {
+            let (parts, body) = response.into_parts();
+            (
+                parts.status,
+                parts.headers,
+                body.collect().await?.to_bytes(),
+            )
+        }
+        Err(error) => {
+            let reply = Bytes::from(format!("moto unreachable: {error}"));
+            (StatusCode::BAD_GATEWAY, Default::default(), reply)
+        }
+    };
+    state.lock().unwrap().calls.push(Call {
+        service,
+        action,
+        params,
+        status: status.as_u16(),
+    });
+    let mut response = Response::new(Full::new(reply));
+    *response.status_mut() = status;
+    for (name, value) in &headers {
+        if name != "transfer-encoding" && name != "connection" && name != "content-length" {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    Ok(response)
+}
+
+/// The CodePipeline job API, as AWS answers it: a second acknowledgement of one job is refused
+/// with `InvalidJobStateException`.
+fn codepipeline(state: &Arc<Mutex<State>>, action: &str, body: &[u8]) -> (StatusCode, Value) {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let job_id = request["jobId"].as_str().unwrap_or_default().to_owned();
+    let kind = match action {
+        "PutJobSuccessResult" => AckKind::Success,
+        "PutJobFailureResult" => AckKind::Failure,
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({"__type": "UnknownOperationException", "message": format!("{other} is not served locally")}),
+            )
+        }
+    };
+    let mut state = state.lock().unwrap();
+    if state.acks.iter().any(|a| a.job_id == job_id) {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"__type": "InvalidJobStateException", "message": format!("job {job_id} is already complete")}),
+        );
+    }
+    let output_variables = request["outputVariables"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    state.acks.push(Ack {
+        job_id,
+        kind,
+        continuation_token: request["continuationToken"].as_str().map(str::to_owned),
+        summary: request["executionDetails"]["summary"]
+            .as_str()
+            .map(str::to_owned),
+        message: request["failureDetails"]["message"]
+            .as_str()
+            .map(str::to_owned),
+        output_variables,
+    });
+    (StatusCode::OK, json!({}))
+}
+
+fn error_response(
+    service: &str,
+    target: &str,
+    status: u16,
+    code: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
+    let (body, content_type) = if !target.is_empty() {
+        (
+            json!({"__type": code, "message": message}).to_string(),
+            "application/x-amz-json-1.1",
+        )
+    } else if service == "ec2" {
+        (
+            format!("<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>injected</RequestID></Response>"),
+            "text/xml",
+        )
+    } else {
+        (
+            format!("<ErrorResponse><Error><Type>Receiver</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>injected</RequestId></ErrorResponse>"),
+            "text/xml",
+        )
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    response
+}
+
+/// `AWS4-HMAC-SHA256 Credential=KEY/20240101/us-east-1/ec2/aws4_request, ...` → `ec2`.
+fn credential_scope_service(authorization: &str) -> Option<String> {
+    let credential = authorization.split("Credential=").nth(1)?;
+    credential
+        .split(',')
+        .next()?
+        .split('/')
+        .nth(3)
+        .map(str::to_owned)
+}
+
+fn form_params(body: &[u8]) -> Vec<(String, String)> {
+    let looks_like_form = body.contains(&b'=')
+        && !body.trim_ascii_start().starts_with(b"{")
+        && !body.trim_ascii_start().starts_with(b"<");
+    if !looks_like_form {
+        return Vec::new();
+    }
+    form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}

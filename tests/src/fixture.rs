@@ -1,0 +1,333 @@
+//! The fixture world, seeded through the real SDK: a VPC with two subnets in two AZs, a security
+//! group, an AMI, an ALB with an HTTP listener, a private hosted zone and an SNS topic; and per
+//! service, `blue`/`green` target groups and `product`/`pre-product` rules tagged as DESIGN §4 says.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::types as ec2t;
+use aws_sdk_elasticloadbalancingv2::types as elbt;
+use serde_json::json;
+
+pub const REGION: &str = "us-east-1";
+pub const ZONE_NAME: &str = "internal.example";
+
+/// SDK configuration for the local endpoint: the endpoint URL, a region and throwaway
+/// credentials (moto accepts any). This is what `AWS_ENDPOINT_URL` does for the functions.
+pub async fn sdk_config(endpoint_url: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint_url)
+        .region(Region::new(REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "cutover-tests",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+        .load()
+        .await
+}
+
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub vpc: String,
+    pub subnets: Vec<String>,
+    pub security_group: String,
+    pub ami: String,
+    pub load_balancer: String,
+    pub listener: String,
+    pub zone_id: String,
+    pub topic_arn: String,
+    pub elastic_ips: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceFixture {
+    pub name: String,
+    pub blue: String,
+    pub green: String,
+    pub product_rule: String,
+    pub pre_product_rule: String,
+    pub product_host: String,
+    pub qa_host: String,
+}
+
+pub struct Clients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub route53: aws_sdk_route53::Client,
+    pub sns: aws_sdk_sns::Client,
+}
+
+impl Clients {
+    pub fn new(config: &SdkConfig) -> Self {
+        Clients {
+            ec2: aws_sdk_ec2::Client::new(config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            route53: aws_sdk_route53::Client::new(config),
+            sns: aws_sdk_sns::Client::new(config),
+        }
+    }
+}
+
+fn elb_tag(key: &str, value: &str) -> elbt::Tag {
+    elbt::Tag::builder().key(key).value(value).build()
+}
+
+pub async fn seed_base(clients: &Clients, elastic_ips: usize) -> Base {
+    let ec2 = &clients.ec2;
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .expect("CreateVpc");
+    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_owned();
+    let mut subnets = Vec::new();
+    for (n, az) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.0.{}.0/24", n + 1))
+            .availability_zone(*az)
+            .send()
+            .await
+            .expect("CreateSubnet");
+        subnets.push(
+            subnet
+                .subnet()
+                .and_then(|s| s.subnet_id())
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let security_group = ec2
+        .create_security_group()
+        .group_name("cutover-app")
+        .description("app instances")
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .expect("CreateSecurityGroup")
+        .group_id()
+        .unwrap()
+        .to_owned();
+    let images = ec2
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .expect("DescribeImages");
+    let ami = images
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .find(|id| {
+            id.strip_prefix("ami-")
+                .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .expect("moto ships amazon AMIs")
+        .to_owned();
+    let mut eips = Vec::new();
+    for _ in 0..elastic_ips {
+        let address = ec2
+            .allocate_address()
+            .domain(ec2t::DomainType::Vpc)
+            .send()
+            .await
+            .expect("AllocateAddress");
+        eips.push(address.allocation_id().unwrap().to_owned());
+    }
+
+    let elb = &clients.elb;
+    let load_balancer = elb
+        .create_load_balancer()
+        .name("cutover-alb")
+        .set_subnets(Some(subnets.clone()))
+        .security_groups(&security_group)
+        .r#type(elbt::LoadBalancerTypeEnum::Application)
+        .send()
+        .await
+        .expect("CreateLoadBalancer");
+    let load_balancer = load_balancer.load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_owned();
+    let not_found = elbt::Action::builder()
+        .r#type(elbt::ActionTypeEnum::FixedResponse)
+        .fixed_response_config(
+            elbt::FixedResponseActionConfig::builder()
+                .status_code("404")
+                .content_type("text/plain")
+                .build(),
+        )
+        .build();
+    let listener = elb
+        .create_listener()
+        .load_balancer_arn(&load_balancer)
+        .protocol(elbt::ProtocolEnum::Http)
+        .port(80)
+        .default_actions(not_found)
+        .send()
+        .await
+        .expect("CreateListener");
+    let listener = listener.listeners()[0].listener_arn().unwrap().to_owned();
+
+    let zone = clients
+        .route53
+        .create_hosted_zone()
+        .name(ZONE_NAME)
+        .caller_reference(format!("cutover-{vpc}"))
+        .vpc(
+            aws_sdk_route53::types::Vpc::builder()
+                .vpc_id(&vpc)
+                .vpc_region(aws_sdk_route53::types::VpcRegion::UsEast1)
+                .build(),
+        )
+        .hosted_zone_config(
+            aws_sdk_route53::types::HostedZoneConfig::builder()
+                .private_zone(true)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateHostedZone");
+    let zone_id = zone
+        .hosted_zone()
+        .unwrap()
+        .id()
+        .trim_start_matches("/hostedzone/")
+        .to_owned();
+
+    let topic_arn = clients
+        .sns
+        .create_topic()
+        .name("cutover-releases")
+        .send()
+        .await
+        .expect("CreateTopic");
+    let topic_arn = topic_arn.topic_arn().unwrap().to_owned();
+
+    Base {
+        vpc,
+        subnets,
+        security_group,
+        ami,
+        load_balancer,
+        listener,
+        zone_id,
+        topic_arn,
+        elastic_ips: eips,
+    }
+}
+
+/// Target groups and rules for one service. `priority` must differ between services.
+pub async fn seed_service(
+    clients: &Clients,
+    base: &Base,
+    service: &str,
+    priority: i32,
+) -> ServiceFixture {
+    let elb = &clients.elb;
+    let mut arns = Vec::new();
+    for slot in ["blue", "green"] {
+        let group = elb
+            .create_target_group()
+            .name(format!("{}-{slot}", truncate_name(service)))
+            .protocol(elbt::ProtocolEnum::Http)
+            .port(80)
+            .vpc_id(&base.vpc)
+            .target_type(elbt::TargetTypeEnum::Instance)
+            .send()
+            .await
+            .expect("CreateTargetGroup");
+        let arn = group.target_groups()[0]
+            .target_group_arn()
+            .unwrap()
+            .to_owned();
+        elb.add_tags()
+            .resource_arns(&arn)
+            .tags(elb_tag("cutover:service", service))
+            .tags(elb_tag("cutover:slot", slot))
+            .send()
+            .await
+            .expect("AddTags on a target group");
+        arns.push(arn);
+    }
+    let product_host = format!("{service}.example.com");
+    let qa_host = format!("qa.{service}.example.com");
+    let mut rules = Vec::new();
+    for (route, host, group, offset) in [
+        ("pre-product", &qa_host, &arns[1], 0),
+        ("product", &product_host, &arns[0], 1),
+    ] {
+        let rule = elb
+            .create_rule()
+            .listener_arn(&base.listener)
+            .priority(priority + offset)
+            .conditions(
+                elbt::RuleCondition::builder()
+                    .field("host-header")
+                    .host_header_config(
+                        elbt::HostHeaderConditionConfig::builder()
+                            .values(host)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .actions(
+                elbt::Action::builder()
+                    .r#type(elbt::ActionTypeEnum::Forward)
+                    .target_group_arn(group)
+                    .build(),
+            )
+            .tags(elb_tag("cutover:service", service))
+            .tags(elb_tag("cutover:route", route))
+            .send()
+            .await
+            .expect("CreateRule");
+        rules.push(rule.rules()[0].rule_arn().unwrap().to_owned());
+    }
+    ServiceFixture {
+        name: service.to_owned(),
+        blue: arns[0].clone(),
+        green: arns[1].clone(),
+        pre_product_rule: rules[0].clone(),
+        product_rule: rules[1].clone(),
+        product_host,
+        qa_host,
+    }
+}
+
+fn truncate_name(service: &str) -> &str {
+    &service[..service.len().min(26)]
+}
+
+/// The service's settings variable value, as a JSON object.
+pub fn settings_json(
+    base: &Base,
+    count: u32,
+    elastic_ips: usize,
+    extra: serde_json::Value,
+) -> String {
+    let mut settings = json!({
+        "AMI": base.ami,
+        "INSTANCE_TYPE": "t3.small",
+        "SUBNET": base.subnets,
+        "SG": base.security_group,
+        "COUNT": count,
+        "DNS_ZONE": base.zone_id,
+        "HEALTH_TIMEOUT_S": 600,
+        "BAKE_S": 0,
+        "TAGS": {"team": "portal"},
+    });
+    if elastic_ips > 0 {
+        settings["EIP"] = json!(base.elastic_ips[..elastic_ips]);
+    }
+    if let (Some(settings), Some(extra)) = (settings.as_object_mut(), extra.as_object()) {
+        for (key, value) in extra {
+            settings.insert(key.clone(), value.clone());
+        }
+    }
+    settings.to_string()
+}

@@ -1,0 +1,91 @@
+//! A moto server on 127.0.0.1, on a free port, stopped when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Moto {
+    child: Child,
+    pub url: String,
+}
+
+/// The repository root (the workspace), whatever directory cargo runs the tests from.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repo")
+        .to_path_buf()
+}
+
+fn moto_server_binary() -> Option<PathBuf> {
+    if let Ok(explicit) = std::env::var("CUTOVER_MOTO_SERVER") {
+        return Some(PathBuf::from(explicit));
+    }
+    let local = repo_root().join(".venv/bin/moto_server");
+    local.exists().then_some(local)
+}
+
+fn python_present() -> bool {
+    Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Moto {
+    /// Starts moto, or returns `None` (after saying so loudly) when Python is absent and this is
+    /// not CI. A missing virtualenv with Python present is an error: run `make setup`.
+    pub fn start() -> Option<Moto> {
+        let Some(binary) = moto_server_binary() else {
+            if !python_present() && std::env::var_os("CI").is_none() {
+                eprintln!("\n!!! SKIPPED: python3 is absent, so moto cannot run; this integration test did not run !!!\n");
+                return None;
+            }
+            panic!("moto_server is not installed: run `make setup` (it creates .venv with moto[server])");
+        };
+        let port = free_port();
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let mut moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        moto.wait_ready(port);
+        Some(moto)
+    }
+
+    fn wait_ready(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("moto_server exited at start: {status}");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("moto_server did not listen on {port} within 60s");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
