@@ -4,6 +4,7 @@
 
 pub mod endpoint;
 pub mod fixture;
+pub mod lambda;
 pub mod moto;
 
 use std::path::PathBuf;

@@ -1,0 +1,430 @@
+//! `cutover-local demo [--yes]`: a whole release against a local AWS (moto), driving the built
+//! function binaries through `cargo lambda watch` / `cargo lambda invoke` the way CodePipeline
+//! would, and printing a timeline.
+//!
+//! `cutover-local serve`: the same local AWS and functions, left running for `make invoke-%`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cutover::aws::{Aws, InstanceQuery};
+use cutover::world::{short_arn, InstanceState};
+use cutover::Function;
+use cutover_tests::lambda::LambdaEmulator;
+use cutover_tests::{fixture, job_event, moto::repo_root, AckKind, Endpoint, ServiceFixture};
+use serde_json::{json, Value};
+
+const SERVICE: &str = "mobile-zum-api";
+const VARIABLE: &str = "MOBILE_ZUM_API";
+/// The release in the sample events.
+const RELEASE: &str = "a1b2c3d4-5678-90ab-cdef-111122223333";
+/// The release already serving when the demo starts.
+const FIRST_RELEASE: &str = "f00dcafe-0000-4000-8000-000000000001";
+
+struct Demo {
+    endpoint: Endpoint,
+    emulator: LambdaEmulator,
+    aws: Aws,
+    base: fixture::Base,
+    service: ServiceFixture,
+    work: PathBuf,
+    jobs: u32,
+    published_seen: usize,
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = args.first().map(String::as_str).unwrap_or("demo");
+    let result = match command {
+        "demo" => demo(args.iter().any(|a| a == "--yes")).await,
+        "serve" => serve().await,
+        other => Err(format!(
+            "unknown command `{other}`: use `demo [--yes]` or `serve`"
+        )),
+    };
+    if let Err(message) = result {
+        eprintln!("\nFAILED: {message}");
+        std::process::exit(1);
+    }
+}
+
+struct Started {
+    _moto: cutover_tests::Moto,
+    demo: Demo,
+}
+
+async fn start() -> Result<Started, String> {
+    let moto =
+        cutover_tests::Moto::start().ok_or("the demo needs Python for its local AWS (moto)")?;
+    let endpoint = Endpoint::start(&moto.url).await;
+    let config = fixture::sdk_config(&endpoint.url).await;
+    let clients = fixture::Clients::new(&config);
+    let base = fixture::seed_base(&clients, 2).await;
+    let service = fixture::seed_service(&clients, &base, SERVICE, 10).await;
+    let settings = fixture::settings_json(&base, 2, 2, json!({"BAKE_S": 0}));
+    let work = repo_root().join("target/cutover-local");
+    let env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", endpoint.url.as_str()),
+        ("AWS_REGION", fixture::REGION),
+        ("AWS_ACCESS_KEY_ID", "local"),
+        ("AWS_SECRET_ACCESS_KEY", "local"),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+        ("RUST_LOG", "info"),
+        ("CUTOVER_SNS_TOPIC_ARN", base.topic_arn.as_str()),
+        (VARIABLE, settings.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let emulator = LambdaEmulator::start(&env, &work.join("logs"))?;
+    let demo = Demo {
+        endpoint,
+        emulator,
+        aws: Aws::new(&config),
+        base,
+        service,
+        work,
+        jobs: 0,
+        published_seen: 0,
+    };
+    Ok(Started { _moto: moto, demo })
+}
+
+async fn serve() -> Result<(), String> {
+    let started = start().await?;
+    let demo = &started.demo;
+    std::fs::write(
+        demo.work.join("lambda-port"),
+        demo.emulator.port.to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("local AWS endpoint: {}", demo.endpoint.url);
+    println!(
+        "functions served by cargo lambda watch on 127.0.0.1:{}",
+        demo.emulator.port
+    );
+    println!(
+        "service {SERVICE} is seeded; its settings are {VARIABLE}. Logs: {}",
+        demo.work.join("logs").display()
+    );
+    println!("try: make invoke-provision EVENT=events/provision.json   (Ctrl-C stops everything)");
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn demo(assume_yes: bool) -> Result<(), String> {
+    let clock = Instant::now();
+    println!("cutover demo: a blue/green release of `{SERVICE}` against a local AWS (moto)\n");
+    let Started { _moto, mut demo } = start().await?;
+    println!(
+        "seeded: VPC, 2 subnets, ALB with `product` ({}) and `pre-product` ({}) rules, blue/green target groups, private zone {}, 2 EIPs, SNS topic",
+        demo.service.product_host,
+        demo.service.qa_host,
+        fixture::ZONE_NAME
+    );
+    demo.snapshot().await?;
+
+    println!(
+        "\n== release {} is already serving (first deploy of the service) ==",
+        &FIRST_RELEASE[..8]
+    );
+    for function in [
+        Function::Provision,
+        Function::RegisterTarget,
+        Function::SwitchListener,
+    ] {
+        demo.stage(function, FIRST_RELEASE, None, "release").await?;
+    }
+    demo.snapshot().await?;
+
+    println!("\n== pipeline execution {} ==", &RELEASE[..8]);
+    demo.stage(
+        Function::Provision,
+        RELEASE,
+        Some("provision.json"),
+        "release",
+    )
+    .await?;
+    demo.stage(
+        Function::RegisterTarget,
+        RELEASE,
+        Some("register-target.json"),
+        "release",
+    )
+    .await?;
+    demo.snapshot().await?;
+
+    approve(assume_yes)?;
+    demo.stage(
+        Function::SwitchListener,
+        RELEASE,
+        Some("switch-listener.json"),
+        "release",
+    )
+    .await?;
+    demo.snapshot().await?;
+
+    println!("\n== trouble in production: roll back ==");
+    demo.stage(
+        Function::SwitchListener,
+        RELEASE,
+        Some("switch-listener-rollback.json"),
+        "rollback",
+    )
+    .await?;
+    demo.snapshot().await?;
+
+    println!("\n== fixed: release again ==");
+    demo.stage(
+        Function::SwitchListener,
+        RELEASE,
+        Some("switch-listener.json"),
+        "release",
+    )
+    .await?;
+    demo.stage(Function::Cleanup, RELEASE, Some("cleanup.json"), "release")
+        .await?;
+    demo.snapshot().await?;
+
+    demo.verify_final_state().await?;
+    println!("\ndemo finished in {:.1}s: product serves release {} on the blue slot; nothing left behind.", clock.elapsed().as_secs_f64(), &RELEASE[..8]);
+    Ok(())
+}
+
+fn approve(assume_yes: bool) -> Result<(), String> {
+    let interactive = std::io::stdin().is_terminal() && std::env::var_os("CI").is_none();
+    if assume_yes || !interactive {
+        println!("\n-- manual approval: approved automatically (--yes or non-interactive) --");
+        return Ok(());
+    }
+    print!(
+        "\n-- manual approval: QA is on the pre-product route. Release {} to production? [y/N] ",
+        &RELEASE[..8]
+    );
+    std::io::stdout().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if answer.trim().eq_ignore_ascii_case("y") {
+        Ok(())
+    } else {
+        Err("approval rejected: the release stays in QA".into())
+    }
+}
+
+impl Demo {
+    /// One pipeline action: invoke the function with the sample event (or one built from it),
+    /// then again with each continuation token, as CodePipeline does.
+    async fn stage(
+        &mut self,
+        function: Function,
+        release: &str,
+        sample: Option<&str>,
+        action: &str,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let params = json!({"service": SERVICE, "release": release, "action": action});
+        let mut token: Option<String> = None;
+        let mut invocations = 0;
+        let ack = loop {
+            invocations += 1;
+            if invocations > 10 {
+                return Err(format!(
+                    "{} did not finish in 10 invocations",
+                    function.as_str()
+                ));
+            }
+            self.jobs += 1;
+            let job_id = format!("demo-job-{:03}", self.jobs);
+            let mut event = match sample {
+                Some(file) => cutover_tests::sample_event(file),
+                None => job_event(function, &job_id, &params, None),
+            };
+            event["CodePipeline.job"]["id"] = Value::from(job_id.clone());
+            match &token {
+                Some(token) => {
+                    event["CodePipeline.job"]["data"]["continuationToken"] =
+                        Value::from(token.clone())
+                }
+                None => {
+                    if let Some(data) = event["CodePipeline.job"]["data"].as_object_mut() {
+                        data.remove("continuationToken");
+                    }
+                }
+            }
+            let file = self.work.join(format!("events/{job_id}.json"));
+            write_json(&file, &event)?;
+            let emulator = &self.emulator;
+            let invoked = tokio::task::block_in_place(|| emulator.invoke(function, &file));
+            invoked.map_err(|e| format!("cargo lambda invoke {}: {e}", function.as_str()))?;
+            let ack = self
+                .endpoint
+                .ack_for(&job_id)
+                .ok_or_else(|| format!("job {job_id} was not acknowledged"))?;
+            match &ack.continuation_token {
+                Some(next) => {
+                    println!(
+                        "   … {} continues: {}",
+                        function.as_str(),
+                        ack.summary.clone().unwrap_or_default()
+                    );
+                    token = Some(next.clone());
+                }
+                None => break ack,
+            }
+        };
+        let took = started.elapsed().as_millis();
+        let verdict = if ack.kind == AckKind::Success {
+            "ok"
+        } else {
+            "FAILED"
+        };
+        println!(
+            "\n[{verdict}] {:<15} {}  ({invocations} invocation(s), {took} ms)",
+            function.as_str(),
+            ack.summary
+                .clone()
+                .or(ack.message.clone())
+                .unwrap_or_default()
+        );
+        if !ack.output_variables.is_empty() {
+            let mut outputs: Vec<_> = ack.output_variables.iter().collect();
+            outputs.sort();
+            for (key, value) in outputs {
+                println!("      output {key} = {value}");
+            }
+        }
+        let published = self.endpoint.published();
+        for (subject, _) in &published[self.published_seen..] {
+            println!("      SNS: {subject}");
+        }
+        self.published_seen = published.len();
+        if ack.kind != AckKind::Success {
+            return Err(format!(
+                "{} failed: {}",
+                function.as_str(),
+                ack.message.unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&self) -> Result<(), String> {
+        let instances = self
+            .aws
+            .instances(InstanceQuery::Service(SERVICE))
+            .await
+            .map_err(|e| e.to_string())?;
+        let alb = self.aws.alb(SERVICE).await.map_err(|e| e.to_string())?;
+        let dns = self
+            .aws
+            .dns(&self.base.zone_id, SERVICE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let slot_of = |arn: Option<&str>| {
+            arn.and_then(|a| alb.slot_of_arn(a))
+                .map(|s| s.as_str())
+                .unwrap_or("?")
+        };
+        println!(
+            "   ALB: product -> {} ({}), pre-product -> {} ({})",
+            slot_of(alb.product.forward.sole_target()),
+            alb.product
+                .forward
+                .sole_target()
+                .map(short_arn)
+                .unwrap_or_default(),
+            slot_of(alb.pre_product.forward.sole_target()),
+            alb.pre_product
+                .forward
+                .sole_target()
+                .map(short_arn)
+                .unwrap_or_default(),
+        );
+        for tg in [&alb.blue, &alb.green] {
+            let targets: Vec<String> = tg
+                .targets
+                .iter()
+                .map(|t| format!("{} {:?}", t.id, t.health).to_lowercase())
+                .collect();
+            println!(
+                "   {:<5} {}: [{}]",
+                tg.slot.as_str(),
+                tg.name,
+                targets.join(", ")
+            );
+        }
+        if instances.is_empty() {
+            println!("   instances: none");
+        }
+        for i in &instances {
+            println!(
+                "   instance {} {:<40} stage={:<11} state={:?}",
+                i.id,
+                i.name.clone().unwrap_or_default(),
+                i.stage.map(|s| s.as_str()).unwrap_or("-"),
+                i.state
+            );
+        }
+        for (name, values) in &dns.records {
+            println!(
+                "   dns {} -> {}",
+                name.trim_end_matches('.'),
+                values.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    async fn verify_final_state(&self) -> Result<(), String> {
+        let instances = self
+            .aws
+            .instances(InstanceQuery::Service(SERVICE))
+            .await
+            .map_err(|e| e.to_string())?;
+        let alb = self.aws.alb(SERVICE).await.map_err(|e| e.to_string())?;
+        let serving: Vec<&str> = instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .map(|i| i.id.as_str())
+            .collect();
+        let mut problems = Vec::new();
+        if alb.product.forward.sole_target() != Some(self.service.blue.as_str()) {
+            problems.push("product does not forward to the blue slot".to_owned());
+        }
+        if instances
+            .iter()
+            .any(|i| i.release.as_deref() != Some(RELEASE))
+        {
+            problems.push("instances of the first release are still alive".to_owned());
+        }
+        if serving.len() != 2 || !serving.iter().all(|id| alb.blue.has(id)) {
+            problems.push(format!(
+                "expected the 2 instances of {RELEASE} in blue, found {serving:?}"
+            ));
+        }
+        if !alb.blue.unhealthy().is_empty() {
+            problems.push("product has unhealthy targets".to_owned());
+        }
+        let acks = self.endpoint.acks();
+        if acks.iter().any(|a| a.kind == AckKind::Failure) {
+            problems.push("a job was failed".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("final state is wrong: {}", problems.join("; ")))
+        }
+    }
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(value).unwrap())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
