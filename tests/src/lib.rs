@@ -179,3 +179,25 @@ impl Local {
         run
     }
 }
+
+/// Everything a release can change for `service`, as comparable data: instances with their
+/// tags, both slots' targets, both routes, the DNS records and the EIP associations.
+pub async fn world_snapshot(local: &Local, service: &str) -> Value {
+    let aws = Aws::new(&local.config);
+    let instances = aws
+        .instances(cutover::aws::InstanceQuery::Service(service))
+        .await
+        .expect("instances");
+    let alb = aws.alb(service).await.expect("alb");
+    let dns = aws.dns(&local.base.zone_id, service).await.expect("dns");
+    let addresses = aws
+        .addresses(&local.base.elastic_ips)
+        .await
+        .expect("addresses");
+    serde_json::json!({
+        "instances": instances,
+        "alb": alb,
+        "dns": dns.records,
+        "addresses": addresses.iter().map(|a| (a.allocation_id.clone(), a.instance_id.clone())).collect::<Vec<_>>(),
+    })
+}

@@ -685,25 +685,23 @@ fn cutover_plan(input: &SwitchInput, current: Slot, to: Slot) -> Plan {
         .copied()
         .filter(|i| i.stage != Some(Stage::Product) || i.retired_at.is_some())
         .collect();
-    if !to_promote.is_empty() {
+    // One call per instance: each gets its own Name.
+    for instance in &to_promote {
         steps.push(Step::TagInstances {
-            instance_ids: ids(&to_promote),
-            tags: BTreeMap::from([(TAG_STAGE.to_owned(), Stage::Product.as_str().to_owned())]),
+            instance_ids: vec![instance.id.clone()],
+            tags: stage_tags(input.service, instance, Stage::Product, None),
         });
-        if to_promote.iter().any(|i| i.retired_at.is_some()) {
-            steps.push(Step::UntagInstances {
-                instance_ids: ids(&to_promote),
-                keys: vec![TAG_RETIRED_AT.to_owned()],
-            });
-        }
     }
-    if !retiring.is_empty() {
+    if to_promote.iter().any(|i| i.retired_at.is_some()) {
+        steps.push(Step::UntagInstances {
+            instance_ids: ids(&to_promote),
+            keys: vec![TAG_RETIRED_AT.to_owned()],
+        });
+    }
+    for instance in &retiring {
         steps.push(Step::TagInstances {
-            instance_ids: ids(&retiring),
-            tags: BTreeMap::from([
-                (TAG_STAGE.to_owned(), Stage::Retired.as_str().to_owned()),
-                (TAG_RETIRED_AT.to_owned(), input.now.to_string()),
-            ]),
+            instance_ids: vec![instance.id.clone()],
+            tags: stage_tags(input.service, instance, Stage::Retired, Some(input.now)),
         });
     }
     for i in &promoted {
@@ -736,6 +734,30 @@ fn cutover_plan(input: &SwitchInput, current: Slot, to: Slot) -> Plan {
         notes,
         outputs: BTreeMap::new(),
     }
+}
+
+/// `cutover:stage` (and `cutover:retired-at`) plus the Name that goes with the new stage.
+fn stage_tags(
+    service: &ServiceName,
+    instance: &Instance,
+    stage: Stage,
+    retired_at: Option<u64>,
+) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::from([(TAG_STAGE.to_owned(), stage.as_str().to_owned())]);
+    if let Some(at) = retired_at {
+        tags.insert(TAG_RETIRED_AT.to_owned(), at.to_string());
+    }
+    let release = instance
+        .release
+        .as_deref()
+        .and_then(|r| ReleaseId::parse(r).ok());
+    if let (Some(release), Some(index)) = (release, instance.index) {
+        tags.insert(
+            TAG_NAME.to_owned(),
+            instance_name(service, stage, &release, index),
+        );
+    }
+    tags
 }
 
 // ---------------------------------------------------------------- cleanup

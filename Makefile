@@ -1,0 +1,58 @@
+# cutover: `make demo` runs a whole release against a local AWS; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PYTHON      ?= python3
+CARGO       ?= cargo
+TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
+BIN_DIR     := $(TARGET_DIR)/debug
+EVENT       ?= events/provision.json
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help setup build test demo serve lint lint-rust lint-infra bench package deploy
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.dev-installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.dev-installed ## Create .venv with moto[server] and cargo-lambda (pinned)
+
+build: ## Build the workspace (the four functions, the library, the local tools)
+	$(CARGO) build --workspace --locked
+
+test: setup build ## Run every test (unit, moto integration, infra checks)
+	$(CARGO) test --workspace --locked
+
+demo: setup build ## Run a whole release against a local AWS (non-interactive with --yes or CI)
+	$(BIN_DIR)/cutover-local demo $(if $(or $(CI),$(YES)),--yes,)
+
+serve: setup build ## Keep a local AWS and the four functions running for invoke-%
+	$(BIN_DIR)/cutover-local serve
+
+invoke-%: ## Invoke one function of `make serve`: make invoke-provision EVENT=events/provision.json
+	cargo-lambda lambda invoke $* --data-file $(EVENT) -A 127.0.0.1 -P $$(cat target/cutover-local/lambda-port)
+
+plan-%: ## Print what a function would do (dry run): make plan-switch-listener EVENT=events/switch-listener.json
+	@$(PYTHON) -c 'import json,sys; e=json.load(open(sys.argv[1])); c=e["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]; p=json.loads(c["UserParameters"]); p["dry_run"]=True; c["UserParameters"]=json.dumps(p); e["CodePipeline.job"]["id"]=e["CodePipeline.job"]["id"]+"-plan"; json.dump(e,open("target/cutover-local/plan-event.json","w"))' $(EVENT)
+	cargo-lambda lambda invoke $* --data-file target/cutover-local/plan-event.json -A 127.0.0.1 -P $$(cat target/cutover-local/lambda-port)
+
+lint: lint-rust ## cargo fmt --check and clippy -D warnings
+
+lint-rust:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+bench: ## Measure cold start, size, memory, API calls (writes bench/RESULTS.md)
+	@echo "make bench: not built yet (issue 7)"; exit 1
+
+package: ## Release zips for Lambda (arm64, provided.al2023)
+	cargo-lambda lambda build --release --arm64 --output-format zip
+	@ls -l $(TARGET_DIR)/lambda/*/bootstrap.zip
+
+deploy: ## sam deploy --guided of infra/template.yaml
+	sam deploy --guided --template-file infra/template.yaml

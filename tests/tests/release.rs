@@ -1,0 +1,533 @@
+//! The release path end to end against moto: provision → register-target → switch-listener →
+//! cleanup, asserting the ALB, targets, tags, DNS, EIPs and the CodePipeline acks after each.
+
+use cutover::aws::{Aws, InstanceQuery};
+use cutover::world::{InstanceState, Stage};
+use cutover::Function;
+use cutover_tests::{fixture, local, world_snapshot, Local, ServiceFixture};
+use serde_json::{json, Value};
+
+const SERVICE: &str = "mobile-zum-api";
+const VARIABLE: &str = "MOBILE_ZUM_API";
+const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
+const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
+
+fn params(release: &str) -> Value {
+    json!({"service": SERVICE, "release": release})
+}
+
+fn rollback(release: &str) -> Value {
+    json!({"service": SERVICE, "release": release, "action": "rollback"})
+}
+
+async fn setup(count: u32, eips: usize) -> Option<(Local, ServiceFixture, cutover::App)> {
+    let local = local(eips).await?;
+    let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
+    let settings = fixture::settings_json(&local.base, count, eips, json!({}));
+    let app = local.app(&[(VARIABLE, settings)]);
+    Some((local, service, app))
+}
+
+async fn release(local: &Local, app: &cutover::App, release: &str) {
+    for function in [
+        Function::Provision,
+        Function::RegisterTarget,
+        Function::SwitchListener,
+    ] {
+        let run = local.run_job(app, function, &params(release)).await;
+        assert!(
+            run.succeeded(),
+            "{} of {release}: {:?}",
+            function.as_str(),
+            run.last()
+        );
+    }
+}
+
+/// ModifyRule calls on one rule since `mark`.
+fn modify_rule_calls(local: &Local, mark: usize, rule: &str) -> usize {
+    local.endpoint.calls()[mark..]
+        .iter()
+        .filter(|c| c.action == "ModifyRule" && c.param("RuleArn") == Some(rule))
+        .count()
+}
+
+async fn product_forward(local: &Local) -> String {
+    let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+    alb.product.forward.sole_target().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_full_release_with_two_instances_eips_and_dns() {
+    let Some((local, service, app)) = setup(2, 2).await else {
+        return;
+    };
+    let aws = Aws::new(&local.config);
+    let zone = format!("{SERVICE}.{}.", fixture::ZONE_NAME);
+
+    // provision: two instances across two subnets, tagged, with EIPs and DNS; one continuation.
+    let run = local.run_job(&app, Function::Provision, &params(R1)).await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    assert!(
+        run.continuations() >= 1,
+        "waited for running through a continuation token"
+    );
+    let instances = aws
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    assert_eq!(instances.len(), 2);
+    let described = local.clients.ec2.describe_instances().send().await.unwrap();
+    let subnets: std::collections::BTreeSet<_> = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.subnet_id())
+        .collect();
+    assert_eq!(subnets.len(), 2, "spread across both subnets");
+    for (n, instance) in instances.iter().enumerate() {
+        let index = n as u32 + 1;
+        assert_eq!(instance.state, InstanceState::Running);
+        assert_eq!(instance.stage, Some(Stage::PreProduct));
+        assert_eq!(instance.release.as_deref(), Some(R1));
+        assert_eq!(instance.index, Some(index));
+        assert_eq!(
+            instance.name.as_deref(),
+            Some(format!("{SERVICE}-pre-product-11111111-{index}").as_str())
+        );
+    }
+    let team = described.reservations()[0].instances()[0]
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("team"));
+    assert!(team, "TAGS from settings are applied at launch");
+    let addresses = aws.addresses(&local.base.elastic_ips).await.unwrap();
+    for (n, address) in addresses.iter().enumerate() {
+        let owner = instances
+            .iter()
+            .find(|i| i.index == Some(n as u32 + 1))
+            .unwrap();
+        assert_eq!(
+            address.instance_id.as_deref(),
+            Some(owner.id.as_str()),
+            "EIPs in order"
+        );
+    }
+    let dns = aws.dns(&local.base.zone_id, SERVICE).await.unwrap();
+    let ip = |n: usize| vec![instances[n].private_ip.clone().unwrap()];
+    assert_eq!(dns.records.get(&format!("1.11111111.{zone}")), Some(&ip(0)));
+    assert_eq!(dns.records.get(&format!("2.11111111.{zone}")), Some(&ip(1)));
+    let mut both: Vec<String> = instances
+        .iter()
+        .map(|i| i.private_ip.clone().unwrap())
+        .collect();
+    both.sort();
+    assert_eq!(dns.records.get(&format!("pre-product.{zone}")), Some(&both));
+    let outputs = &run.last().output_variables;
+    assert_eq!(
+        outputs["instance_ids"],
+        format!("{},{}", instances[0].id, instances[1].id)
+    );
+    assert!(outputs["dns_names"].contains("1.11111111.mobile-zum-api.internal.example"));
+
+    // register-target: the idle slot (green: product is on blue) gets both, healthy.
+    let run = local
+        .run_job(&app, Function::RegisterTarget, &params(R1))
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    let alb = aws.alb(SERVICE).await.unwrap();
+    assert_eq!(alb.green.targets.len(), 2);
+    assert!(alb.green.unhealthy().is_empty());
+    assert!(alb.blue.targets.is_empty());
+    assert_eq!(
+        alb.pre_product.forward.sole_target(),
+        Some(service.green.as_str())
+    );
+    assert_eq!(
+        alb.product.forward.sole_target(),
+        Some(service.blue.as_str()),
+        "product untouched"
+    );
+    assert!(run
+        .last()
+        .summary
+        .as_deref()
+        .unwrap()
+        .contains(&service.qa_host));
+
+    // switch-listener: product moves to green in one ModifyRule; old slot becomes pre-product.
+    let mark = local.endpoint.mark();
+    let run = local
+        .run_job(&app, Function::SwitchListener, &params(R1))
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    assert_eq!(modify_rule_calls(&local, mark, &service.product_rule), 1);
+    let alb = aws.alb(SERVICE).await.unwrap();
+    assert_eq!(
+        alb.product.forward.sole_target(),
+        Some(service.green.as_str())
+    );
+    assert_eq!(
+        alb.pre_product.forward.sole_target(),
+        Some(service.blue.as_str())
+    );
+    assert_eq!(alb.product.previous.as_deref(), Some(service.blue.as_str()));
+    let instances = aws
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    assert!(instances.iter().all(|i| i.stage == Some(Stage::Product)));
+    assert!(instances[0]
+        .name
+        .as_deref()
+        .unwrap()
+        .starts_with("mobile-zum-api-product-"));
+    let dns = aws.dns(&local.base.zone_id, SERVICE).await.unwrap();
+    assert_eq!(dns.records.get(&format!("product.{zone}")), Some(&both));
+    assert!(!dns.records.contains_key(&format!("pre-product.{zone}")));
+
+    // A second release retires the first; cleanup (BAKE_S=0) drains and terminates it.
+    release(&local, &app, R2).await;
+    let old: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+    let all = aws
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    assert!(all
+        .iter()
+        .filter(|i| old.contains(&i.id))
+        .all(|i| i.stage == Some(Stage::Retired) && i.retired_at.is_some()));
+    let run = local.run_job(&app, Function::Cleanup, &params(R2)).await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    let live = aws
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 2);
+    assert!(live
+        .iter()
+        .all(|i| i.release.as_deref() == Some(R2) && i.stage == Some(Stage::Product)));
+    let alb = aws.alb(SERVICE).await.unwrap();
+    assert!(
+        alb.green.targets.is_empty(),
+        "the old fleet was drained first"
+    );
+    assert_eq!(
+        alb.product.forward.sole_target(),
+        Some(service.blue.as_str())
+    );
+    let dns = aws.dns(&local.base.zone_id, SERVICE).await.unwrap();
+    assert!(
+        dns.records.keys().all(|name| !name.contains("11111111")),
+        "{:?}",
+        dns.records
+    );
+    let addresses = aws.addresses(&local.base.elastic_ips).await.unwrap();
+    assert!(
+        addresses
+            .iter()
+            .all(|a| live.iter().any(|i| Some(&i.id) == a.instance_id.as_ref())),
+        "EIPs moved to the new product fleet"
+    );
+
+    // One SNS message per finished job, none for continuations.
+    let published = local.endpoint.published();
+    let finished = local
+        .endpoint
+        .acks()
+        .iter()
+        .filter(|a| a.continuation_token.is_none())
+        .count();
+    assert_eq!(published.len(), finished);
+    assert!(published.iter().any(
+        |(subject, body)| subject.contains("switch-listener succeeded")
+            && body.contains("release: 11111111")
+    ));
+}
+
+#[tokio::test]
+async fn rollback_restores_the_exact_previous_forward_in_one_call() {
+    let Some((local, service, app)) = setup(1, 0).await else {
+        return;
+    };
+    release(&local, &app, R1).await;
+    let before = product_forward(&local).await;
+    assert_eq!(before, service.green);
+    release(&local, &app, R2).await;
+    assert_eq!(product_forward(&local).await, service.blue);
+
+    let mark = local.endpoint.mark();
+    let run = local
+        .run_job(&app, Function::SwitchListener, &rollback(R2))
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    assert_eq!(
+        modify_rule_calls(&local, mark, &service.product_rule),
+        1,
+        "product moves in one call"
+    );
+    let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+    assert_eq!(alb.product.forward.sole_target(), Some(before.as_str()));
+    assert_eq!(alb.product.forward.targets.len(), 1);
+    let instances = Aws::new(&local.config)
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    for instance in &instances {
+        let expected = if instance.release.as_deref() == Some(R1) {
+            Stage::Product
+        } else {
+            Stage::Retired
+        };
+        assert_eq!(instance.stage, Some(expected), "{instance:?}");
+    }
+
+    // Rolling back twice does not flip traffic back.
+    let mark = local.endpoint.mark();
+    let again = local
+        .run_job(&app, Function::SwitchListener, &rollback(R2))
+        .await;
+    assert!(again.succeeded(), "{:?}", again.last());
+    assert_eq!(modify_rule_calls(&local, mark, &service.product_rule), 0);
+    assert_eq!(product_forward(&local).await, before);
+}
+
+#[tokio::test]
+async fn every_job_replayed_three_times_leaves_the_same_world() {
+    let Some((local, service, app)) = setup(2, 1).await else {
+        return;
+    };
+    let mut snapshots = Vec::new();
+    let mark = local.endpoint.mark();
+    for function in [
+        Function::Provision,
+        Function::RegisterTarget,
+        Function::SwitchListener,
+        Function::Cleanup,
+    ] {
+        for attempt in 0..3 {
+            let run = local.run_job(&app, function, &params(R1)).await;
+            assert!(
+                run.succeeded(),
+                "{} attempt {attempt}: {:?}",
+                function.as_str(),
+                run.last()
+            );
+        }
+        snapshots.push(world_snapshot(&local, SERVICE).await);
+        // The same event delivered again must not change anything either.
+        let run = local.run_job(&app, function, &params(R1)).await;
+        assert!(run.succeeded());
+        assert_eq!(
+            world_snapshot(&local, SERVICE).await,
+            *snapshots.last().unwrap(),
+            "{}",
+            function.as_str()
+        );
+    }
+    let instances = Aws::new(&local.config)
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    assert_eq!(instances.len(), 2);
+    assert_eq!(local.endpoint.count(mark, &["RunInstances"]), 2);
+    assert_eq!(
+        modify_rule_calls(&local, mark, &service.product_rule),
+        1,
+        "one switch"
+    );
+}
+
+#[tokio::test]
+async fn two_services_released_together_do_not_touch_each_other() {
+    let Some(local) = local(0).await else { return };
+    let api = fixture::seed_service(&local.clients, &local.base, "mobile-zum-api", 10).await;
+    let web = fixture::seed_service(&local.clients, &local.base, "mobile-zum-web", 20).await;
+    let app = local.app(&[
+        (
+            "MOBILE_ZUM_API",
+            fixture::settings_json(&local.base, 2, 0, json!({})),
+        ),
+        (
+            "MOBILE_ZUM_WEB",
+            fixture::settings_json(&local.base, 1, 0, json!({})),
+        ),
+    ]);
+    let pipeline = |service: &'static str| {
+        let (local, app) = (&local, &app);
+        async move {
+            for function in [
+                Function::Provision,
+                Function::RegisterTarget,
+                Function::SwitchListener,
+            ] {
+                let run = local
+                    .run_job(app, function, &json!({"service": service, "release": R1}))
+                    .await;
+                assert!(
+                    run.succeeded(),
+                    "{service} {}: {:?}",
+                    function.as_str(),
+                    run.last()
+                );
+            }
+        }
+    };
+    tokio::join!(pipeline("mobile-zum-api"), pipeline("mobile-zum-web"));
+
+    let aws = Aws::new(&local.config);
+    for (service, fixture, count) in [("mobile-zum-api", &api, 2), ("mobile-zum-web", &web, 1)] {
+        let instances = aws
+            .instances(InstanceQuery::Service(service))
+            .await
+            .unwrap();
+        assert_eq!(instances.len(), count, "{service}");
+        let alb = aws.alb(service).await.unwrap();
+        assert_eq!(
+            alb.product.forward.sole_target(),
+            Some(fixture.green.as_str())
+        );
+        let mut registered: Vec<&str> = alb.green.targets.iter().map(|t| t.id.as_str()).collect();
+        let mut own: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        registered.sort();
+        own.sort();
+        assert_eq!(
+            registered, own,
+            "{service}: only its own instances in its slot"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refusals_leave_the_world_unchanged() {
+    let Some((local, service, app)) = setup(1, 0).await else {
+        return;
+    };
+
+    // register with no instances
+    let before = world_snapshot(&local, SERVICE).await;
+    let run = local
+        .run_job(&app, Function::RegisterTarget, &params(R1))
+        .await;
+    assert!(
+        run.failure_message()
+            .unwrap()
+            .contains("run provision first"),
+        "{:?}",
+        run.last()
+    );
+    assert_eq!(world_snapshot(&local, SERVICE).await, before);
+
+    // switch to a slot the release is not registered in
+    let run = local.run_job(&app, Function::Provision, &params(R1)).await;
+    assert!(run.succeeded());
+    let before = world_snapshot(&local, SERVICE).await;
+    let run = local
+        .run_job(&app, Function::SwitchListener, &params(R1))
+        .await;
+    assert!(
+        run.failure_message()
+            .unwrap()
+            .contains("run register-target first"),
+        "{:?}",
+        run.last()
+    );
+    assert_eq!(world_snapshot(&local, SERVICE).await, before);
+
+    // switch to an unhealthy slot: moto reports a stopped instance `unused`
+    let run = local
+        .run_job(&app, Function::RegisterTarget, &params(R1))
+        .await;
+    assert!(run.succeeded());
+    let id = Aws::new(&local.config)
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+    local
+        .clients
+        .ec2
+        .stop_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    let before = world_snapshot(&local, SERVICE).await;
+    let mark = local.endpoint.mark();
+    let run = local
+        .run_job(&app, Function::SwitchListener, &params(R1))
+        .await;
+    let message = run.failure_message().expect("refused");
+    assert!(
+        message.contains("not every target is healthy") && message.contains(&id),
+        "{message}"
+    );
+    assert_eq!(world_snapshot(&local, SERVICE).await, before);
+    assert_eq!(
+        local
+            .endpoint
+            .count(mark, &["ModifyRule", "ModifyListener"]),
+        0
+    );
+    assert_eq!(product_forward(&local).await, service.blue);
+
+    // rollback with nothing to roll back to: product on green, blue empty
+    local
+        .clients
+        .ec2
+        .start_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    let run = local
+        .run_job(&app, Function::SwitchListener, &params(R1))
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    let before = world_snapshot(&local, SERVICE).await;
+    let run = local
+        .run_job(&app, Function::SwitchListener, &rollback(R1))
+        .await;
+    assert!(
+        run.failure_message()
+            .unwrap()
+            .contains("no registered targets"),
+        "{:?}",
+        run.last()
+    );
+    assert_eq!(world_snapshot(&local, SERVICE).await, before);
+
+    // cleanup never touches an instance registered in the product slot, even tagged retired
+    local
+        .clients
+        .ec2
+        .create_tags()
+        .resources(&id)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("cutover:stage")
+                .value("retired")
+                .build(),
+        )
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("cutover:retired-at")
+                .value("1")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let before = world_snapshot(&local, SERVICE).await;
+    let mark = local.endpoint.mark();
+    let run = local.run_job(&app, Function::Cleanup, &params(R1)).await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    assert_eq!(world_snapshot(&local, SERVICE).await, before);
+    assert_eq!(
+        local
+            .endpoint
+            .count(mark, &["TerminateInstances", "DeregisterTargets"]),
+        0
+    );
+}
