@@ -1,1 +1,681 @@
+use super::*;
+use crate::settings::ServiceSettings;
 
+const NOW: u64 = 1_800_000_000;
+const BLUE: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/api-blue/1";
+const GREEN: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/api-green/2";
+const PRODUCT_RULE: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:1:listener-rule/app/alb/1/2/product";
+const QA_RULE: &str = "arn:aws:elasticloadbalancing:us-east-1:1:listener-rule/app/alb/1/2/qa";
+
+fn service() -> ServiceName {
+    ServiceName::parse("api").unwrap()
+}
+
+fn release(id: &str) -> ReleaseId {
+    ReleaseId::parse(id).unwrap()
+}
+
+fn settings(count: u32) -> ServiceSettings {
+    ServiceSettings::parse(
+        "API",
+        &format!(
+            r#"{{"AMI":"ami-1","INSTANCE_TYPE":"t3.small","SUBNET":["subnet-a","subnet-b"],"SG":"sg-1",
+                "EIP":["eipalloc-1"],"COUNT":{count},"DNS_ZONE":"Z1","BAKE_S":600,"HEALTH_TIMEOUT_S":300}}"#
+        ),
+    )
+    .unwrap()
+}
+
+fn instance(id: &str, release: &str, index: u32, stage: Stage, state: InstanceState) -> Instance {
+    Instance {
+        id: id.into(),
+        state,
+        service: "api".into(),
+        stage: Some(stage),
+        release: Some(release.into()),
+        index: Some(index),
+        name: Some(format!("api-{stage}-{release}-{index}")),
+        private_ip: Some(format!("10.0.0.{index}{}", id.len())),
+        retired_at: None,
+        launched_at: Some(NOW - 100),
+    }
+}
+
+fn running(id: &str, release: &str, index: u32, stage: Stage) -> Instance {
+    instance(id, release, index, stage, InstanceState::Running)
+}
+
+fn target(id: &str, health: Health) -> Target {
+    Target {
+        id: id.into(),
+        health,
+        reason: None,
+    }
+}
+
+fn group(slot: Slot, targets: Vec<Target>) -> TargetGroup {
+    let arn = if slot == Slot::Blue { BLUE } else { GREEN };
+    TargetGroup {
+        arn: arn.into(),
+        name: format!("api-{slot}"),
+        slot,
+        targets,
+    }
+}
+
+fn route(arn: &str, role: RouteRole, to: &str) -> Route {
+    Route {
+        arn: arn.into(),
+        role,
+        is_listener_default: false,
+        forward: Forward::to(to),
+        previous: None,
+        conditions: vec!["host-header=qa.api.example.com".into()],
+    }
+}
+
+/// Product on blue, pre-product on green.
+fn alb(blue: Vec<Target>, green: Vec<Target>) -> Alb {
+    Alb {
+        blue: group(Slot::Blue, blue),
+        green: group(Slot::Green, green),
+        product: route(PRODUCT_RULE, RouteRole::Product, BLUE),
+        pre_product: route(QA_RULE, RouteRole::PreProduct, GREEN),
+    }
+}
+
+fn empty_dns() -> Dns {
+    Dns {
+        zone_id: "Z1".into(),
+        zone_name: "internal.example.".into(),
+        records: BTreeMap::new(),
+    }
+}
+
+fn free_address() -> Address {
+    Address {
+        allocation_id: "eipalloc-1".into(),
+        association_id: None,
+        instance_id: None,
+        public_ip: None,
+    }
+}
+
+fn provision_plan(
+    settings: &ServiceSettings,
+    instances: &[Instance],
+    addresses: &[Address],
+    progress: Option<&Progress>,
+) -> Plan {
+    let dns = empty_dns();
+    provision(&ProvisionInput {
+        service: &service(),
+        release: &release("r2"),
+        settings,
+        instances,
+        addresses,
+        dns: Some(&dns),
+        progress,
+        now: NOW,
+    })
+}
+
+#[test]
+fn provision_launches_count_instances_across_subnets_then_waits() {
+    let plan = provision_plan(&settings(3), &[], &[free_address()], None);
+    assert_eq!(plan.next, Next::Wait("running".into()));
+    let launches: Vec<(&str, &BTreeMap<String, String>, &str)> = plan
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Launch {
+                spec,
+                tags,
+                client_token,
+            } => (spec.subnet.as_str(), tags, client_token.as_str()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        launches.iter().map(|l| l.0).collect::<Vec<_>>(),
+        ["subnet-a", "subnet-b", "subnet-a"]
+    );
+    let tags = launches[1].1;
+    assert_eq!(tags[TAG_SERVICE], "api");
+    assert_eq!(tags[TAG_STAGE], "pre-product");
+    assert_eq!(tags[TAG_RELEASE], "r2");
+    assert_eq!(tags[TAG_INDEX], "2");
+    assert_eq!(tags[TAG_NAME], "api-pre-product-r2-2");
+    assert_eq!(launches[1].2, client_token(&service(), &release("r2"), 2));
+}
+
+#[test]
+fn client_tokens_are_stable_short_and_distinct() {
+    let long = release(&"a".repeat(128));
+    let token = client_token(&service(), &long, 50);
+    assert!(token.len() <= 64, "{token}");
+    assert_eq!(token, client_token(&service(), &long, 50));
+    assert_ne!(token, client_token(&service(), &long, 49));
+    assert_ne!(
+        client_token(&service(), &release("r1"), 1),
+        client_token(&service(), &release("r2"), 1)
+    );
+}
+
+#[test]
+fn provision_launches_only_what_is_missing() {
+    let existing = [instance(
+        "i-1",
+        "r2",
+        1,
+        Stage::PreProduct,
+        InstanceState::Pending,
+    )];
+    let plan = provision_plan(&settings(2), &existing, &[], None);
+    assert_eq!(plan.steps.len(), 1);
+    assert!(matches!(&plan.steps[0], Step::Launch { tags, .. } if tags[TAG_INDEX] == "2"));
+}
+
+#[test]
+fn provision_waits_for_pending_then_times_out() {
+    let pending = [instance(
+        "i-1",
+        "r2",
+        1,
+        Stage::PreProduct,
+        InstanceState::Pending,
+    )];
+    let fresh = Progress::new("running", NOW - 10);
+    let plan = provision_plan(&settings(1), &pending, &[], Some(&fresh));
+    assert_eq!(
+        (plan.steps.len(), plan.next),
+        (0, Next::Wait("running".into()))
+    );
+    let stale = Progress::new("running", NOW - RUNNING_TIMEOUT_S - 1);
+    let plan = provision_plan(&settings(1), &pending, &[], Some(&stale));
+    assert!(matches!(plan.next, Next::Fail(m) if m.contains("not running after")));
+}
+
+#[test]
+fn provision_finishes_with_addresses_records_and_outputs() {
+    let fleet = [
+        running("i-1", "r2", 1, Stage::PreProduct),
+        running("i-2", "r2", 2, Stage::PreProduct),
+    ];
+    let plan = provision_plan(&settings(2), &fleet, &[free_address()], None);
+    assert!(matches!(plan.next, Next::Done(_)));
+    assert_eq!(
+        plan.steps[0],
+        Step::AssociateAddress {
+            allocation_id: "eipalloc-1".into(),
+            instance_id: "i-1".into()
+        }
+    );
+    let Step::ChangeRecords { changes, .. } = &plan.steps[1] else {
+        panic!("{:?}", plan.steps)
+    };
+    let names: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "1.r2.api.internal.example.",
+            "2.r2.api.internal.example.",
+            "pre-product.api.internal.example."
+        ]
+    );
+    assert_eq!(changes[2].values.len(), 2);
+    assert_eq!(plan.outputs["instance_ids"], "i-1,i-2");
+    assert_eq!(
+        plan.outputs["qa_dns_name"],
+        "pre-product.api.internal.example"
+    );
+}
+
+#[test]
+fn provision_never_takes_an_address_from_a_serving_instance() {
+    let fleet = [
+        running("i-1", "r2", 1, Stage::PreProduct),
+        running("i-0", "r1", 1, Stage::Product),
+    ];
+    let held = Address {
+        instance_id: Some("i-0".into()),
+        association_id: Some("eipassoc-1".into()),
+        ..free_address()
+    };
+    let plan = provision_plan(&settings(1), &fleet, &[held], None);
+    assert!(!plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::AssociateAddress { .. })));
+    assert!(plan.notes.iter().any(|n| n.contains("stays on i-0")));
+}
+
+#[test]
+fn provision_replayed_after_it_finished_plans_nothing() {
+    let fleet = [running("i-1", "r2", 1, Stage::PreProduct)];
+    let dns = Dns {
+        records: desired_records(
+            &empty_dns(),
+            &service(),
+            &fleet,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+        ),
+        ..empty_dns()
+    };
+    let associated = Address {
+        instance_id: Some("i-1".into()),
+        association_id: Some("a".into()),
+        ..free_address()
+    };
+    let plan = provision(&ProvisionInput {
+        service: &service(),
+        release: &release("r2"),
+        settings: &settings(1),
+        instances: &fleet,
+        addresses: &[associated],
+        dns: Some(&dns),
+        progress: None,
+        now: NOW,
+    });
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+    assert!(matches!(plan.next, Next::Done(_)));
+}
+
+#[test]
+fn provision_terminates_duplicates_of_an_index_keeping_the_oldest() {
+    let mut newer = running("i-new", "r2", 1, Stage::PreProduct);
+    newer.launched_at = Some(NOW);
+    let fleet = [running("i-old", "r2", 1, Stage::PreProduct), newer];
+    let plan = provision_plan(&settings(1), &fleet, &[], None);
+    assert_eq!(
+        plan.steps[0],
+        Step::Terminate {
+            instance_ids: vec!["i-new".into()]
+        }
+    );
+}
+
+#[test]
+fn provision_refuses_a_release_that_already_serves() {
+    let fleet = [running("i-1", "r2", 1, Stage::Product)];
+    let plan = provision_plan(&settings(1), &fleet, &[], None);
+    assert!(matches!(plan.next, Next::Fail(m) if m.contains("already past provisioning")));
+    assert!(plan.steps.is_empty());
+}
+
+fn register_plan(alb: &Alb, instances: &[Instance], progress: Option<&Progress>) -> Plan {
+    register(&RegisterInput {
+        service: &service(),
+        release: &release("r2"),
+        settings: &settings(1),
+        alb,
+        instances,
+        progress,
+        now: NOW,
+    })
+}
+
+#[test]
+fn register_needs_running_instances() {
+    let plan = register_plan(&alb(vec![], vec![]), &[], None);
+    assert!(matches!(plan.next, Next::Fail(m) if m.contains("run provision first")));
+}
+
+#[test]
+fn register_drains_stale_targets_and_adds_the_release_to_the_idle_slot() {
+    let fleet = [running("i-new", "r2", 1, Stage::PreProduct)];
+    let plan = register_plan(
+        &alb(vec![], vec![target("i-stale", Health::Healthy)]),
+        &fleet,
+        None,
+    );
+    assert_eq!(
+        plan.steps,
+        [
+            Step::DeregisterTargets {
+                target_group: GREEN.into(),
+                instance_ids: vec!["i-stale".into()]
+            },
+            Step::RegisterTargets {
+                target_group: GREEN.into(),
+                instance_ids: vec!["i-new".into()]
+            },
+        ]
+    );
+    assert_eq!(plan.next, Next::Wait("healthy".into()));
+}
+
+#[test]
+fn register_waits_for_health_then_fails_without_touching_product() {
+    let fleet = [running("i-new", "r2", 1, Stage::PreProduct)];
+    let world = alb(vec![], vec![target("i-new", Health::Initial)]);
+    let plan = register_plan(&world, &fleet, Some(&Progress::new("healthy", NOW - 100)));
+    assert_eq!(
+        (plan.steps.len(), plan.next),
+        (0, Next::Wait("healthy".into()))
+    );
+    let plan = register_plan(&world, &fleet, Some(&Progress::new("healthy", NOW - 300)));
+    assert!(
+        matches!(&plan.next, Next::Fail(m) if m.contains("not healthy after 300s") && m.contains("i-new"))
+    );
+    assert!(plan.steps.is_empty());
+}
+
+#[test]
+fn register_points_pre_product_at_the_healthy_slot() {
+    let fleet = [running("i-new", "r2", 1, Stage::PreProduct)];
+    let mut world = alb(vec![], vec![target("i-new", Health::Healthy)]);
+    world.pre_product.forward = Forward::to(BLUE);
+    let plan = register_plan(&world, &fleet, None);
+    assert!(
+        matches!(&plan.steps[..], [Step::SetForward { role: RouteRole::PreProduct, to, .. }] if to == &Forward::to(GREEN))
+    );
+    assert!(matches!(&plan.next, Next::Done(m) if m.contains("qa.api.example.com")));
+}
+
+#[test]
+fn register_refuses_while_product_is_split() {
+    let mut world = alb(vec![], vec![]);
+    world.product.forward = Forward {
+        targets: vec![
+            WeightedTarget {
+                arn: BLUE.into(),
+                weight: Some(50),
+            },
+            WeightedTarget {
+                arn: GREEN.into(),
+                weight: Some(50),
+            },
+        ],
+        sticky_s: None,
+    };
+    let plan = register_plan(&world, &[running("i-1", "r2", 1, Stage::PreProduct)], None);
+    assert!(matches!(plan.next, Next::Fail(m) if m.contains("gradual shift")));
+}
+
+fn switch_plan(action: Action, alb: &Alb, instances: &[Instance]) -> Plan {
+    switch(&SwitchInput {
+        service: &service(),
+        release: &release("r2"),
+        action,
+        settings: &settings(1),
+        alb,
+        instances,
+        addresses: &[],
+        dns: None,
+        now: NOW,
+    })
+}
+
+fn released_world() -> (Alb, Vec<Instance>) {
+    let world = alb(
+        vec![target("i-old", Health::Healthy)],
+        vec![target("i-new", Health::Healthy)],
+    );
+    let instances = vec![
+        running("i-old", "r1", 1, Stage::Product),
+        running("i-new", "r2", 1, Stage::PreProduct),
+    ];
+    (world, instances)
+}
+
+#[test]
+fn switch_moves_product_in_one_step_and_converges_the_rest() {
+    let (world, instances) = released_world();
+    let plan = switch_plan(Action::Release, &world, &instances);
+    let forwards: Vec<&Step> = plan
+        .steps
+        .iter()
+        .filter(|s| {
+            matches!(
+                s,
+                Step::SetForward {
+                    role: RouteRole::Product,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(forwards.len(), 1);
+    assert!(
+        matches!(plan.steps[0], Step::SetForward { role: RouteRole::Product, ref to, .. } if to == &Forward::to(GREEN))
+    );
+    assert!(plan.steps.contains(&Step::SetForward {
+        route: QA_RULE.into(),
+        role: RouteRole::PreProduct,
+        is_listener_default: false,
+        from: Forward::to(GREEN),
+        to: Forward::to(BLUE),
+    }));
+    assert!(plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::TagRoute { tags, .. } if tags[TAG_PREVIOUS] == BLUE)));
+    assert!(plan.steps.iter().any(
+        |s| matches!(s, Step::TagInstances { instance_ids, tags } if instance_ids == &["i-old"] && tags[TAG_STAGE] == "retired" && tags[TAG_RETIRED_AT] == NOW.to_string() && tags[TAG_NAME] == "api-retired-r1-1")
+    ));
+    assert!(plan.steps.iter().any(
+        |s| matches!(s, Step::TagInstances { instance_ids, tags } if instance_ids == &["i-new"] && tags[TAG_STAGE] == "product")
+    ));
+}
+
+#[test]
+fn switch_refuses_an_unhealthy_or_empty_slot() {
+    let (mut world, instances) = released_world();
+    world
+        .green
+        .targets
+        .push(target("i-sick", Health::Unhealthy));
+    let plan = switch_plan(Action::Release, &world, &instances);
+    assert!(
+        matches!(&plan.next, Next::Fail(m) if m.contains("not every target is healthy") && m.contains("i-sick"))
+    );
+    assert!(plan.steps.is_empty());
+
+    let (mut world, instances) = released_world();
+    world.blue.targets.clear();
+    world.product.forward = Forward::to(GREEN);
+    let plan = switch_plan(Action::Rollback, &world, &instances);
+    assert!(matches!(&plan.next, Next::Fail(m) if m.contains("no registered targets")));
+    assert!(plan.steps.is_empty());
+}
+
+#[test]
+fn switch_replayed_after_a_crash_finishes_without_moving_traffic_again() {
+    let (mut world, instances) = released_world();
+    // The product move happened; nothing after it did.
+    world.product.forward = Forward::to(GREEN);
+    let plan = switch_plan(Action::Release, &world, &instances);
+    assert!(!plan.steps.iter().any(|s| matches!(
+        s,
+        Step::SetForward {
+            role: RouteRole::Product,
+            ..
+        }
+    )));
+    assert!(plan.steps.iter().any(|s| matches!(
+        s,
+        Step::SetForward {
+            role: RouteRole::PreProduct,
+            ..
+        }
+    )));
+    assert!(matches!(&plan.next, Next::Done(m) if m.contains("already")));
+}
+
+#[test]
+fn rollback_is_the_mirror_image_and_idempotent() {
+    let (mut world, mut instances) = released_world();
+    world.product.forward = Forward::to(GREEN);
+    world.pre_product.forward = Forward::to(BLUE);
+    instances[0].stage = Some(Stage::Retired);
+    instances[0].retired_at = Some(NOW - 10);
+    instances[1].stage = Some(Stage::Product);
+    let plan = switch_plan(Action::Rollback, &world, &instances);
+    assert!(
+        matches!(&plan.steps[0], Step::SetForward { role: RouteRole::Product, to, .. } if to == &Forward::to(BLUE))
+    );
+    assert!(plan.steps.iter().any(
+        |s| matches!(s, Step::UntagInstances { instance_ids, .. } if instance_ids == &["i-old"])
+    ));
+
+    // After the rollback: product on blue, the bad release retired, pre-product on it.
+    world.product.forward = Forward::to(BLUE);
+    world.pre_product.forward = Forward::to(GREEN);
+    world.product.previous = Some(GREEN.into());
+    instances[0].stage = Some(Stage::Product);
+    instances[0].retired_at = None;
+    instances[1].stage = Some(Stage::Retired);
+    let again = switch_plan(Action::Rollback, &world, &instances);
+    assert!(again.steps.is_empty(), "{:?}", again.steps);
+}
+
+fn cleanup_plan(
+    world: &Alb,
+    instances: &[Instance],
+    scope: CleanupScope,
+    addresses: &[Address],
+) -> Plan {
+    let dns = Dns {
+        records: desired_records(
+            &empty_dns(),
+            &service(),
+            instances,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+        ),
+        ..empty_dns()
+    };
+    cleanup(&CleanupInput {
+        service: &service(),
+        scope,
+        settings: &settings(1),
+        alb: world,
+        instances,
+        addresses,
+        dns: Some(&dns),
+        now: NOW,
+    })
+}
+
+#[test]
+fn cleanup_keeps_retired_instances_until_their_bake_time_is_over() {
+    let mut old = running("i-old", "r1", 1, Stage::Retired);
+    old.retired_at = Some(NOW - 599);
+    let world = alb(vec![], vec![target("i-old", Health::Healthy)]);
+    let plan = cleanup_plan(&world, &[old], CleanupScope::Retired, &[]);
+    assert!(plan.steps.is_empty());
+    assert!(plan.notes.iter().any(|n| n.contains("i-old until")));
+}
+
+#[test]
+fn cleanup_drains_first_then_releases_and_terminates() {
+    let mut old = running("i-old", "r1", 1, Stage::Retired);
+    old.retired_at = Some(NOW - 600);
+    let world = alb(
+        vec![target("i-live", Health::Healthy)],
+        vec![target("i-old", Health::Healthy)],
+    );
+    let instances = [old.clone(), running("i-live", "r2", 1, Stage::Product)];
+    let plan = cleanup_plan(&world, &instances, CleanupScope::Retired, &[]);
+    assert_eq!(
+        plan.steps,
+        [Step::DeregisterTargets {
+            target_group: GREEN.into(),
+            instance_ids: vec!["i-old".into()]
+        }]
+    );
+    assert_eq!(plan.next, Next::Again);
+
+    let draining = alb(
+        vec![target("i-live", Health::Healthy)],
+        vec![target("i-old", Health::Draining)],
+    );
+    let plan = cleanup_plan(&draining, &instances, CleanupScope::Retired, &[]);
+    assert_eq!(
+        (plan.steps.len(), plan.next),
+        (0, Next::Wait("drained".into()))
+    );
+
+    let drained = alb(vec![target("i-live", Health::Healthy)], vec![]);
+    let held = Address {
+        instance_id: Some("i-old".into()),
+        association_id: Some("eipassoc-9".into()),
+        ..free_address()
+    };
+    let plan = cleanup_plan(&drained, &instances, CleanupScope::Retired, &[held]);
+    assert!(
+        matches!(&plan.steps[0], Step::DisassociateAddress { association_id, .. } if association_id == "eipassoc-9")
+    );
+    assert!(
+        matches!(&plan.steps[1], Step::ChangeRecords { changes, .. } if changes.iter().all(|c| c.action == RecordAction::Delete && c.name.starts_with("1.r1.")))
+    );
+    assert_eq!(
+        plan.steps[2],
+        Step::Terminate {
+            instance_ids: vec!["i-old".into()]
+        }
+    );
+}
+
+#[test]
+fn cleanup_never_touches_the_product_slot() {
+    let mut wrongly_tagged = running("i-live", "r2", 1, Stage::Retired);
+    wrongly_tagged.retired_at = Some(0);
+    let world = alb(vec![target("i-live", Health::Healthy)], vec![]);
+    let plan = cleanup_plan(&world, &[wrongly_tagged], CleanupScope::Retired, &[]);
+    assert!(plan.steps.is_empty());
+    assert!(plan.notes.iter().any(|n| n.contains("kept i-live")));
+}
+
+#[test]
+fn cleanup_of_a_failed_release_takes_only_its_pre_product_instances() {
+    let instances = [
+        running("i-failed", "r3", 1, Stage::PreProduct),
+        running("i-other", "r4", 1, Stage::PreProduct),
+        running("i-live", "r2", 1, Stage::Product),
+    ];
+    let world = alb(vec![target("i-live", Health::Healthy)], vec![]);
+    let plan = cleanup_plan(
+        &world,
+        &instances,
+        CleanupScope::FailedRelease(release("r3")),
+        &[],
+    );
+    assert_eq!(
+        plan.steps.last(),
+        Some(&Step::Terminate {
+            instance_ids: vec!["i-failed".into()]
+        })
+    );
+}
+
+#[test]
+fn desired_records_follow_stages() {
+    let instances = [
+        running("i-1", "r1", 1, Stage::Product),
+        running("i-2", "r2", 1, Stage::PreProduct),
+        running("i-3", "r0", 1, Stage::Retired),
+        instance("i-4", "r2", 2, Stage::PreProduct, InstanceState::Pending),
+    ];
+    let records = desired_records(
+        &empty_dns(),
+        &service(),
+        &instances,
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    );
+    let names: Vec<&str> = records.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "1.r0.api.internal.example.",
+            "1.r1.api.internal.example.",
+            "1.r2.api.internal.example.",
+            "pre-product.api.internal.example.",
+            "product.api.internal.example.",
+        ]
+    );
+}
