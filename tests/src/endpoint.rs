@@ -55,6 +55,8 @@ pub struct Ack {
 #[derive(Debug, Clone)]
 struct Fault {
     action: String,
+    /// Matching calls to let through before failing.
+    skip: usize,
     remaining: usize,
     status: u16,
     code: String,
@@ -127,14 +129,37 @@ impl Endpoint {
             .count()
     }
 
+    /// Calls since `since` that changed something in AWS (and got through).
+    pub fn mutations(&self, since: usize) -> Vec<Call> {
+        self.calls()[since..]
+            .iter()
+            .filter(|c| c.status < 300 && is_mutation(c))
+            .cloned()
+            .collect()
+    }
+
     pub fn mark(&self) -> usize {
         self.state.lock().unwrap().calls.len()
     }
 
     /// The next `times` calls of `action` fail with `status` and the AWS error `code`.
+    /// `action` matches an operation name, or any part of a REST path (e.g. `rrset`).
     pub fn inject_fault(&self, action: &str, times: usize, status: u16, code: &str) {
+        self.inject_fault_after(action, 0, times, status, code);
+    }
+
+    /// Like `inject_fault`, after letting `skip` matching calls succeed.
+    pub fn inject_fault_after(
+        &self,
+        action: &str,
+        skip: usize,
+        times: usize,
+        status: u16,
+        code: &str,
+    ) {
         self.state.lock().unwrap().faults.push(Fault {
             action: action.to_owned(),
+            skip,
             remaining: times,
             status,
             code: code.to_owned(),
@@ -166,6 +191,16 @@ const MUTATING_ELB: &[&str] = &[
     "CreateRule",
     "DeleteRule",
 ];
+
+/// Everything but reads, job acknowledgements and notifications.
+pub fn is_mutation(call: &Call) -> bool {
+    let read = ["Describe", "List", "Get", "GET "]
+        .iter()
+        .any(|p| call.action.starts_with(p));
+    let bookkeeping =
+        ["PutJobSuccessResult", "PutJobFailureResult", "Publish"].contains(&call.action.as_str());
+    !read && !bookkeeping
+}
 
 pub fn is_mutating_elb(call: &Call) -> bool {
     call.service == "elasticloadbalancing" && MUTATING_ELB.contains(&call.action.as_str())
@@ -206,14 +241,21 @@ async fn handle(
 
     let injected = {
         let mut state = state.lock().unwrap();
-        let fault = state
-            .faults
-            .iter_mut()
-            .find(|f| f.action == action && f.remaining > 0)
-            .map(|f| {
+        let matching = state.faults.iter_mut().find(|f| {
+            (f.action == action || (action.contains('/') && action.contains(&f.action)))
+                && f.remaining > 0
+        });
+        let fault = match matching {
+            Some(f) if f.skip > 0 => {
+                f.skip -= 1;
+                None
+            }
+            Some(f) => {
                 f.remaining -= 1;
-                (f.status, f.code.clone())
-            });
+                Some((f.status, f.code.clone()))
+            }
+            None => None,
+        };
         if let Some((status, _)) = &fault {
             state.calls.push(Call {
                 service: service.clone(),

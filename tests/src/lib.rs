@@ -46,7 +46,12 @@ pub async fn local(elastic_ips: usize) -> Option<Local> {
         config,
         clients,
         base,
-        now: Arc::new(AtomicU64::new(1_795_849_200)),
+        now: Arc::new(AtomicU64::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        )),
         job_counter: Arc::new(AtomicU32::new(0)),
     })
 }
@@ -91,19 +96,25 @@ pub fn job_event(
 pub struct JobRun {
     pub acks: Vec<Ack>,
     pub responses: Vec<Value>,
+    /// The Lambda invocation itself failed (e.g. the acknowledgement could not be sent).
+    pub error: Option<String>,
 }
-
 impl JobRun {
     pub fn last(&self) -> &Ack {
         self.acks.last().expect("a job run has at least one ack")
     }
 
     pub fn succeeded(&self) -> bool {
-        let last = self.last();
-        last.kind == AckKind::Success && last.continuation_token.is_none()
+        self.error.is_none()
+            && self
+                .acks
+                .last()
+                .is_some_and(|a| a.kind == AckKind::Success && a.continuation_token.is_none())
     }
-
     pub fn failure_message(&self) -> Option<&str> {
+        if let Some(error) = &self.error {
+            return Some(error);
+        }
         let last = self.last();
         (last.kind == AckKind::Failure).then(|| last.message.as_deref().unwrap_or_default())
     }
@@ -156,15 +167,19 @@ impl Local {
         let mut run = JobRun {
             acks: Vec::new(),
             responses: Vec::new(),
+            error: None,
         };
         let mut token: Option<String> = None;
         for _ in 0..max_invocations {
             let job_id = self.next_job_id();
             let event = job_event(function, &job_id, user_parameters, token.as_deref());
-            let response = app
-                .handle(function, event)
-                .await
-                .expect("a job event is always handled");
+            let response = match app.handle(function, event).await {
+                Ok(response) => response,
+                Err(error) => {
+                    run.error = Some(error.to_string());
+                    break;
+                }
+            };
             let ack = self
                 .endpoint
                 .ack_for(&job_id)

@@ -3,6 +3,7 @@
 //! (`AWS_ENDPOINT_URL`), never from here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -30,6 +31,10 @@ pub enum InstanceQuery<'a> {
     AllServices,
 }
 
+/// Attempts per AWS call (the first and three retries), with exponential back-off and jitter:
+/// enough to ride out throttling and a brief 5xx, short enough to stay inside a Lambda timeout.
+pub const MAX_ATTEMPTS: u32 = 4;
+
 /// ELBv2 DescribeTags takes at most 20 ARNs.
 const DESCRIBE_TAGS_BATCH: usize = 20;
 
@@ -52,10 +57,25 @@ fn build_error(what: &'static str) -> impl FnOnce(aws_sdk_ec2::error::BuildError
     move |err| Error::Internal(format!("building {what}: {err}"))
 }
 
-/// Standard retry mode (exponential back-off with jitter), bounded attempts; `AWS_MAX_ATTEMPTS`
-/// and `AWS_RETRY_MODE` still override it.
+/// Standard retry mode (exponential back-off with jitter), `MAX_ATTEMPTS` attempts, bounded
+/// timeouts. `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE` in the environment still win.
 pub async fn load_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .operation_timeout(Duration::from_secs(30))
+            .build(),
+    );
+    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
+        && std::env::var_os("AWS_RETRY_MODE").is_none()
+    {
+        loader = loader.retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(200)),
+        );
+    }
+    loader.load().await
 }
 
 impl Aws {
@@ -353,12 +373,14 @@ impl Aws {
                 ))
             })?;
             let previous = tags.get(TAG_PREVIOUS).cloned();
+            let lock = tags.get(TAG_LOCK).and_then(|v| Lock::parse(v));
             found.entry(role.as_str()).or_default().push(Route {
                 arn,
                 role,
                 is_listener_default,
                 forward,
                 previous,
+                lock,
                 conditions,
             });
         }
@@ -572,6 +594,16 @@ impl Aws {
                     .send()
                     .await
                     .map_err(aws_error("AddTags"))?;
+                Ok(())
+            }
+            Step::UntagRoute { route, keys } => {
+                self.elb
+                    .remove_tags()
+                    .resource_arns(route)
+                    .set_tag_keys(Some(keys.clone()))
+                    .send()
+                    .await
+                    .map_err(aws_error("RemoveTags"))?;
                 Ok(())
             }
             Step::TagInstances { instance_ids, tags } => {

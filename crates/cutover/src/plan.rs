@@ -16,6 +16,34 @@ use crate::world::*;
 /// How long provision waits for instances to reach `running`.
 pub const RUNNING_TIMEOUT_S: u64 = 900;
 pub const RECORD_TTL_S: i64 = 60;
+/// A lock older than this is taken over: CodePipeline's manual approval times out after 7 days,
+/// so no live execution holds a lock this long.
+pub const LOCK_STALE_S: u64 = 7 * 86_400 + 3_600;
+/// Pre-product instances older than this, whose release does not hold the lock, are abandoned
+/// (their execution ended without a cleanup event reaching us) and swept.
+pub const PRE_PRODUCT_MAX_AGE_S: u64 = LOCK_STALE_S;
+
+/// Why `release` may not go on, given the service's lock.
+fn lock_conflict(
+    lock: Option<&Lock>,
+    release: &ReleaseId,
+    service: &ServiceName,
+    now: u64,
+) -> Option<String> {
+    let lock = lock?;
+    let held_for = now.saturating_sub(lock.since);
+    (lock.release != release.as_str() && held_for < LOCK_STALE_S).then(|| {
+        format!(
+            "service {service} is locked by release {} (held for {held_for}s, since {}); wait for it to finish, \
+             or stop that pipeline execution; a lock older than {LOCK_STALE_S}s is taken over",
+            lock.release, lock.since
+        )
+    })
+}
+
+fn holds_lock(lock: Option<&Lock>, release: &ReleaseId) -> bool {
+    lock.is_some_and(|l| l.release == release.as_str())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "next", content = "detail", rename_all = "kebab-case")]
@@ -94,11 +122,16 @@ pub struct ProvisionInput<'a> {
     pub instances: &'a [Instance],
     pub addresses: &'a [Address],
     pub dns: Option<&'a Dns>,
+    /// The service's release lock (from its product route).
+    pub lock: Option<&'a Lock>,
     pub progress: Option<&'a Progress>,
     pub now: u64,
 }
 
 pub fn provision(input: &ProvisionInput) -> Plan {
+    if let Some(conflict) = lock_conflict(input.lock, input.release, input.service, input.now) {
+        return Plan::fail(conflict);
+    }
     let ProvisionInput {
         service,
         release,
@@ -109,11 +142,17 @@ pub fn provision(input: &ProvisionInput) -> Plan {
     let mine = of_release(instances, release);
 
     if let Some(serving) = mine.iter().find(|i| i.stage != Some(Stage::PreProduct)) {
-        return Plan::fail(format!(
-            "release {release} of {service} is already past provisioning: {} is {}",
-            serving.id,
-            serving.stage.map(Stage::as_str).unwrap_or("untagged")
-        ));
+        // A late duplicate of a finished job: nothing to do, and nothing to undo.
+        return Plan {
+            steps: Vec::new(),
+            next: Next::Done(format!(
+                "release {release} of {service} is already past provisioning ({} is {}); nothing to do",
+                serving.id,
+                serving.stage.map(Stage::as_str).unwrap_or("untagged")
+            )),
+            notes: Vec::new(),
+            outputs: BTreeMap::new(),
+        };
     }
     if let Some(broken) = mine.iter().find(|i| {
         matches!(
@@ -467,11 +506,48 @@ pub fn register(input: &RegisterInput) -> Plan {
         Err(why) => return Plan::fail(format!("cannot pick the idle slot: {why}")),
     };
     let idle = alb.slot(product.other());
-    if let Some(serving) = mine.iter().find(|i| alb.slot(product).has(&i.id)) {
+    let serving: Vec<&str> = mine
+        .iter()
+        .filter(|i| alb.slot(product).has(&i.id))
+        .map(|i| i.id.as_str())
+        .collect();
+    if !serving.is_empty() {
+        if serving.len() == mine.len() {
+            // A late duplicate after the switch: the release already serves product.
+            return Plan {
+                steps: Vec::new(),
+                next: Next::Done(format!(
+                    "release {release} of {service} already serves product from the {product} slot; nothing to do"
+                )),
+                notes: Vec::new(),
+                outputs: BTreeMap::new(),
+            };
+        }
         return Plan::fail(format!(
-            "instance {} of release {release} is registered in the product slot {product}; nothing to register",
-            serving.id
+            "instances {} of release {release} are registered in the product slot {product}, others are not; fix the registrations by hand",
+            serving.join(", ")
         ));
+    }
+    let lock = alb.product.lock.as_ref();
+    if let Some(conflict) = lock_conflict(lock, release, service, input.now) {
+        return Plan::fail(conflict);
+    }
+    if !holds_lock(lock, release) {
+        // Claim, then verify on the next invocation: a racing claim that landed in between
+        // overwrites ours, and exactly one of the two sees its own name there.
+        let claim = Lock {
+            release: release.to_string(),
+            since: input.now,
+        };
+        return Plan {
+            steps: vec![Step::TagRoute {
+                route: alb.product.arn.clone(),
+                tags: BTreeMap::from([(TAG_LOCK.to_owned(), claim.tag_value())]),
+            }],
+            next: Next::Wait("lock".into()),
+            notes: Vec::new(),
+            outputs: BTreeMap::new(),
+        };
     }
     let wanted: BTreeSet<&str> = mine.iter().map(|i| i.id.as_str()).collect();
     let stale: Vec<String> = idle
@@ -604,7 +680,33 @@ pub fn switch(input: &SwitchInput) -> Plan {
         Action::Release => "released",
         Action::Rollback => "rolled back",
     };
+    let lock = alb.product.lock.as_ref();
+    if let Some(conflict) = lock_conflict(lock, release, service, input.now) {
+        if input.action == Action::Release {
+            return Plan::fail(conflict);
+        }
+    }
+    if input.action == Action::Rollback && current != to {
+        let in_qa: Vec<&str> = input
+            .instances
+            .iter()
+            .filter(|i| alb.slot(to).has(&i.id) && i.stage == Some(Stage::PreProduct))
+            .map(|i| i.id.as_str())
+            .collect();
+        if !in_qa.is_empty() {
+            return Plan::fail(format!(
+                "refusing to roll back to the {to} slot: it now holds pre-product instances in QA ({}), not the previous fleet",
+                in_qa.join(", ")
+            ));
+        }
+    }
     let mut plan = cutover_plan(input, current, to);
+    if holds_lock(lock, release) && !matches!(plan.next, Next::Fail(_)) {
+        plan.steps.push(Step::UntagRoute {
+            route: alb.product.arn.clone(),
+            keys: vec![TAG_LOCK.to_owned()],
+        });
+    }
     if let Next::Done(_) = plan.next {
         let what = if current == to { "already" } else { "now" };
         plan.next = Next::Done(format!(
@@ -764,8 +866,8 @@ fn stage_tags(
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CleanupScope {
-    /// Retired instances whose bake time is over.
-    Retired,
+    /// Retired instances whose bake time is over, and abandoned pre-product instances.
+    Expired,
     /// The pre-product instances of a release that failed, was canceled or superseded.
     FailedRelease(ReleaseId),
 }
@@ -797,12 +899,23 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
     let mut chosen: Vec<&Instance> = Vec::new();
     for instance in input.instances {
         let wanted = match &input.scope {
-            CleanupScope::Retired => {
-                instance.stage == Some(Stage::Retired)
-                    && instance
-                        .retired_at
-                        .is_some_and(|at| at.saturating_add(settings.bake_s) <= now)
-            }
+            CleanupScope::Expired => match instance.stage {
+                Some(Stage::Retired) => instance
+                    .retired_at
+                    .is_some_and(|at| at.saturating_add(settings.bake_s) <= now),
+                Some(Stage::PreProduct) => {
+                    let locked = instance
+                        .release
+                        .as_deref()
+                        .and_then(|r| ReleaseId::parse(r).ok())
+                        .is_some_and(|r| holds_lock(alb.product.lock.as_ref(), &r));
+                    !locked
+                        && instance
+                            .launched_at
+                            .is_some_and(|at| at.saturating_add(PRE_PRODUCT_MAX_AGE_S) <= now)
+                }
+                _ => false,
+            },
             CleanupScope::FailedRelease(release) => {
                 instance.stage == Some(Stage::PreProduct)
                     && instance.release.as_deref() == Some(release.as_str())
@@ -823,7 +936,7 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
     let baking: Vec<String> = input
         .instances
         .iter()
-        .filter(|i| matches!(input.scope, CleanupScope::Retired) && i.stage == Some(Stage::Retired))
+        .filter(|i| matches!(input.scope, CleanupScope::Expired) && i.stage == Some(Stage::Retired))
         .filter(|i| !chosen.iter().any(|c| c.id == i.id))
         .filter_map(|i| {
             i.retired_at
@@ -837,16 +950,28 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
             baking.join(", ")
         ));
     }
+    let mut steps = Vec::new();
+    if let CleanupScope::FailedRelease(release) = &input.scope {
+        if holds_lock(alb.product.lock.as_ref(), release) {
+            steps.push(Step::UntagRoute {
+                route: alb.product.arn.clone(),
+                keys: vec![TAG_LOCK.to_owned()],
+            });
+        }
+    }
     if chosen.is_empty() {
+        let done = if steps.is_empty() {
+            "nothing to clean up"
+        } else {
+            "released the lock"
+        };
         return Plan {
-            steps: Vec::new(),
-            next: Next::Done(format!("{service}: nothing to clean up")),
+            steps,
+            next: Next::Done(format!("{service}: {done}")),
             notes,
             outputs: BTreeMap::new(),
         };
     }
-
-    let mut steps = Vec::new();
     let mut still_registered = false;
     for slot in [&alb.blue, &alb.green] {
         let registered: Vec<String> = chosen

@@ -288,6 +288,8 @@ impl App {
         };
         Ok(match function {
             Function::Provision => {
+                // Read for the lock: a release that could not register must not launch anything.
+                let alb = self.aws.alb(service.as_str()).await?;
                 let addresses = self.aws.addresses(&settings.elastic_ips).await?;
                 plan::provision(&plan::ProvisionInput {
                     service,
@@ -296,6 +298,7 @@ impl App {
                     instances: &instances,
                     addresses: &addresses,
                     dns: dns.as_ref(),
+                    lock: alb.product.lock.as_ref(),
                     progress: request.progress.as_ref(),
                     now,
                 })
@@ -330,7 +333,7 @@ impl App {
             Function::Cleanup => {
                 self.cleanup_plan(
                     service,
-                    CleanupScope::Retired,
+                    CleanupScope::Expired,
                     settings,
                     &instances,
                     dns.as_ref(),
@@ -512,7 +515,7 @@ impl App {
             let Ok(name) = ServiceName::parse(&service) else {
                 continue;
             };
-            let outcome = self.cleanup_service(&name, CleanupScope::Retired).await;
+            let outcome = self.cleanup_service(&name, CleanupScope::Expired).await;
             let changed = matches!(&outcome, Outcome::Succeeded { steps, .. } if !steps.is_empty());
             if changed || matches!(outcome, Outcome::Failed { .. }) {
                 self.notify(Function::Cleanup, &name, None, &outcome).await;

@@ -15,6 +15,8 @@ pub const TAG_RELEASE: &str = "cutover:release";
 pub const TAG_INDEX: &str = "cutover:index";
 pub const TAG_RETIRED_AT: &str = "cutover:retired-at";
 pub const TAG_PREVIOUS: &str = "cutover:previous";
+/// On the product route: `<release>@<unix seconds>`, the release that holds the service.
+pub const TAG_LOCK: &str = "cutover:lock";
 pub const TAG_NAME: &str = "Name";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -212,8 +214,32 @@ pub struct Route {
     pub is_listener_default: bool,
     pub forward: Forward,
     pub previous: Option<String>,
+    /// On the product route: the release holding the service.
+    pub lock: Option<Lock>,
     /// Host-header and path conditions, for telling people where QA is.
     pub conditions: Vec<String>,
+}
+
+/// The per-service release lock, held from register-target until the switch (or the end of a
+/// failed execution).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lock {
+    pub release: String,
+    pub since: u64,
+}
+
+impl Lock {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (release, since) = raw.rsplit_once('@')?;
+        Some(Lock {
+            release: release.to_owned(),
+            since: since.parse().ok()?,
+        })
+    }
+
+    pub fn tag_value(&self) -> String {
+        format!("{}@{}", self.release, self.since)
+    }
 }
 
 /// A service's two slots and two routes, found by tags.
@@ -348,6 +374,10 @@ pub enum Step {
         route: String,
         tags: BTreeMap<String, String>,
     },
+    UntagRoute {
+        route: String,
+        keys: Vec<String>,
+    },
     TagInstances {
         instance_ids: Vec<String>,
         tags: BTreeMap<String, String>,
@@ -420,6 +450,9 @@ impl Step {
             Step::TagRoute { route, tags } => {
                 format!("tag {} {}", short_arn(route), describe_tags(tags))
             }
+            Step::UntagRoute { route, keys } => {
+                format!("untag {} {}", short_arn(route), keys.join(", "))
+            }
             Step::TagInstances { instance_ids, tags } => {
                 format!("tag {} {}", instance_ids.join(", "), describe_tags(tags))
             }
@@ -442,6 +475,7 @@ impl Step {
                 | Step::DeregisterTargets { .. }
                 | Step::SetForward { .. }
                 | Step::TagRoute { .. }
+                | Step::UntagRoute { .. }
         )
     }
 }

@@ -71,6 +71,7 @@ fn route(arn: &str, role: RouteRole, to: &str) -> Route {
         is_listener_default: false,
         forward: Forward::to(to),
         previous: None,
+        lock: None,
         conditions: vec!["host-header=qa.api.example.com".into()],
     }
 }
@@ -116,6 +117,7 @@ fn provision_plan(
         instances,
         addresses,
         dns: Some(&dns),
+        lock: None,
         progress,
         now: NOW,
     })
@@ -276,6 +278,7 @@ fn provision_replayed_after_it_finished_plans_nothing() {
         instances: &fleet,
         addresses: &[associated],
         dns: Some(&dns),
+        lock: None,
         progress: None,
         now: NOW,
     });
@@ -298,14 +301,24 @@ fn provision_terminates_duplicates_of_an_index_keeping_the_oldest() {
 }
 
 #[test]
-fn provision_refuses_a_release_that_already_serves() {
+fn provision_replayed_after_the_switch_does_nothing() {
     let fleet = [running("i-1", "r2", 1, Stage::Product)];
     let plan = provision_plan(&settings(1), &fleet, &[], None);
-    assert!(matches!(plan.next, Next::Fail(m) if m.contains("already past provisioning")));
+    assert!(matches!(plan.next, Next::Done(m) if m.contains("already past provisioning")));
     assert!(plan.steps.is_empty());
 }
 
+/// Register as the release holding the lock (the usual case after the first invocation).
 fn register_plan(alb: &Alb, instances: &[Instance], progress: Option<&Progress>) -> Plan {
+    let mut alb = alb.clone();
+    alb.product.lock = Some(Lock {
+        release: "r2".into(),
+        since: NOW - 5,
+    });
+    register_unlocked(&alb, instances, progress)
+}
+
+fn register_unlocked(alb: &Alb, instances: &[Instance], progress: Option<&Progress>) -> Plan {
     register(&RegisterInput {
         service: &service(),
         release: &release("r2"),
@@ -565,7 +578,7 @@ fn cleanup_keeps_retired_instances_until_their_bake_time_is_over() {
     let mut old = running("i-old", "r1", 1, Stage::Retired);
     old.retired_at = Some(NOW - 599);
     let world = alb(vec![], vec![target("i-old", Health::Healthy)]);
-    let plan = cleanup_plan(&world, &[old], CleanupScope::Retired, &[]);
+    let plan = cleanup_plan(&world, &[old], CleanupScope::Expired, &[]);
     assert!(plan.steps.is_empty());
     assert!(plan.notes.iter().any(|n| n.contains("i-old until")));
 }
@@ -579,7 +592,7 @@ fn cleanup_drains_first_then_releases_and_terminates() {
         vec![target("i-old", Health::Healthy)],
     );
     let instances = [old.clone(), running("i-live", "r2", 1, Stage::Product)];
-    let plan = cleanup_plan(&world, &instances, CleanupScope::Retired, &[]);
+    let plan = cleanup_plan(&world, &instances, CleanupScope::Expired, &[]);
     assert_eq!(
         plan.steps,
         [Step::DeregisterTargets {
@@ -593,7 +606,7 @@ fn cleanup_drains_first_then_releases_and_terminates() {
         vec![target("i-live", Health::Healthy)],
         vec![target("i-old", Health::Draining)],
     );
-    let plan = cleanup_plan(&draining, &instances, CleanupScope::Retired, &[]);
+    let plan = cleanup_plan(&draining, &instances, CleanupScope::Expired, &[]);
     assert_eq!(
         (plan.steps.len(), plan.next),
         (0, Next::Wait("drained".into()))
@@ -605,7 +618,7 @@ fn cleanup_drains_first_then_releases_and_terminates() {
         association_id: Some("eipassoc-9".into()),
         ..free_address()
     };
-    let plan = cleanup_plan(&drained, &instances, CleanupScope::Retired, &[held]);
+    let plan = cleanup_plan(&drained, &instances, CleanupScope::Expired, &[held]);
     assert!(
         matches!(&plan.steps[0], Step::DisassociateAddress { association_id, .. } if association_id == "eipassoc-9")
     );
@@ -625,7 +638,7 @@ fn cleanup_never_touches_the_product_slot() {
     let mut wrongly_tagged = running("i-live", "r2", 1, Stage::Retired);
     wrongly_tagged.retired_at = Some(0);
     let world = alb(vec![target("i-live", Health::Healthy)], vec![]);
-    let plan = cleanup_plan(&world, &[wrongly_tagged], CleanupScope::Retired, &[]);
+    let plan = cleanup_plan(&world, &[wrongly_tagged], CleanupScope::Expired, &[]);
     assert!(plan.steps.is_empty());
     assert!(plan.notes.iter().any(|n| n.contains("kept i-live")));
 }
@@ -677,5 +690,128 @@ fn desired_records_follow_stages() {
             "pre-product.api.internal.example.",
             "product.api.internal.example.",
         ]
+    );
+}
+
+#[test]
+fn register_claims_a_free_lock_then_verifies_it_next_time() {
+    let fleet = [running("i-new", "r2", 1, Stage::PreProduct)];
+    let plan = register_unlocked(&alb(vec![], vec![]), &fleet, None);
+    assert_eq!(
+        plan.steps,
+        [Step::TagRoute {
+            route: PRODUCT_RULE.into(),
+            tags: BTreeMap::from([(TAG_LOCK.to_owned(), format!("r2@{NOW}"))]),
+        }]
+    );
+    assert_eq!(plan.next, Next::Wait("lock".into()));
+}
+
+#[test]
+fn a_lock_held_by_another_release_refuses_until_it_is_stale() {
+    let fleet = [running("i-new", "r2", 1, Stage::PreProduct)];
+    let mut world = alb(vec![], vec![]);
+    world.product.lock = Some(Lock {
+        release: "r9".into(),
+        since: NOW - 60,
+    });
+    let plan = register_unlocked(&world, &fleet, None);
+    assert!(
+        matches!(&plan.next, Next::Fail(m) if m.contains("locked by release r9") && m.contains("60s"))
+    );
+    assert!(plan.steps.is_empty());
+    let refused = provision_plan(&settings(1), &[], &[], None);
+    assert!(
+        matches!(refused.next, Next::Wait(_)),
+        "no lock, provision goes on"
+    );
+
+    world.product.lock = Some(Lock {
+        release: "r9".into(),
+        since: NOW - LOCK_STALE_S,
+    });
+    let plan = register_unlocked(&world, &fleet, None);
+    assert!(
+        matches!(&plan.steps[..], [Step::TagRoute { tags, .. }] if tags[TAG_LOCK].starts_with("r2@"))
+    );
+}
+
+#[test]
+fn provision_refuses_while_another_release_holds_the_service() {
+    let lock = Lock {
+        release: "r9".into(),
+        since: NOW - 1,
+    };
+    let dns = empty_dns();
+    let plan = provision(&ProvisionInput {
+        service: &service(),
+        release: &release("r2"),
+        settings: &settings(1),
+        instances: &[],
+        addresses: &[],
+        dns: Some(&dns),
+        lock: Some(&lock),
+        progress: None,
+        now: NOW,
+    });
+    assert!(matches!(&plan.next, Next::Fail(m) if m.contains("r9")));
+    assert!(plan.steps.is_empty());
+}
+
+#[test]
+fn the_switch_releases_the_lock_and_a_failed_release_cleanup_too() {
+    let (mut world, instances) = released_world();
+    world.product.lock = Some(Lock {
+        release: "r2".into(),
+        since: NOW - 5,
+    });
+    let plan = switch_plan(Action::Release, &world, &instances);
+    assert_eq!(
+        plan.steps.last(),
+        Some(&Step::UntagRoute {
+            route: PRODUCT_RULE.into(),
+            keys: vec![TAG_LOCK.to_owned()]
+        })
+    );
+    let plan = cleanup_plan(
+        &world,
+        &instances,
+        CleanupScope::FailedRelease(release("r2")),
+        &[],
+    );
+    assert!(plan.steps.contains(&Step::UntagRoute {
+        route: PRODUCT_RULE.into(),
+        keys: vec![TAG_LOCK.to_owned()]
+    }));
+}
+
+#[test]
+fn rollback_refuses_a_slot_that_now_holds_a_release_in_qa() {
+    let (mut world, mut instances) = released_world();
+    world.product.forward = Forward::to(GREEN);
+    world.pre_product.forward = Forward::to(BLUE);
+    instances[1].stage = Some(Stage::Product);
+    instances[0].stage = Some(Stage::PreProduct);
+    let plan = switch_plan(Action::Rollback, &world, &instances);
+    assert!(matches!(&plan.next, Next::Fail(m) if m.contains("pre-product instances in QA")));
+}
+
+#[test]
+fn the_sweep_takes_abandoned_pre_product_instances_but_not_the_locked_release() {
+    let mut abandoned = running("i-old", "r3", 1, Stage::PreProduct);
+    abandoned.launched_at = Some(NOW - PRE_PRODUCT_MAX_AGE_S);
+    let mut in_qa = running("i-qa", "r4", 1, Stage::PreProduct);
+    in_qa.launched_at = Some(NOW - PRE_PRODUCT_MAX_AGE_S);
+    let mut world = alb(vec![], vec![]);
+    world.product.lock = Some(Lock {
+        release: "r4".into(),
+        since: NOW - 10,
+    });
+    let plan = cleanup_plan(&world, &[abandoned, in_qa], CleanupScope::Expired, &[]);
+    assert_eq!(
+        plan.steps.last(),
+        Some(&Step::Terminate {
+            instance_ids: vec!["i-old".into()]
+        })
     );
 }

@@ -1,0 +1,303 @@
+//! Faults injected at the local endpoint, through the real SDK clients: throttling, 5xx, a call
+//! failing after earlier ones of the same job succeeded (a crash between steps), failed
+//! acknowledgements. Each release is then carried on the way an operator would (retry the stage)
+//! and must end with no orphaned instance, no half-switched route, product on a healthy,
+//! non-empty slot.
+
+use cutover::aws::{Aws, InstanceQuery};
+use cutover::world::Stage;
+use cutover::Function;
+use cutover_tests::{fixture, local, Local, ServiceFixture};
+use serde_json::json;
+
+const SERVICE: &str = "mobile-zum-api";
+const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
+const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
+const STAGES: [Function; 4] = [
+    Function::Provision,
+    Function::RegisterTarget,
+    Function::SwitchListener,
+    Function::Cleanup,
+];
+
+struct Fault {
+    action: &'static str,
+    skip: usize,
+    times: usize,
+    status: u16,
+    code: &'static str,
+    during: Function,
+}
+
+const fn fault(
+    action: &'static str,
+    skip: usize,
+    times: usize,
+    status: u16,
+    code: &'static str,
+    during: Function,
+) -> Fault {
+    Fault {
+        action,
+        skip,
+        times,
+        status,
+        code,
+        during,
+    }
+}
+
+async fn setup() -> Option<(Local, ServiceFixture, cutover::App)> {
+    let local = local(2).await?;
+    let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
+    let app = local.app(&[(
+        "MOBILE_ZUM_API",
+        fixture::settings_json(&local.base, 2, 2, json!({})),
+    )]);
+    Some((local, service, app))
+}
+
+/// Runs a stage; if it fails, retries it as an operator would. The injected fault is spent by then.
+async fn stage_with_retry(
+    local: &Local,
+    app: &cutover::App,
+    function: Function,
+    release: &str,
+) -> usize {
+    let params = json!({"service": SERVICE, "release": release});
+    for attempt in 1..=3 {
+        let run = local.run_job(app, function, &params).await;
+        if run.succeeded() {
+            return attempt;
+        }
+        eprintln!(
+            "{} attempt {attempt} failed: {:?}",
+            function.as_str(),
+            run.failure_message()
+        );
+    }
+    panic!(
+        "{} of {release} did not succeed after 3 attempts",
+        function.as_str()
+    );
+}
+
+/// No orphan, no half-switched route, product healthy and non-empty, serving `release`.
+async fn assert_converged(local: &Local, service: &ServiceFixture, release: &str) {
+    let aws = Aws::new(&local.config);
+    let alb = aws.alb(SERVICE).await.unwrap();
+    let product = alb
+        .product
+        .forward
+        .sole_target()
+        .expect("product forwards to exactly one group");
+    assert_eq!(
+        alb.product.forward.targets.len(),
+        1,
+        "no weighted leftovers"
+    );
+    let slot = alb.slot_of_arn(product).expect("product on blue or green");
+    let serving = alb.slot(slot);
+    assert!(
+        !serving.targets.is_empty() && serving.unhealthy().is_empty(),
+        "{serving:?}"
+    );
+    assert!(
+        alb.product.lock.is_none(),
+        "lock released: {:?}",
+        alb.product.lock
+    );
+    let all = aws.instances(InstanceQuery::AllServices).await.unwrap();
+    assert_eq!(all.len(), 2, "exactly the serving fleet is alive: {all:?}");
+    for instance in &all {
+        assert_eq!(instance.release.as_deref(), Some(release), "{instance:?}");
+        assert_eq!(instance.stage, Some(Stage::Product), "{instance:?}");
+        assert!(serving.has(&instance.id));
+    }
+    let records = aws.dns(&local.base.zone_id, SERVICE).await.unwrap().records;
+    let ips: Vec<String> = all.iter().filter_map(|i| i.private_ip.clone()).collect();
+    for (name, values) in &records {
+        assert!(
+            values.iter().all(|v| ips.contains(v)),
+            "stale record {name} {values:?}"
+        );
+    }
+    let _ = service;
+}
+
+async fn run_scenario(fault: Fault) {
+    let Some((local, service, app)) = setup().await else {
+        return;
+    };
+    for function in STAGES {
+        stage_with_retry(&local, &app, function, R1).await;
+    }
+    for function in STAGES {
+        if function == fault.during {
+            local.endpoint.inject_fault_after(
+                fault.action,
+                fault.skip,
+                fault.times,
+                fault.status,
+                fault.code,
+            );
+        }
+        stage_with_retry(&local, &app, function, R2).await;
+        // Traffic is never half-switched, whatever failed.
+        let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+        assert!(alb.product.forward.sole_target().is_some());
+    }
+    let hits = local
+        .endpoint
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.status == fault.status
+                && (c.action == fault.action || c.action.contains(fault.action))
+        })
+        .count();
+    assert!(
+        hits >= fault.times.min(1),
+        "the fault was injected ({} hits)",
+        hits
+    );
+    assert_converged(&local, &service, R2).await;
+}
+
+macro_rules! fault_tests {
+    ($($name:ident: $fault:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            run_scenario($fault).await;
+        }
+    )*};
+}
+
+use Function::{Cleanup as C, Provision as P, RegisterTarget as R, SwitchListener as S};
+
+fault_tests! {
+    run_instances_5xx_once_is_retried_by_the_sdk: fault("RunInstances", 0, 1, 500, "InternalError", P);
+    run_instances_5xx_fails_the_job: fault("RunInstances", 0, 2, 500, "InternalError", P);
+    run_instances_throttled: fault("RunInstances", 0, 2, 400, "RequestLimitExceeded", P);
+    second_launch_fails_after_the_first_succeeded: fault("RunInstances", 1, 2, 500, "InternalError", P);
+    describe_instances_unavailable: fault("DescribeInstances", 0, 2, 503, "Unavailable", P);
+    associate_address_fails_after_launch: fault("AssociateAddress", 0, 2, 500, "InternalError", P);
+    dns_change_fails_in_provision: fault("rrset", 0, 2, 500, "InternalError", P);
+    describe_target_groups_throttled: fault("DescribeTargetGroups", 0, 2, 400, "Throttling", R);
+    lock_claim_fails: fault("AddTags", 0, 2, 500, "InternalFailure", R);
+    register_targets_fails_after_the_claim: fault("RegisterTargets", 0, 2, 500, "InternalFailure", R);
+    target_health_unavailable: fault("DescribeTargetHealth", 0, 2, 503, "ServiceUnavailable", R);
+    pre_product_repoint_fails: fault("ModifyRule", 0, 2, 500, "InternalFailure", R);
+    switch_modify_rule_5xx_once: fault("ModifyRule", 0, 1, 500, "InternalFailure", S);
+    switch_modify_rule_fails: fault("ModifyRule", 0, 2, 500, "InternalFailure", S);
+    pre_product_repoint_fails_after_the_switch: fault("ModifyRule", 1, 2, 500, "InternalFailure", S);
+    previous_tag_fails_after_the_switch: fault("AddTags", 0, 2, 500, "InternalFailure", S);
+    retag_fails_after_the_switch: fault("CreateTags", 0, 2, 500, "InternalError", S);
+    lock_release_fails_after_the_switch: fault("RemoveTags", 0, 2, 500, "InternalFailure", S);
+    eip_move_fails_after_the_switch: fault("AssociateAddress", 0, 2, 500, "InternalError", S);
+    dns_change_fails_after_the_switch: fault("rrset", 0, 2, 500, "InternalError", S);
+    describe_rules_throttled_in_switch: fault("DescribeRules", 0, 2, 400, "Throttling", S);
+    notification_fails_but_the_switch_stands: fault("Publish", 0, 2, 500, "InternalError", S);
+    deregistration_fails_in_cleanup: fault("DeregisterTargets", 0, 2, 500, "InternalFailure", C);
+    termination_fails_after_deregistration: fault("TerminateInstances", 0, 2, 500, "InternalError", C);
+    dns_delete_fails_in_cleanup: fault("rrset", 0, 2, 500, "InternalError", C);
+}
+
+#[tokio::test]
+async fn an_acknowledgement_that_cannot_be_sent_fails_the_invocation_and_a_retry_converges() {
+    let Some((local, service, app)) = setup().await else {
+        return;
+    };
+    for function in STAGES {
+        stage_with_retry(&local, &app, function, R1).await;
+    }
+    local
+        .endpoint
+        .inject_fault("PutJobSuccessResult", 2, 500, "InternalError");
+    let run = local
+        .run_job(
+            &app,
+            Function::Provision,
+            &json!({"service": SERVICE, "release": R2}),
+        )
+        .await;
+    let error = run
+        .error
+        .expect("the invocation fails, so Lambda reports it");
+    assert!(error.contains("PutJobSuccessResult"), "{error}");
+    for function in STAGES {
+        stage_with_retry(&local, &app, function, R2).await;
+    }
+    assert_converged(&local, &service, R2).await;
+}
+
+#[tokio::test]
+async fn an_already_acknowledged_job_is_not_an_error() {
+    let Some((local, _service, app)) = setup().await else {
+        return;
+    };
+    local
+        .endpoint
+        .inject_fault("PutJobSuccessResult", 1, 400, "InvalidJobStateException");
+    let event = cutover_tests::job_event(
+        Function::Provision,
+        "job-dup",
+        &json!({"service": SERVICE, "release": R1}),
+        None,
+    );
+    let response = app
+        .handle(Function::Provision, event)
+        .await
+        .expect("handled");
+    assert_eq!(response["acknowledged"], json!(false));
+}
+
+#[tokio::test]
+async fn a_failed_execution_is_cleaned_up_by_its_event_and_leaves_product_alone() {
+    let Some((local, service, app)) = setup().await else {
+        return;
+    };
+    for function in STAGES {
+        stage_with_retry(&local, &app, function, R1).await;
+    }
+    // R2 gets as far as QA, then health never comes: the stage fails and so does the execution.
+    stage_with_retry(&local, &app, Function::Provision, R2).await;
+    local
+        .endpoint
+        .inject_fault("RegisterTargets", 4, 500, "InternalFailure");
+    let run = local
+        .run_job(
+            &app,
+            Function::RegisterTarget,
+            &json!({"service": SERVICE, "release": R2}),
+        )
+        .await;
+    assert!(!run.succeeded());
+    let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+    assert_eq!(
+        alb.product.lock.as_ref().map(|l| l.release.as_str()),
+        Some(R2),
+        "R2 had claimed the service"
+    );
+
+    let mut event = cutover_tests::sample_event("cleanup-pipeline-failed.json");
+    event["detail"]["execution-id"] = json!(R2);
+    for _ in 0..3 {
+        // Delivered at least once: duplicates change nothing more.
+        app.handle(Function::Cleanup, event.clone())
+            .await
+            .expect("handled");
+    }
+    assert_converged(&local, &service, R1).await;
+
+    // A late SUPERSEDED event for the release that serves product touches nothing.
+    let mark = local.endpoint.mark();
+    event["detail"]["execution-id"] = json!(R1);
+    event["detail"]["state"] = json!("SUPERSEDED");
+    app.handle(Function::Cleanup, event).await.expect("handled");
+    assert!(
+        local.endpoint.mutations(mark).is_empty(),
+        "{:?}",
+        local.endpoint.mutations(mark)
+    );
+}

@@ -1,0 +1,257 @@
+//! At-least-once delivery and concurrent releases: duplicates and late events change nothing,
+//! two releases of one service never both proceed, abandoned fleets are swept.
+
+use cutover::aws::{Aws, InstanceQuery};
+use cutover::world::Stage;
+use cutover::Function;
+use cutover_tests::{fixture, local, sample_event, Local, ServiceFixture};
+use serde_json::{json, Value};
+
+const SERVICE: &str = "mobile-zum-api";
+const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
+const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
+const R3: &str = "33333333-aaaa-4bbb-8ccc-000000000003";
+
+async fn setup() -> Option<(Local, ServiceFixture, cutover::App)> {
+    let local = local(0).await?;
+    let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
+    let app = local.app(&[(
+        "MOBILE_ZUM_API",
+        fixture::settings_json(&local.base, 2, 0, json!({})),
+    )]);
+    Some((local, service, app))
+}
+
+fn params(release: &str) -> Value {
+    json!({"service": SERVICE, "release": release})
+}
+
+/// A fixed permutation (no randomness in tests): a small linear congruential shuffle.
+fn shuffled<T>(mut items: Vec<T>, mut seed: u64) -> Vec<T> {
+    for i in (1..items.len()).rev() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        items.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+    items
+}
+
+#[tokio::test]
+async fn every_event_of_a_release_replayed_three_times_in_shuffled_order() {
+    let Some((local, service, app)) = setup().await else {
+        return;
+    };
+    enum Delivery {
+        Job(Function),
+        Event(Value),
+    }
+    let mut deliveries = Vec::new();
+    for _ in 0..3 {
+        for function in [
+            Function::Provision,
+            Function::RegisterTarget,
+            Function::SwitchListener,
+            Function::Cleanup,
+        ] {
+            deliveries.push(Delivery::Job(function));
+        }
+        deliveries.push(Delivery::Event(sample_event("cleanup-schedule.json")));
+    }
+    let mark = local.endpoint.mark();
+    for delivery in shuffled(deliveries, 7) {
+        match delivery {
+            Delivery::Job(function) => {
+                // Out of order, a stage may refuse; it must never do harm.
+                local.run_job(&app, function, &params(R1)).await;
+            }
+            Delivery::Event(event) => {
+                app.handle(Function::Cleanup, event).await.expect("handled");
+            }
+        }
+    }
+    // Then the pipeline as CodePipeline runs it.
+    for function in [
+        Function::Provision,
+        Function::RegisterTarget,
+        Function::SwitchListener,
+        Function::Cleanup,
+    ] {
+        let run = local.run_job(&app, function, &params(R1)).await;
+        assert!(run.succeeded(), "{}: {:?}", function.as_str(), run.last());
+    }
+    let instances = Aws::new(&local.config)
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    assert_eq!(instances.len(), 2, "no extra instance");
+    assert_eq!(local.endpoint.count(mark, &["RunInstances"]), 2);
+    let switches = local.endpoint.calls()[mark..]
+        .iter()
+        .filter(|c| {
+            c.action == "ModifyRule" && c.param("RuleArn") == Some(service.product_rule.as_str())
+        })
+        .count();
+    assert_eq!(switches, 1, "one switch");
+    assert!(instances.iter().all(|i| i.stage == Some(Stage::Product)));
+}
+
+#[tokio::test]
+async fn two_releases_of_one_service_started_together_one_proceeds() {
+    let Some((local, service, app)) = setup().await else {
+        return;
+    };
+    let (p2, p3) = (params(R2), params(R3));
+    let (a, b) = tokio::join!(
+        local.run_job(&app, Function::Provision, &p2),
+        local.run_job(&app, Function::Provision, &p3)
+    );
+    assert!(
+        a.succeeded() && b.succeeded(),
+        "provision takes no lock: {:?} {:?}",
+        a.last(),
+        b.last()
+    );
+    let (a, b) = tokio::join!(
+        local.run_job(&app, Function::RegisterTarget, &p2),
+        local.run_job(&app, Function::RegisterTarget, &p3)
+    );
+    assert!(
+        a.succeeded() != b.succeeded(),
+        "exactly one proceeds: {:?} / {:?}",
+        a.last(),
+        b.last()
+    );
+    let (winner, loser, lost) = if a.succeeded() {
+        (R2, R3, b)
+    } else {
+        (R3, R2, a)
+    };
+    let message = lost.failure_message().unwrap();
+    assert!(
+        message.contains(&format!("locked by release {winner}")),
+        "{message}"
+    );
+
+    // A third try by the loser, even a provision, fails fast naming the holder, launching nothing.
+    let mark = local.endpoint.mark();
+    let again = local
+        .run_job(&app, Function::Provision, &params(loser))
+        .await;
+    assert!(again.failure_message().unwrap().contains(winner));
+    assert!(local.endpoint.mutations(mark).is_empty());
+
+    // The loser's execution fails; its cleanup does not disturb the winner.
+    let mut event = sample_event("cleanup-pipeline-failed.json");
+    event["detail"]["execution-id"] = json!(loser);
+    app.handle(Function::Cleanup, event).await.expect("handled");
+    let aws = Aws::new(&local.config);
+    let alive = aws
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    assert_eq!(alive.len(), 2);
+    assert!(alive.iter().all(|i| i.release.as_deref() == Some(winner)));
+    let alb = aws.alb(SERVICE).await.unwrap();
+    assert_eq!(
+        alb.product.lock.as_ref().map(|l| l.release.as_str()),
+        Some(winner)
+    );
+    assert_eq!(alb.green.targets.len(), 2);
+    let run = local
+        .run_job(&app, Function::SwitchListener, &params(winner))
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    assert_eq!(
+        aws.alb(SERVICE)
+            .await
+            .unwrap()
+            .product
+            .forward
+            .sole_target(),
+        Some(service.green.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_stale_lock_is_taken_over() {
+    let Some((local, _service, app)) = setup().await else {
+        return;
+    };
+    let run = local.run_job(&app, Function::Provision, &params(R2)).await;
+    assert!(run.succeeded());
+    let run = local
+        .run_job_bounded(&app, Function::RegisterTarget, &params(R2), 1)
+        .await;
+    assert!(
+        run.last().continuation_token.is_some(),
+        "R2 claimed the lock and waits to verify it"
+    );
+    // R2's execution vanished without an event; past the limit, R3 takes the service over.
+    local.advance(cutover::plan::LOCK_STALE_S + 1);
+    for function in [Function::Provision, Function::RegisterTarget] {
+        let run = local.run_job(&app, function, &params(R3)).await;
+        assert!(run.succeeded(), "{}: {:?}", function.as_str(), run.last());
+    }
+    // And the sweep removes R2's abandoned pre-product fleet, not R3's.
+    app.handle(Function::Cleanup, sample_event("cleanup-schedule.json"))
+        .await
+        .expect("handled");
+    let alive = Aws::new(&local.config)
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    assert!(
+        alive.iter().all(|i| i.release.as_deref() == Some(R3)),
+        "{alive:?}"
+    );
+    assert_eq!(alive.len(), 2);
+}
+
+#[tokio::test]
+async fn the_sweep_keeps_baking_fleets_and_removes_expired_ones() {
+    let Some(local) = local(0).await else { return };
+    fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
+    let app = local.app(&[(
+        "MOBILE_ZUM_API",
+        fixture::settings_json(&local.base, 1, 0, json!({"BAKE_S": 3600})),
+    )]);
+    for release in [R1, R2] {
+        for function in [
+            Function::Provision,
+            Function::RegisterTarget,
+            Function::SwitchListener,
+        ] {
+            assert!(local
+                .run_job(&app, function, &params(release))
+                .await
+                .succeeded());
+        }
+    }
+    let sweep = sample_event("cleanup-schedule.json");
+    app.handle(Function::Cleanup, sweep.clone())
+        .await
+        .expect("handled");
+    let aws = Aws::new(&local.config);
+    assert_eq!(
+        aws.instances(InstanceQuery::Service(SERVICE))
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "R1 still baking"
+    );
+    local.advance(3600);
+    app.handle(Function::Cleanup, sweep).await.expect("handled");
+    let alive = aws
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    assert_eq!(alive.len(), 1);
+    assert_eq!(alive[0].release.as_deref(), Some(R2));
+    assert!(local
+        .endpoint
+        .published()
+        .iter()
+        .any(|(subject, _)| subject.contains("cleanup succeeded")));
+}
