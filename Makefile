@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV        ?= .venv
+LINT_VENV   ?= .venv-lint
 PYTHON      ?= python3
 CARGO       ?= cargo
 TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
@@ -41,11 +42,21 @@ plan-%: ## Print what a function would do (dry run): make plan-switch-listener E
 	@$(PYTHON) -c 'import json,sys; e=json.load(open(sys.argv[1])); c=e["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]; p=json.loads(c["UserParameters"]); p["dry_run"]=True; c["UserParameters"]=json.dumps(p); e["CodePipeline.job"]["id"]=e["CodePipeline.job"]["id"]+"-plan"; json.dump(e,open("target/cutover-local/plan-event.json","w"))' $(EVENT)
 	cargo-lambda lambda invoke $* --data-file target/cutover-local/plan-event.json -A 127.0.0.1 -P $$(cat target/cutover-local/lambda-port)
 
-lint: lint-rust ## cargo fmt --check and clippy -D warnings
+lint: lint-rust lint-infra ## rustfmt, clippy -D warnings, cfn-lint and checkov on infra/
 
 lint-rust:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# checkov pins its own boto3, so it lives in a virtualenv of its own.
+$(LINT_VENV)/.installed: requirements-lint.txt
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-lint.txt
+	touch $@
+
+lint-infra: setup $(LINT_VENV)/.installed
+	$(VENV)/bin/cfn-lint infra/*.yaml
+	BC_SKIP_MAPPING=TRUE $(LINT_VENV)/bin/checkov -d infra --skip-download --compact --quiet
 
 bench: ## Measure cold start, size, memory, API calls (writes bench/RESULTS.md)
 	@echo "make bench: not built yet (issue 7)"; exit 1
@@ -54,5 +65,9 @@ package: ## Release zips for Lambda (arm64, provided.al2023)
 	cargo-lambda lambda build --release --arm64 --output-format zip
 	@ls -l $(TARGET_DIR)/lambda/*/bootstrap.zip
 
-deploy: ## sam deploy --guided of infra/template.yaml
-	sam deploy --guided --template-file infra/template.yaml
+$(LINT_VENV)/.sam-installed: $(LINT_VENV)/.installed
+	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli
+	touch $@
+
+deploy: setup $(LINT_VENV)/.sam-installed ## sam build (cargo-lambda) + sam deploy --guided of infra/template.yaml
+	cd infra && $(CURDIR)/$(LINT_VENV)/bin/sam build --beta-features && $(CURDIR)/$(LINT_VENV)/bin/sam deploy --guided
