@@ -80,8 +80,10 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
 
 fn is_mutating(action: &str) -> bool {
     let name = action.split(':').nth(1).unwrap_or(action);
-    !(name.starts_with("Describe") || name.starts_with("List") || name.starts_with("Get"))
-        && !NO_RESOURCE_LEVEL.contains(&action)
+    let read = ["Describe", "List", "Get"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+    !read && !NO_RESOURCE_LEVEL.contains(&action)
 }
 
 #[test]
