@@ -39,12 +39,89 @@ pub enum Action {
     Rollback,
 }
 
+/// How switch-listener moves product traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Strategy {
+    #[default]
+    AllAtOnce,
+    /// `percent` to the new slot for `minutes`, then all of it.
+    Canary { percent: u8, minutes: u32 },
+    /// `percent` more every `minutes`.
+    Linear { percent: u8, minutes: u32 },
+}
+
+impl Strategy {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw == "all-at-once" {
+            return Ok(Strategy::AllAtOnce);
+        }
+        let invalid = || {
+            format!(
+                "strategy `{raw}` is not all-at-once, canary:<percent>:<minutes> or linear:<percent>:<minutes> \
+                 (percent 1-99, minutes 0-1440)"
+            )
+        };
+        let mut parts = raw.split(':');
+        let (Some(kind), Some(percent), Some(minutes), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let percent: u8 = percent
+            .parse()
+            .ok()
+            .filter(|p| (1..=99).contains(p))
+            .ok_or_else(invalid)?;
+        let minutes: u32 = minutes
+            .parse()
+            .ok()
+            .filter(|m| *m <= 1440)
+            .ok_or_else(invalid)?;
+        match kind {
+            "canary" => Ok(Strategy::Canary { percent, minutes }),
+            "linear" => Ok(Strategy::Linear { percent, minutes }),
+            _ => Err(invalid()),
+        }
+    }
+
+    /// The new slot's share of traffic after each step, ending at 100.
+    pub fn weights(&self) -> Vec<i32> {
+        match *self {
+            Strategy::AllAtOnce => vec![100],
+            Strategy::Canary { percent, .. } => vec![i32::from(percent), 100],
+            Strategy::Linear { percent, .. } => {
+                let step = i32::from(percent);
+                (1..)
+                    .map(|n| (n * step).min(100))
+                    .take_while(|w| *w < 100)
+                    .chain([100])
+                    .collect()
+            }
+        }
+    }
+
+    /// How long each weighted step is held.
+    pub fn interval_s(&self) -> u64 {
+        match *self {
+            Strategy::AllAtOnce => 0,
+            Strategy::Canary { minutes, .. } | Strategy::Linear { minutes, .. } => {
+                u64::from(minutes) * 60
+            }
+        }
+    }
+
+    pub fn is_gradual(&self) -> bool {
+        *self != Strategy::AllAtOnce
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRequest {
     pub service: ServiceName,
     pub release: ReleaseId,
     pub action: Action,
-    pub strategy: Option<String>,
+    pub strategy: Strategy,
     pub dry_run: bool,
     /// Where an earlier invocation of this job left off.
     pub progress: Option<Progress>,
@@ -128,7 +205,13 @@ fn job_request(event: &CodePipelineJobEvent) -> Result<JobRequest, BadEvent> {
         service,
         release,
         action: params.action,
-        strategy: params.strategy,
+        strategy: params
+            .strategy
+            .as_deref()
+            .map(Strategy::parse)
+            .transpose()
+            .map_err(|e| BadEvent(format!("UserParameters.{e}")))?
+            .unwrap_or_default(),
         dry_run: params.dry_run,
         progress,
     })

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::event::Action;
+use crate::event::{Action, Strategy};
 use crate::names::{ReleaseId, ServiceName};
 use crate::progress::Progress;
 use crate::settings::ServiceSettings;
@@ -54,6 +54,11 @@ pub enum Next {
     Again,
     /// Carry out the steps, then wait for `phase` through a continuation token.
     Wait(String),
+    /// Carry out the steps (a step of a gradual shift), then wait for `phase`; the step clock
+    /// restarts now.
+    Stepped(String),
+    /// Carry out the steps (an automatic rollback), then fail the job with this message.
+    Abort(String),
     /// Refuse: carry out nothing, fail the job with this message.
     Fail(String),
 }
@@ -651,6 +656,8 @@ pub struct SwitchInput<'a> {
     pub instances: &'a [Instance],
     pub addresses: &'a [Address],
     pub dns: Option<&'a Dns>,
+    pub strategy: Strategy,
+    pub progress: Option<&'a Progress>,
     pub now: u64,
 }
 
@@ -661,10 +668,6 @@ pub fn switch(input: &SwitchInput) -> Plan {
         alb,
         ..
     } = *input;
-    let current = match alb.product_slot() {
-        Ok(slot) => slot,
-        Err(why) => return Plan::fail(format!("cannot switch: {why}")),
-    };
     let mine = of_release(input.instances, release);
     let mine_ids: Vec<&str> = mine.iter().map(|i| i.id.as_str()).collect();
     let Some(release_slot) = alb.slot_holding(&mine_ids) else {
@@ -672,13 +675,21 @@ pub fn switch(input: &SwitchInput) -> Plan {
             "release {release} of {service} is not registered in the blue or green slot: run register-target first"
         ));
     };
-    let to = match input.action {
-        Action::Release => release_slot,
-        Action::Rollback => release_slot.other(),
+    let Some(share) = share_of(&alb.product.forward, alb, release_slot) else {
+        return Plan::fail(format!(
+            "cannot switch: the product route {} forwards to {}, not only to the blue and green slots",
+            alb.product.arn,
+            describe_forward(&alb.product.forward)
+        ));
     };
-    let verb = match input.action {
-        Action::Release => "released",
-        Action::Rollback => "rolled back",
+    let (to, verb) = match input.action {
+        Action::Release => (release_slot, "released"),
+        Action::Rollback => (release_slot.other(), "rolled back"),
+    };
+    let product_at_to = if to == release_slot {
+        share == 100
+    } else {
+        share == 0
     };
     let lock = alb.product.lock.as_ref();
     if let Some(conflict) = lock_conflict(lock, release, service, input.now) {
@@ -686,7 +697,7 @@ pub fn switch(input: &SwitchInput) -> Plan {
             return Plan::fail(conflict);
         }
     }
-    if input.action == Action::Rollback && current != to {
+    if input.action == Action::Rollback && !product_at_to {
         let in_qa: Vec<&str> = input
             .instances
             .iter()
@@ -700,6 +711,12 @@ pub fn switch(input: &SwitchInput) -> Plan {
             ));
         }
     }
+    if input.action == Action::Release && input.strategy.is_gradual() && !product_at_to {
+        if let Some(step) = gradual_step(input, release_slot, share) {
+            return step;
+        }
+    }
+    let current = if product_at_to { to } else { to.other() };
     let mut plan = cutover_plan(input, current, to);
     if holds_lock(lock, release) && !matches!(plan.next, Next::Fail(_)) {
         plan.steps.push(Step::UntagRoute {
@@ -708,7 +725,7 @@ pub fn switch(input: &SwitchInput) -> Plan {
         });
     }
     if let Next::Done(_) = plan.next {
-        let what = if current == to { "already" } else { "now" };
+        let what = if product_at_to { "already" } else { "now" };
         plan.next = Next::Done(format!(
             "release {release} of {service} {verb}: product {what} on the {to} slot ({}), pre-product on {}",
             describe_forward(&Forward::to(&alb.slot(to).arn)),
@@ -716,6 +733,131 @@ pub fn switch(input: &SwitchInput) -> Plan {
         ));
     }
     plan
+}
+
+/// The new slot's percentage of product traffic, if product forwards only to the two slots.
+fn share_of(forward: &Forward, alb: &Alb, new: Slot) -> Option<i32> {
+    let new_arn = alb.slot(new).arn.as_str();
+    let old_arn = alb.slot(new.other()).arn.as_str();
+    if forward
+        .targets
+        .iter()
+        .any(|t| t.arn != new_arn && t.arn != old_arn)
+    {
+        return None;
+    }
+    match forward.sole_target() {
+        Some(arn) if arn == new_arn => return Some(100),
+        Some(_) => return Some(0),
+        None => {}
+    }
+    let weight = |t: &WeightedTarget| t.weight.unwrap_or(1).max(0);
+    let total: i32 = forward.targets.iter().map(weight).sum();
+    let to_new: i32 = forward
+        .targets
+        .iter()
+        .filter(|t| t.arn == new_arn)
+        .map(weight)
+        .sum();
+    (total > 0).then(|| to_new * 100 / total)
+}
+
+fn weighted(alb: &Alb, new: Slot, share: i32, sticky_s: Option<u32>) -> Forward {
+    Forward {
+        targets: vec![
+            WeightedTarget {
+                arn: alb.slot(new.other()).arn.clone(),
+                weight: Some(100 - share),
+            },
+            WeightedTarget {
+                arn: alb.slot(new).arn.clone(),
+                weight: Some(share),
+            },
+        ],
+        sticky_s,
+    }
+}
+
+/// One step of a canary or linear shift, or `None` when the next step is the last (all of
+/// product to `new`), which the ordinary cutover carries out. Before every step the new slot
+/// must be non-empty and healthy; otherwise product goes back to the old slot in one call.
+fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Plan> {
+    let alb = input.alb;
+    let target = alb.slot(new);
+    let old = alb.slot(new.other());
+    let unhealthy = target.unhealthy();
+    if target.targets.is_empty() || !unhealthy.is_empty() {
+        let why = if target.targets.is_empty() {
+            "it has no registered targets".to_owned()
+        } else {
+            format!(
+                "not every target is healthy: {}",
+                describe_targets(&unhealthy)
+            )
+        };
+        if share == 0 {
+            return Some(Plan::fail(format!(
+                "refusing to shift product to the {new} slot ({}): {why}",
+                target.name
+            )));
+        }
+        let back = Step::SetForward {
+            route: alb.product.arn.clone(),
+            role: RouteRole::Product,
+            is_listener_default: alb.product.is_listener_default,
+            from: alb.product.forward.clone(),
+            to: Forward::to(&old.arn),
+        };
+        return Some(Plan {
+            steps: vec![back],
+            next: Next::Abort(format!(
+                "{:?} shift of release {} aborted at {share}% on the {new} slot: {why}; product returned to 100% {} ({}) in one call",
+                input.strategy,
+                input.release,
+                old.slot,
+                old.name
+            )),
+            notes: Vec::new(),
+            outputs: BTreeMap::new(),
+        });
+    }
+    if share > 0 {
+        let stepped_at = input
+            .progress
+            .filter(|p| p.phase == "shift")
+            .and_then(|p| p.stepped_at);
+        let due = stepped_at
+            .is_some_and(|at| at.saturating_add(input.strategy.interval_s()) <= input.now);
+        if !due {
+            return Some(Plan {
+                steps: Vec::new(),
+                next: Next::Wait("shift".into()),
+                notes: vec![format!("holding {share}% on the {new} slot")],
+                outputs: BTreeMap::new(),
+            });
+        }
+    }
+    let next = input
+        .strategy
+        .weights()
+        .into_iter()
+        .find(|w| *w > share)
+        .unwrap_or(100);
+    if next >= 100 {
+        return None;
+    }
+    Some(Plan {
+        steps: vec![Step::SetForward {
+            route: alb.product.arn.clone(),
+            role: RouteRole::Product,
+            is_listener_default: alb.product.is_listener_default,
+            from: alb.product.forward.clone(),
+            to: weighted(alb, new, next, input.settings.sticky_s),
+        }],
+        next: Next::Stepped("shift".into()),
+        notes: vec![format!("{next}% of product on the {new} slot")],
+        outputs: BTreeMap::new(),
+    })
 }
 
 /// Moves product to `to` (if it is not there) and converges everything that follows from it:

@@ -315,20 +315,40 @@ impl App {
                         plan: None,
                     }
                 }
-                Next::Wait(phase) => return self.continuing(request, phase, done),
+                Next::Wait(phase) => return self.continuing(request, phase, done, false),
+                Next::Stepped(phase) => return self.continuing(request, phase, done, true),
+                Next::Abort(message) => {
+                    return Outcome::Failed {
+                        message,
+                        steps: done,
+                    }
+                }
                 Next::Again => continue,
                 Next::Fail(_) => unreachable!("handled above"),
             }
         }
-        self.continuing(request, "convergence".into(), done)
+        self.continuing(request, "convergence".into(), done, false)
     }
-
-    fn continuing(&self, request: &JobRequest, phase: String, steps: Vec<String>) -> Outcome {
+    /// `stepped`: a step of a gradual shift was just taken, so its hold time starts now.
+    fn continuing(
+        &self,
+        request: &JobRequest,
+        phase: String,
+        steps: Vec<String>,
+        stepped: bool,
+    ) -> Outcome {
+        let now = (self.clock)();
         // Keep the start of the wait across invocations, so timeouts count from the first one.
-        let progress = match &request.progress {
+        let mut progress = match &request.progress {
             Some(progress) if progress.phase == phase => progress.clone(),
-            _ => Progress::new(&phase, (self.clock)()),
+            _ => Progress::new(&phase, now),
         };
+        if stepped {
+            progress.step = Some(progress.step.unwrap_or(0) + 1);
+            progress.stepped_at = Some(now);
+        } else if progress.stepped_at.is_none() && phase == "shift" {
+            progress.stepped_at = Some(now);
+        }
         Outcome::Continuing {
             waiting_for: phase,
             progress,
@@ -396,6 +416,8 @@ impl App {
                     instances: &instances,
                     addresses: &addresses,
                     dns: dns.as_ref(),
+                    strategy: request.strategy,
+                    progress: request.progress.as_ref(),
                     now,
                 })
             }
@@ -507,7 +529,7 @@ impl App {
             }
             match plan.next {
                 Next::Again => continue,
-                Next::Wait(phase) => {
+                Next::Wait(phase) | Next::Stepped(phase) => {
                     return Outcome::Succeeded {
                         summary: format!(
                             "{service}: waiting for {phase}; the next sweep finishes the job"
@@ -525,6 +547,12 @@ impl App {
                         steps: done,
                         notes: plan.notes,
                         plan: None,
+                    }
+                }
+                Next::Abort(message) => {
+                    return Outcome::Failed {
+                        message,
+                        steps: done,
                     }
                 }
                 Next::Fail(_) => unreachable!("handled above"),

@@ -418,6 +418,8 @@ fn switch_plan(action: Action, alb: &Alb, instances: &[Instance]) -> Plan {
         instances,
         addresses: &[],
         dns: None,
+        strategy: Strategy::AllAtOnce,
+        progress: None,
         now: NOW,
     })
 }
@@ -814,4 +816,92 @@ fn the_sweep_takes_abandoned_pre_product_instances_but_not_the_locked_release() 
             instance_ids: vec!["i-old".into()]
         })
     );
+}
+
+#[test]
+fn strategies_parse_into_weight_schedules() {
+    assert_eq!(Strategy::parse("all-at-once").unwrap().weights(), [100]);
+    let canary = Strategy::parse("canary:10:5").unwrap();
+    assert_eq!(
+        (canary.weights(), canary.interval_s()),
+        (vec![10, 100], 300)
+    );
+    assert_eq!(
+        Strategy::parse("linear:25:2").unwrap().weights(),
+        [25, 50, 75, 100]
+    );
+    assert_eq!(
+        Strategy::parse("linear:30:1").unwrap().weights(),
+        [30, 60, 90, 100]
+    );
+    for bad in [
+        "canary",
+        "canary:0:5",
+        "canary:100:5",
+        "linear:10:x",
+        "blue-green:10:1",
+        "linear:10:1:1",
+    ] {
+        assert!(Strategy::parse(bad).unwrap_err().contains(bad), "{bad}");
+    }
+}
+
+fn shift_plan(
+    world: &Alb,
+    instances: &[Instance],
+    strategy: &str,
+    progress: Option<&Progress>,
+) -> Plan {
+    switch(&SwitchInput {
+        service: &service(),
+        release: &release("r2"),
+        action: Action::Release,
+        settings: &settings(1),
+        alb: world,
+        instances,
+        addresses: &[],
+        dns: None,
+        strategy: Strategy::parse(strategy).unwrap(),
+        progress,
+        now: NOW,
+    })
+}
+
+#[test]
+fn a_gradual_shift_steps_only_when_its_interval_is_over() {
+    let (world, instances) = released_world();
+    let plan = shift_plan(&world, &instances, "linear:25:2", None);
+    assert_eq!(plan.next, Next::Stepped("shift".into()));
+    let Step::SetForward { to, .. } = &plan.steps[0] else {
+        panic!("{:?}", plan.steps)
+    };
+    assert_eq!(
+        to.targets.iter().map(|t| t.weight).collect::<Vec<_>>(),
+        [Some(75), Some(25)]
+    );
+
+    let mut shifting = world.clone();
+    shifting.product.forward = to.clone();
+    let mut progress = Progress::new("shift", NOW - 200);
+    progress.stepped_at = Some(NOW - 119);
+    let held = shift_plan(&shifting, &instances, "linear:25:2", Some(&progress));
+    assert_eq!(
+        (held.steps.len(), held.next),
+        (0, Next::Wait("shift".into()))
+    );
+    progress.stepped_at = Some(NOW - 120);
+    let next = shift_plan(&shifting, &instances, "linear:25:2", Some(&progress));
+    assert!(
+        matches!(&next.steps[..], [Step::SetForward { to, .. }] if to.targets[1].weight == Some(50))
+    );
+}
+
+#[test]
+fn a_gradual_shift_to_unhealthy_targets_goes_back_in_one_call() {
+    let (mut world, instances) = released_world();
+    world.product.forward = weighted(&world, Slot::Green, 10, None);
+    world.green.targets[0].health = Health::Unhealthy;
+    let plan = shift_plan(&world, &instances, "canary:10:5", None);
+    assert!(matches!(&plan.next, Next::Abort(m) if m.contains("aborted at 10%")));
+    assert!(matches!(&plan.steps[..], [Step::SetForward { to, .. }] if to == &Forward::to(BLUE)));
 }
