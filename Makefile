@@ -58,11 +58,19 @@ lint-infra: setup $(LINT_VENV)/.installed
 	$(VENV)/bin/cfn-lint infra/*.yaml
 	BC_SKIP_MAPPING=TRUE $(LINT_VENV)/bin/checkov -d infra --skip-download --compact --quiet
 
-bench: ## Measure cold start, size, memory, API calls (writes bench/RESULTS.md)
-	@echo "make bench: not built yet (issue 7)"; exit 1
+FUNCTION_PACKAGES := -p provision -p register-target -p switch-listener -p cleanup
 
-package: ## Release zips for Lambda (arm64, provided.al2023)
-	cargo-lambda lambda build --release --arm64 --output-format zip
+bench: setup build ## Measure init, latency, calls, memory, size, scale (writes bench/RESULTS.md)
+	mkdir -p bench/out
+	start=$$SECONDS; $(CARGO) build --release --locked $(FUNCTION_PACKAGES) && \
+	  echo "$$((SECONDS - start)) s in this run (near 0 when already built)" > bench/out/release-build-time.txt
+	rustup target add aarch64-unknown-linux-gnu || echo "bench: no arm64 target here; zips will be x86_64"
+	cargo-lambda lambda build --release --arm64 --output-format zip $(FUNCTION_PACKAGES) || \
+	  cargo-lambda lambda build --release --output-format zip $(FUNCTION_PACKAGES)
+	$(BIN_DIR)/cutover-bench
+
+package: setup ## Release zips for Lambda (arm64, provided.al2023)
+	cargo-lambda lambda build --release --arm64 --output-format zip $(FUNCTION_PACKAGES)
 	@ls -l $(TARGET_DIR)/lambda/*/bootstrap.zip
 
 $(LINT_VENV)/.sam-installed: $(LINT_VENV)/.installed

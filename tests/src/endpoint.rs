@@ -25,8 +25,9 @@ pub struct Call {
     /// Form parameters of query-protocol calls (EC2, ELBv2, SNS), decoded.
     pub params: Vec<(String, String)>,
     pub status: u16,
+    /// When the answer went back to the caller.
+    pub answered: std::time::Instant,
 }
-
 impl Call {
     pub fn param(&self, key: &str) -> Option<&str> {
         self.params
@@ -262,6 +263,7 @@ async fn handle(
                 action: action.clone(),
                 params: params.clone(),
                 status: *status,
+                answered: std::time::Instant::now(),
             });
         }
         fault
@@ -283,6 +285,7 @@ async fn handle(
             action,
             params,
             status: status.as_u16(),
+            answered: std::time::Instant::now(),
         });
         let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
         *response.status_mut() = status;
@@ -329,6 +332,7 @@ async fn handle(
         action,
         params,
         status: status.as_u16(),
+        answered: std::time::Instant::now(),
     });
     let mut response = Response::new(Full::new(reply));
     *response.status_mut() = status;

@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod fixture;
 pub mod lambda;
 pub mod moto;
+pub mod runtime_api;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
