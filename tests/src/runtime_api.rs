@@ -13,12 +13,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-type Pending = (Bytes, oneshot::Sender<(bool, Bytes)>);
+/// Where a function's answer goes: (succeeded, body).
+type Reply = oneshot::Sender<(bool, Bytes)>;
+type Pending = (Bytes, Reply);
 
 struct State {
     first_next: Mutex<Option<Instant>>,
     queue: tokio::sync::Mutex<mpsc::Receiver<Pending>>,
-    waiting: Mutex<Vec<(String, oneshot::Sender<(bool, Bytes)>)>>,
+    waiting: Mutex<Vec<(String, Reply)>>,
     counter: Mutex<u64>,
 }
 

@@ -467,17 +467,6 @@ impl Step {
             Step::Terminate { instance_ids } => format!("terminate {}", instance_ids.join(", ")),
         }
     }
-
-    pub fn is_elb_mutation(&self) -> bool {
-        matches!(
-            self,
-            Step::RegisterTargets { .. }
-                | Step::DeregisterTargets { .. }
-                | Step::SetForward { .. }
-                | Step::TagRoute { .. }
-                | Step::UntagRoute { .. }
-        )
-    }
 }
 
 /// `arn:...:targetgroup/mobile-blue/abc` → `targetgroup/mobile-blue`.
