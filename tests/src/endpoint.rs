@@ -139,6 +139,15 @@ impl Endpoint {
             .collect()
     }
 
+    /// `ModifyRule` calls on this rule since `since`: how often a route's traffic was moved.
+    pub fn rule_moves(&self, since: usize, rule: &str) -> Vec<Call> {
+        self.calls()[since..]
+            .iter()
+            .filter(|c| c.action == "ModifyRule" && c.param("RuleArn") == Some(rule))
+            .cloned()
+            .collect()
+    }
+
     pub fn mark(&self) -> usize {
         self.state.lock().unwrap().calls.len()
     }

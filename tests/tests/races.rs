@@ -86,12 +86,7 @@ async fn every_event_of_a_release_replayed_three_times_in_shuffled_order() {
         .unwrap();
     assert_eq!(instances.len(), 2, "no extra instance");
     assert_eq!(local.endpoint.count(mark, &["RunInstances"]), 2);
-    let switches = local.endpoint.calls()[mark..]
-        .iter()
-        .filter(|c| {
-            c.action == "ModifyRule" && c.param("RuleArn") == Some(service.product_rule.as_str())
-        })
-        .count();
+    let switches = local.endpoint.rule_moves(mark, &service.product_rule).len();
     assert_eq!(switches, 1, "one switch");
     assert!(instances.iter().all(|i| i.stage == Some(Stage::Product)));
 }

@@ -46,10 +46,7 @@ async fn release(local: &Local, app: &cutover::App, release: &str) {
 
 /// ModifyRule calls on one rule since `mark`.
 fn modify_rule_calls(local: &Local, mark: usize, rule: &str) -> usize {
-    local.endpoint.calls()[mark..]
-        .iter()
-        .filter(|c| c.action == "ModifyRule" && c.param("RuleArn") == Some(rule))
-        .count()
+    local.endpoint.rule_moves(mark, rule).len()
 }
 
 async fn product_forward(local: &Local) -> String {

@@ -84,12 +84,7 @@ async fn invoke(
 }
 
 fn product_calls(local: &Local, mark: usize, service: &ServiceFixture) -> usize {
-    local.endpoint.calls()[mark..]
-        .iter()
-        .filter(|c| {
-            c.action == "ModifyRule" && c.param("RuleArn") == Some(service.product_rule.as_str())
-        })
-        .count()
+    local.endpoint.rule_moves(mark, &service.product_rule).len()
 }
 
 #[tokio::test]

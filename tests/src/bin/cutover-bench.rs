@@ -301,15 +301,8 @@ async fn release_path() -> Value {
         counts["latency_ms"] = json!(ms(took));
         counts["invocations"] = json!(invocations);
         if function == Function::SwitchListener {
-            let calls = &local.endpoint.calls()[mark..];
-            let product_moves: Vec<_> = calls
-                .iter()
-                .filter(|c| {
-                    c.action == "ModifyRule"
-                        && c.param("RuleArn") == Some(service.product_rule.as_str())
-                })
-                .collect();
-            counts["product_route_mutations"] = json!(product_moves.len());
+            let moves = local.endpoint.rule_moves(mark, &service.product_rule).len();
+            counts["product_route_mutations"] = json!(moves);
         }
         release.push((label, counts));
     }
@@ -328,12 +321,10 @@ async fn release_path() -> Value {
             &params("r1", verb),
         )
         .await;
-        let answered = local.endpoint.calls()[mark..]
-            .iter()
-            .find(|c| {
-                c.action == "ModifyRule"
-                    && c.param("RuleArn") == Some(service.product_rule.as_str())
-            })
+        let answered = local
+            .endpoint
+            .rule_moves(mark, &service.product_rule)
+            .first()
             .map(|c| c.answered)
             .expect("the switch moved product");
         to_modify.0.push(ms(answered - started));
