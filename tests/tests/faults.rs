@@ -116,7 +116,8 @@ async fn assert_converged(local: &Local, service: &ServiceFixture, release: &str
     }
     let records = aws.dns(&local.base.zone_id, SERVICE).await.unwrap().records;
     let ips: Vec<String> = all.iter().filter_map(|i| i.private_ip.clone()).collect();
-    for (name, values) in &records {
+    for (name, record) in &records {
+        let values = &record.values;
         assert!(
             values.iter().all(|v| ips.contains(v)),
             "stale record {name} {values:?}"

@@ -112,14 +112,29 @@ async fn a_full_release_with_two_instances_eips_and_dns() {
     }
     let dns = aws.dns(&local.base.zone_id, SERVICE).await.unwrap();
     let ip = |n: usize| vec![instances[n].private_ip.clone().unwrap()];
-    assert_eq!(dns.records.get(&format!("1.11111111.{zone}")), Some(&ip(0)));
-    assert_eq!(dns.records.get(&format!("2.11111111.{zone}")), Some(&ip(1)));
+    assert_eq!(
+        dns.records
+            .get(&format!("1.11111111.{zone}"))
+            .map(|r| &r.values),
+        Some(&ip(0))
+    );
+    assert_eq!(
+        dns.records
+            .get(&format!("2.11111111.{zone}"))
+            .map(|r| &r.values),
+        Some(&ip(1))
+    );
     let mut both: Vec<String> = instances
         .iter()
         .map(|i| i.private_ip.clone().unwrap())
         .collect();
     both.sort();
-    assert_eq!(dns.records.get(&format!("pre-product.{zone}")), Some(&both));
+    assert_eq!(
+        dns.records
+            .get(&format!("pre-product.{zone}"))
+            .map(|r| &r.values),
+        Some(&both)
+    );
     let outputs = &run.last().output_variables;
     assert_eq!(
         outputs["instance_ids"],
@@ -180,7 +195,12 @@ async fn a_full_release_with_two_instances_eips_and_dns() {
         .unwrap()
         .starts_with("mobile-zum-api-product-"));
     let dns = aws.dns(&local.base.zone_id, SERVICE).await.unwrap();
-    assert_eq!(dns.records.get(&format!("product.{zone}")), Some(&both));
+    assert_eq!(
+        dns.records
+            .get(&format!("product.{zone}"))
+            .map(|r| &r.values),
+        Some(&both)
+    );
     assert!(!dns.records.contains_key(&format!("pre-product.{zone}")));
 
     // A second release retires the first; cleanup (BAKE_S=0) drains and terminates it.

@@ -2,7 +2,7 @@
 //! carries out `Step`s, one AWS call each. Endpoints come from the SDK's own configuration
 //! (`AWS_ENDPOINT_URL`), never from here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -34,6 +34,24 @@ pub enum InstanceQuery<'a> {
 /// Attempts per AWS call (the first and three retries), with exponential back-off and jitter:
 /// enough to ride out throttling and a brief 5xx, short enough to stay inside a Lambda timeout.
 pub const MAX_ATTEMPTS: u32 = 4;
+
+const LIVE_STATES: &[&str] = &["pending", "running", "stopping", "stopped"];
+const ALL_STATES: &[&str] = &[
+    "pending",
+    "running",
+    "stopping",
+    "stopped",
+    "shutting-down",
+    "terminated",
+];
+
+/// A ClientToken stays bound to its instance for at least 24 hours after that instance
+/// terminates: a launch whose token returns a dead instance moves to the next generation.
+const MAX_TOKEN_GENERATIONS: u32 = 8;
+
+/// The resource types RunInstances creates and tags: every one of them must carry the tags the
+/// launch policy's `aws:RequestTag` conditions ask for, since EC2 checks them per resource.
+pub const TAGGED_AT_LAUNCH: &[&str] = &["instance", "volume", "network-interface"];
 
 /// ELBv2 DescribeTags takes at most 20 ARNs.
 const DESCRIBE_TAGS_BATCH: usize = 20;
@@ -93,6 +111,23 @@ impl Aws {
 
     /// Live (not terminated) instances carrying a `cutover:service` tag.
     pub async fn instances(&self, query: InstanceQuery<'_>) -> Result<Vec<Instance>, Error> {
+        self.instances_in(query, LIVE_STATES).await
+    }
+
+    /// Live instances and those shutting down or terminated (EC2 shows a terminated instance
+    /// for about an hour): provision must see one that died while it waited.
+    pub async fn instances_with_dead(
+        &self,
+        query: InstanceQuery<'_>,
+    ) -> Result<Vec<Instance>, Error> {
+        self.instances_in(query, ALL_STATES).await
+    }
+
+    async fn instances_in(
+        &self,
+        query: InstanceQuery<'_>,
+        states: &[&str],
+    ) -> Result<Vec<Instance>, Error> {
         let filter =
             |name: &str, value: &str| ec2t::Filter::builder().name(name).values(value).build();
         let selector = match query {
@@ -102,11 +137,7 @@ impl Aws {
         };
         let live = ec2t::Filter::builder()
             .name("instance-state-name")
-            .set_values(Some(
-                ["pending", "running", "stopping", "stopped", "shutting-down"]
-                    .map(String::from)
-                    .to_vec(),
-            ))
+            .set_values(Some(states.iter().map(|s| s.to_string()).collect()))
             .build();
         let mut instances = Vec::new();
         let mut next_token = None;
@@ -372,6 +403,11 @@ impl Aws {
                     role.as_str()
                 ))
             })?;
+            let kept_actions = kept_actions(&arn, &actions)?;
+            let forward_order = actions
+                .iter()
+                .find(|a| a.r#type() == Some(&elbt::ActionTypeEnum::Forward))
+                .and_then(|a| a.order());
             let previous = tags.get(TAG_PREVIOUS).cloned();
             let lock = tags.get(TAG_LOCK).and_then(|v| Lock::parse(v));
             found.entry(role.as_str()).or_default().push(Route {
@@ -379,6 +415,8 @@ impl Aws {
                 role,
                 is_listener_default,
                 forward,
+                forward_order,
+                kept_actions,
                 previous,
                 lock,
                 conditions,
@@ -452,7 +490,9 @@ impl Aws {
             zone_name.push('.');
         }
         let suffix = format!(".{service}.{zone_name}");
-        let mut records = BTreeMap::new();
+        let marker = ownership_marker(service);
+        let mut a_records: BTreeMap<String, (i64, Vec<String>)> = BTreeMap::new();
+        let mut markers: BTreeMap<String, i64> = BTreeMap::new();
         let mut start: Option<(String, r53t::RrType)> = None;
         loop {
             let mut request = self
@@ -467,15 +507,23 @@ impl Aws {
                 .await
                 .map_err(aws_error("ListResourceRecordSets"))?;
             for set in page.resource_record_sets() {
-                if set.r#type() != &r53t::RrType::A || !set.name().ends_with(&suffix) {
+                if !set.name().ends_with(&suffix) {
                     continue;
                 }
-                let values = set
+                let values: Vec<String> = set
                     .resource_records()
                     .iter()
                     .map(|r| r.value().to_owned())
                     .collect();
-                records.insert(set.name().to_owned(), values);
+                match set.r#type() {
+                    r53t::RrType::A => {
+                        a_records.insert(set.name().to_owned(), (set.ttl().unwrap_or(0), values));
+                    }
+                    r53t::RrType::Txt if values.contains(&marker) => {
+                        markers.insert(set.name().to_owned(), set.ttl().unwrap_or(0));
+                    }
+                    _ => {}
+                }
             }
             match (
                 page.is_truncated(),
@@ -486,10 +534,30 @@ impl Aws {
                 _ => break,
             }
         }
+        let mut records = BTreeMap::new();
+        let mut foreign = BTreeSet::new();
+        for (name, (ttl, values)) in a_records {
+            match markers.get(&name) {
+                Some(&marker_ttl) => {
+                    records.insert(
+                        name,
+                        RecordSet {
+                            ttl,
+                            values,
+                            marker_ttl,
+                        },
+                    );
+                }
+                None => {
+                    foreign.insert(name);
+                }
+            }
+        }
         Ok(Dns {
             zone_id: zone_id.to_owned(),
             zone_name,
             records,
+            foreign,
         })
     }
 
@@ -560,14 +628,21 @@ impl Aws {
                 route,
                 is_listener_default,
                 to,
+                forward_order,
+                keep,
                 ..
             } => {
-                let action = forward_action(to);
+                // Both calls replace the whole action list: the kept actions go back with it.
+                let actions: Vec<elbt::Action> = keep
+                    .iter()
+                    .map(kept_action)
+                    .chain([forward_action(to, *forward_order)])
+                    .collect();
                 if *is_listener_default {
                     self.elb
                         .modify_listener()
                         .listener_arn(route)
-                        .default_actions(action)
+                        .set_default_actions(Some(actions))
                         .send()
                         .await
                         .map_err(aws_error("ModifyListener"))?;
@@ -575,7 +650,7 @@ impl Aws {
                     self.elb
                         .modify_rule()
                         .rule_arn(route)
-                        .actions(action)
+                        .set_actions(Some(actions))
                         .send()
                         .await
                         .map_err(aws_error("ModifyRule"))?;
@@ -634,7 +709,11 @@ impl Aws {
                     .map_err(aws_error("DeleteTags"))?;
                 Ok(())
             }
-            Step::ChangeRecords { zone_id, changes } => self.change_records(zone_id, changes).await,
+            Step::ChangeRecords {
+                zone_id,
+                service,
+                changes,
+            } => self.change_records(zone_id, service, changes).await,
             Step::Terminate { instance_ids } => {
                 self.ec2
                     .terminate_instances()
@@ -647,20 +726,28 @@ impl Aws {
         }
     }
 
+    /// One instance per call, so each has its own index, Name and ClientToken. A token whose
+    /// instance has died (a retried stage keeps its execution id, so its tokens) is spent: the
+    /// next generation of it launches a fresh instance.
     async fn launch(
         &self,
         spec: &LaunchSpec,
         client_token: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<(), Error> {
-        let tags = ec2t::TagSpecification::builder()
-            .resource_type(ec2t::ResourceType::Instance)
-            .set_tags(Some(
-                tags.iter()
-                    .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ))
-            .build();
+        let tags: Vec<ec2t::Tag> = tags
+            .iter()
+            .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
+            .collect();
+        let tag_specifications = TAGGED_AT_LAUNCH
+            .iter()
+            .map(|kind| {
+                ec2t::TagSpecification::builder()
+                    .resource_type(ec2t::ResourceType::from(*kind))
+                    .set_tags(Some(tags.clone()))
+                    .build()
+            })
+            .collect();
         let profile = spec.instance_profile.as_deref().map(|profile| {
             let builder = ec2t::IamInstanceProfileSpecification::builder();
             if profile.starts_with("arn:") {
@@ -670,7 +757,8 @@ impl Aws {
             }
             .build()
         });
-        self.ec2
+        let request = self
+            .ec2
             .run_instances()
             .image_id(&spec.ami)
             .instance_type(ec2t::InstanceType::from(spec.instance_type.as_str()))
@@ -685,40 +773,77 @@ impl Aws {
             )
             .min_count(1)
             .max_count(1)
-            .client_token(client_token)
-            .tag_specifications(tags)
-            .send()
-            .await
-            .map_err(aws_error("RunInstances"))?;
-        Ok(())
+            .set_tag_specifications(Some(tag_specifications));
+        for generation in 0..MAX_TOKEN_GENERATIONS {
+            let token = match generation {
+                0 => client_token.to_owned(),
+                n => format!("{client_token}-g{n}"),
+            };
+            let out = request
+                .clone()
+                .client_token(token)
+                .send()
+                .await
+                .map_err(aws_error("RunInstances"))?;
+            let dead = out.instances().iter().any(|i| {
+                matches!(
+                    i.state().and_then(|s| s.name()),
+                    Some(
+                        ec2t::InstanceStateName::ShuttingDown | ec2t::InstanceStateName::Terminated
+                    )
+                )
+            });
+            if !dead {
+                return Ok(());
+            }
+        }
+        Err(Error::Aws {
+            operation: "RunInstances",
+            code: "ClientTokenSpent".into(),
+            message: format!(
+                "the first {MAX_TOKEN_GENERATIONS} generations of ClientToken {client_token} all returned terminated instances"
+            ),
+        })
     }
 
-    async fn change_records(&self, zone_id: &str, changes: &[RecordChange]) -> Result<(), Error> {
+    /// Every A record goes with its ownership TXT record, in the same atomic batch.
+    async fn change_records(
+        &self,
+        zone_id: &str,
+        service: &str,
+        changes: &[RecordChange],
+    ) -> Result<(), Error> {
+        let marker = [ownership_marker(service)];
         let mut batch = r53t::ChangeBatch::builder().comment("cutover");
         for change in changes {
-            let mut set = r53t::ResourceRecordSet::builder()
-                .name(&change.name)
-                .r#type(r53t::RrType::A)
-                .ttl(crate::plan::RECORD_TTL_S);
-            for value in &change.values {
-                set = set.resource_records(
-                    r53t::ResourceRecord::builder()
-                        .value(value)
-                        .build()
-                        .map_err(build_error("ResourceRecord"))?,
-                );
-            }
             let action = match change.action {
                 RecordAction::Upsert => r53t::ChangeAction::Upsert,
                 RecordAction::Delete => r53t::ChangeAction::Delete,
             };
-            batch = batch.changes(
-                r53t::Change::builder()
-                    .action(action)
-                    .resource_record_set(set.build().map_err(build_error("ResourceRecordSet"))?)
+            for (kind, ttl, values) in [
+                (r53t::RrType::A, change.ttl, change.values.as_slice()),
+                (r53t::RrType::Txt, change.marker_ttl, marker.as_slice()),
+            ] {
+                let records = values
+                    .iter()
+                    .map(|value| r53t::ResourceRecord::builder().value(value).build())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(build_error("ResourceRecord"))?;
+                let set = r53t::ResourceRecordSet::builder()
+                    .name(&change.name)
+                    .r#type(kind)
+                    .ttl(ttl)
+                    .set_resource_records(Some(records))
                     .build()
-                    .map_err(build_error("Change"))?,
-            );
+                    .map_err(build_error("ResourceRecordSet"))?;
+                batch = batch.changes(
+                    r53t::Change::builder()
+                        .action(action.clone())
+                        .resource_record_set(set)
+                        .build()
+                        .map_err(build_error("Change"))?,
+                );
+            }
         }
         self.route53
             .change_resource_record_sets()
@@ -829,8 +954,10 @@ fn targets(instance_ids: &[String]) -> Vec<elbt::TargetDescription> {
         .collect()
 }
 
-fn forward_action(forward: &Forward) -> elbt::Action {
-    let action = elbt::Action::builder().r#type(elbt::ActionTypeEnum::Forward);
+fn forward_action(forward: &Forward, order: Option<i32>) -> elbt::Action {
+    let action = elbt::Action::builder()
+        .r#type(elbt::ActionTypeEnum::Forward)
+        .set_order(order);
     let action = match (forward.targets.as_slice(), forward.sticky_s) {
         ([only], None) if only.weight.is_none() => action.target_group_arn(&only.arn),
         (targets, sticky_s) => {
@@ -858,6 +985,150 @@ fn forward_action(forward: &Forward) -> elbt::Action {
         }
     };
     action.build()
+}
+
+/// The route's actions other than the forward, as cutover must send them back. Only
+/// authentication can stand in front of a forward; anything else is refused by name rather than
+/// dropped.
+fn kept_actions(route: &str, actions: &[elbt::Action]) -> Result<Vec<KeptAction>, Error> {
+    let mut kept = Vec::new();
+    for action in actions {
+        let authenticate = match action.r#type() {
+            Some(elbt::ActionTypeEnum::Forward) => continue,
+            Some(elbt::ActionTypeEnum::AuthenticateOidc) => {
+                let c = action.authenticate_oidc_config().ok_or_else(|| {
+                    Error::World(format!(
+                        "route {route}: authenticate-oidc action without its config"
+                    ))
+                })?;
+                Authenticate::Oidc {
+                    issuer: c.issuer().unwrap_or_default().to_owned(),
+                    authorization_endpoint: c
+                        .authorization_endpoint()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    token_endpoint: c.token_endpoint().unwrap_or_default().to_owned(),
+                    user_info_endpoint: c.user_info_endpoint().unwrap_or_default().to_owned(),
+                    client_id: c.client_id().unwrap_or_default().to_owned(),
+                    session: AuthSession {
+                        session_cookie_name: c.session_cookie_name().map(str::to_owned),
+                        scope: c.scope().map(str::to_owned),
+                        session_timeout: c.session_timeout(),
+                        extra_params: sorted(c.authentication_request_extra_params()),
+                        on_unauthenticated_request: c
+                            .on_unauthenticated_request()
+                            .map(|b| b.as_str().to_owned()),
+                    },
+                }
+            }
+            Some(elbt::ActionTypeEnum::AuthenticateCognito) => {
+                let c = action.authenticate_cognito_config().ok_or_else(|| {
+                    Error::World(format!(
+                        "route {route}: authenticate-cognito action without its config"
+                    ))
+                })?;
+                Authenticate::Cognito {
+                    user_pool_arn: c.user_pool_arn().unwrap_or_default().to_owned(),
+                    user_pool_client_id: c.user_pool_client_id().unwrap_or_default().to_owned(),
+                    user_pool_domain: c.user_pool_domain().unwrap_or_default().to_owned(),
+                    session: AuthSession {
+                        session_cookie_name: c.session_cookie_name().map(str::to_owned),
+                        scope: c.scope().map(str::to_owned),
+                        session_timeout: c.session_timeout(),
+                        extra_params: sorted(c.authentication_request_extra_params()),
+                        on_unauthenticated_request: c
+                            .on_unauthenticated_request()
+                            .map(|b| b.as_str().to_owned()),
+                    },
+                }
+            }
+            other => return Err(Error::World(format!(
+                "route {route} has a {} action beside its forward, which cutover cannot carry over",
+                other.map(|t| t.as_str()).unwrap_or("untyped")
+            ))),
+        };
+        kept.push(KeptAction {
+            order: action.order(),
+            authenticate,
+        });
+    }
+    Ok(kept)
+}
+
+fn sorted(params: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
+    params
+        .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn kept_action(kept: &KeptAction) -> elbt::Action {
+    let extra = |session: &AuthSession| {
+        (!session.extra_params.is_empty()).then(|| {
+            session
+                .extra_params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>()
+        })
+    };
+    let action = elbt::Action::builder().set_order(kept.order);
+    match &kept.authenticate {
+        Authenticate::Oidc {
+            issuer,
+            authorization_endpoint,
+            token_endpoint,
+            user_info_endpoint,
+            client_id,
+            session,
+        } => action
+            .r#type(elbt::ActionTypeEnum::AuthenticateOidc)
+            .authenticate_oidc_config(
+                elbt::AuthenticateOidcActionConfig::builder()
+                    .issuer(issuer)
+                    .authorization_endpoint(authorization_endpoint)
+                    .token_endpoint(token_endpoint)
+                    .user_info_endpoint(user_info_endpoint)
+                    .client_id(client_id)
+                    // Describe calls never return the secret; ELB keeps the one it has.
+                    .use_existing_client_secret(true)
+                    .set_session_cookie_name(session.session_cookie_name.clone())
+                    .set_scope(session.scope.clone())
+                    .set_session_timeout(session.session_timeout)
+                    .set_authentication_request_extra_params(extra(session))
+                    .set_on_unauthenticated_request(
+                        session
+                            .on_unauthenticated_request
+                            .as_deref()
+                            .map(elbt::AuthenticateOidcActionConditionalBehaviorEnum::from),
+                    )
+                    .build(),
+            ),
+        Authenticate::Cognito {
+            user_pool_arn,
+            user_pool_client_id,
+            user_pool_domain,
+            session,
+        } => action
+            .r#type(elbt::ActionTypeEnum::AuthenticateCognito)
+            .authenticate_cognito_config(
+                elbt::AuthenticateCognitoActionConfig::builder()
+                    .user_pool_arn(user_pool_arn)
+                    .user_pool_client_id(user_pool_client_id)
+                    .user_pool_domain(user_pool_domain)
+                    .set_session_cookie_name(session.session_cookie_name.clone())
+                    .set_scope(session.scope.clone())
+                    .set_session_timeout(session.session_timeout)
+                    .set_authentication_request_extra_params(extra(session))
+                    .set_on_unauthenticated_request(
+                        session
+                            .on_unauthenticated_request
+                            .as_deref()
+                            .map(elbt::AuthenticateCognitoActionConditionalBehaviorEnum::from),
+                    )
+                    .build(),
+            ),
+    }
+    .build()
 }
 
 fn forward_from_actions(actions: &[elbt::Action]) -> Option<Forward> {
@@ -935,6 +1206,10 @@ fn instance_from_sdk(instance: &ec2t::Instance) -> Option<Instance> {
         private_ip: instance.private_ip_address().map(str::to_owned),
         retired_at: tags.get(TAG_RETIRED_AT).and_then(|s| s.parse().ok()),
         launched_at: instance.launch_time().map(|t| t.secs().max(0) as u64),
+        state_reason: instance
+            .state_reason()
+            .and_then(|r| r.message().or(r.code()))
+            .map(str::to_owned),
     })
 }
 

@@ -78,11 +78,25 @@ impl Strategy {
             .ok()
             .filter(|m| *m <= 1440)
             .ok_or_else(invalid)?;
-        match kind {
-            "canary" => Ok(Strategy::Canary { percent, minutes }),
-            "linear" => Ok(Strategy::Linear { percent, minutes }),
-            _ => Err(invalid()),
+        let strategy = match kind {
+            "canary" => Strategy::Canary { percent, minutes },
+            "linear" => Strategy::Linear { percent, minutes },
+            _ => return Err(invalid()),
+        };
+        let total = strategy.total_hold_s();
+        if total > crate::plan::MAX_ACTION_WAIT_S {
+            return Err(format!(
+                "strategy `{raw}` holds traffic split for {total}s in all, longer than one CodePipeline \
+                 action may run ({}s of its 24 hours are usable); use fewer or shorter steps",
+                crate::plan::MAX_ACTION_WAIT_S
+            ));
         }
+        Ok(strategy)
+    }
+
+    /// How long traffic stays split, all steps together.
+    pub fn total_hold_s(&self) -> u64 {
+        (self.weights().len() as u64 - 1) * self.interval_s()
     }
 
     /// The new slot's share of traffic after each step, ending at 100.
@@ -113,6 +127,16 @@ impl Strategy {
 
     pub fn is_gradual(&self) -> bool {
         *self != Strategy::AllAtOnce
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Strategy::AllAtOnce => f.write_str("all-at-once"),
+            Strategy::Canary { percent, minutes } => write!(f, "canary:{percent}:{minutes}"),
+            Strategy::Linear { percent, minutes } => write!(f, "linear:{percent}:{minutes}"),
+        }
     }
 }
 

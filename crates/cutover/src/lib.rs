@@ -29,8 +29,10 @@ pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
     let app = &app;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
+            let deadline =
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
             // Boxed: the handler's future is deep enough to overflow the compiler's layout limit.
-            Box::pin(app.handle(function, event.payload)).await
+            Box::pin(app.handle_until(function, event.payload, Some(deadline))).await
         },
     ))
     .await

@@ -15,6 +15,10 @@ use crate::world::*;
 
 /// How long provision waits for instances to reach `running`.
 pub const RUNNING_TIMEOUT_S: u64 = 900;
+/// CodePipeline fails a Lambda invoke action 24 hours after it started, whatever its
+/// continuation tokens say; cutover's own waits end an hour before that, so a wait that cannot
+/// finish fails (or rolls back) while the job still belongs to us.
+pub const MAX_ACTION_WAIT_S: u64 = 23 * 3_600;
 pub const RECORD_TTL_S: i64 = 60;
 /// A lock older than this is taken over: CodePipeline's manual approval times out after 7 days,
 /// so no live execution holds a lock this long.
@@ -144,7 +148,10 @@ pub fn provision(input: &ProvisionInput) -> Plan {
         instances,
         ..
     } = *input;
-    let mine = of_release(instances, release);
+    // Dead instances are read too: one that died while this job waited for it must fail the job.
+    let (dead, mine): (Vec<&Instance>, Vec<&Instance>) = of_release(instances, release)
+        .into_iter()
+        .partition(|i| i.state.is_dead());
 
     if let Some(serving) = mine.iter().find(|i| i.stage != Some(Stage::PreProduct)) {
         // A late duplicate of a finished job: nothing to do, and nothing to undo.
@@ -159,15 +166,14 @@ pub fn provision(input: &ProvisionInput) -> Plan {
             outputs: BTreeMap::new(),
         };
     }
-    if let Some(broken) = mine.iter().find(|i| {
-        matches!(
-            i.state,
-            InstanceState::Stopping | InstanceState::Stopped | InstanceState::ShuttingDown
-        )
-    }) {
+    if let Some(broken) = mine
+        .iter()
+        .find(|i| matches!(i.state, InstanceState::Stopping | InstanceState::Stopped))
+    {
         return Plan::fail(format!(
-            "instance {} of release {release} is {:?}; terminate it and retry the stage",
-            broken.id, broken.state
+            "instance {} of release {release} is {}; terminate it and retry the stage",
+            broken.id,
+            broken.state.as_str()
         ));
     }
 
@@ -202,6 +208,36 @@ pub fn provision(input: &ProvisionInput) -> Plan {
     let missing: Vec<u32> = (1..=settings.count)
         .filter(|n| !by_index.contains_key(n))
         .collect();
+    // Waiting for `running` means every index was launched by this job: a missing one died.
+    if input.progress.is_some_and(|p| p.phase == "running") {
+        let died: Vec<String> = missing
+            .iter()
+            .filter_map(|n| {
+                dead.iter()
+                    .filter(|d| d.index == Some(*n))
+                    .max_by_key(|d| d.launched_at)
+            })
+            .map(|d| {
+                format!(
+                    "{} (index {}) is {}{}",
+                    d.id,
+                    d.index.unwrap_or_default(),
+                    d.state.as_str(),
+                    d.state_reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        if !died.is_empty() {
+            return Plan::fail(format!(
+                "release {release} of {service}: instances died before they were running: {}; \
+                 retry the stage to launch replacements",
+                died.join("; ")
+            ));
+        }
+    }
     for &index in &missing {
         let subnet = &settings.subnets[(index as usize - 1) % settings.subnets.len()];
         steps.push(Step::Launch {
@@ -264,6 +300,7 @@ pub fn provision(input: &ProvisionInput) -> Plan {
             instances,
             &BTreeMap::new(),
             &BTreeSet::new(),
+            &mut notes,
         ));
     }
     let names: Vec<String> = fleet
@@ -440,31 +477,45 @@ pub fn desired_records(
     records
 }
 
+/// The record changes that take the service's owned records to the desired ones. A desired name
+/// held by a record cutover did not write is left alone and noted.
 fn record_steps(
     dns: &Dns,
     service: &ServiceName,
     instances: &[Instance],
     stage_changes: &BTreeMap<String, Stage>,
     leaving: &BTreeSet<String>,
+    notes: &mut Vec<String>,
 ) -> Vec<Step> {
     let desired = desired_records(dns, service, instances, stage_changes, leaving);
     let mut changes = Vec::new();
     for (name, values) in &desired {
-        if dns.records.get(name) != Some(values) {
+        if dns.foreign.contains(name) {
+            notes.push(format!(
+                "DNS record {name} was not written by cutover (no ownership record); left as it is"
+            ));
+            continue;
+        }
+        let current = dns.records.get(name);
+        if current.map(|r| (&r.values, r.ttl)) != Some((values, RECORD_TTL_S)) {
             changes.push(RecordChange {
                 action: RecordAction::Upsert,
                 name: name.clone(),
+                ttl: RECORD_TTL_S,
                 values: values.clone(),
+                marker_ttl: current.map_or(RECORD_TTL_S, |r| r.marker_ttl),
             });
         }
     }
-    for (name, values) in &dns.records {
+    for (name, record) in &dns.records {
         if !desired.contains_key(name) {
-            // Delete with exactly the values just read: Route53 rejects any other DELETE.
+            // Exactly what was read: Route53 rejects a DELETE whose TTL or values differ.
             changes.push(RecordChange {
                 action: RecordAction::Delete,
                 name: name.clone(),
-                values: values.clone(),
+                ttl: record.ttl,
+                values: record.values.clone(),
+                marker_ttl: record.marker_ttl,
             });
         }
     }
@@ -473,6 +524,7 @@ fn record_steps(
     } else {
         vec![Step::ChangeRecords {
             zone_id: dns.zone_id.clone(),
+            service: service.to_string(),
             changes,
         }]
     }
@@ -554,6 +606,9 @@ pub fn register(input: &RegisterInput) -> Plan {
             outputs: BTreeMap::new(),
         };
     }
+    if let Some(wait) = wait_for_bake(input, idle) {
+        return wait;
+    }
     let wanted: BTreeSet<&str> = mine.iter().map(|i| i.id.as_str()).collect();
     let stale: Vec<String> = idle
         .targets
@@ -609,13 +664,7 @@ pub fn register(input: &RegisterInput) -> Plan {
 
     let to = Forward::to(&idle.arn);
     if alb.pre_product.forward != to {
-        steps.push(Step::SetForward {
-            route: alb.pre_product.arn.clone(),
-            role: RouteRole::PreProduct,
-            is_listener_default: alb.pre_product.is_listener_default,
-            from: alb.pre_product.forward.clone(),
-            to,
-        });
+        steps.push(alb.pre_product.repoint(to));
     }
     let qa = if alb.pre_product.conditions.is_empty() {
         String::new()
@@ -632,6 +681,42 @@ pub fn register(input: &RegisterInput) -> Plan {
         notes: Vec::new(),
         outputs: BTreeMap::from([("slot".to_owned(), idle.slot.as_str().to_owned())]),
     }
+}
+
+/// The idle slot may still hold the previous fleet, kept for rollback until its bake ends: the
+/// release waits for that (a continuation) rather than take the slot, or fails at once, naming
+/// the bake's end, when that is further away than this action may wait.
+fn wait_for_bake(input: &RegisterInput, idle: &TargetGroup) -> Option<Plan> {
+    let bake_ends = input
+        .instances
+        .iter()
+        .filter(|i| idle.has(&i.id) && i.stage == Some(Stage::Retired))
+        .filter_map(|i| {
+            i.retired_at
+                .map(|at| at.saturating_add(input.settings.bake_s))
+        })
+        .filter(|end| *end > input.now)
+        .max()?;
+    let started = input
+        .progress
+        .filter(|p| p.phase == "bake")
+        .map_or(input.now, |p| p.since);
+    let message = format!(
+        "the idle {} slot ({}) still holds the previous fleet, kept for rollback until {bake_ends} \
+         (unix time, BAKE_S={})",
+        idle.slot, idle.name, input.settings.bake_s
+    );
+    if bake_ends > started.saturating_add(MAX_ACTION_WAIT_S) {
+        return Some(Plan::fail(format!(
+            "{message}, later than this action may wait; retry the stage after it"
+        )));
+    }
+    Some(Plan {
+        steps: Vec::new(),
+        next: Next::Wait("bake".into()),
+        notes: vec![format!("waiting: {message}")],
+        outputs: BTreeMap::new(),
+    })
 }
 
 fn describe_targets(targets: &[&Target]) -> String {
@@ -784,7 +869,6 @@ fn weighted(alb: &Alb, new: Slot, share: i32, sticky_s: Option<u32>) -> Forward 
 fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Plan> {
     let alb = input.alb;
     let target = alb.slot(new);
-    let old = alb.slot(new.other());
     let unhealthy = target.unhealthy();
     if target.targets.is_empty() || !unhealthy.is_empty() {
         let why = if target.targets.is_empty() {
@@ -801,33 +885,35 @@ fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Plan> {
                 target.name
             )));
         }
-        let back = Step::SetForward {
-            route: alb.product.arn.clone(),
-            role: RouteRole::Product,
-            is_listener_default: alb.product.is_listener_default,
-            from: alb.product.forward.clone(),
-            to: Forward::to(&old.arn),
-        };
-        return Some(Plan {
-            steps: vec![back],
-            next: Next::Abort(format!(
-                "{:?} shift of release {} aborted at {share}% on the {new} slot: {why}; product returned to 100% {} ({}) in one call",
-                input.strategy,
-                input.release,
-                old.slot,
-                old.name
-            )),
-            notes: Vec::new(),
-            outputs: BTreeMap::new(),
-        });
+        return Some(abort_shift(input, new, share, &why));
     }
     if share > 0 {
-        let stepped_at = input
-            .progress
-            .filter(|p| p.phase == "shift")
-            .and_then(|p| p.stepped_at);
-        let due = stepped_at
-            .is_some_and(|at| at.saturating_add(input.strategy.interval_s()) <= input.now);
+        let shift = input.progress.filter(|p| p.phase == "shift");
+        let stepped_at = shift.and_then(|p| p.stepped_at);
+        let started = shift.map_or(input.now, |p| p.since);
+        let interval = input.strategy.interval_s();
+        let due = stepped_at.is_some_and(|at| at.saturating_add(interval) <= input.now);
+        let hold_left = match stepped_at {
+            Some(at) => at.saturating_add(interval).saturating_sub(input.now),
+            None => interval,
+        };
+        let holds_after = input
+            .strategy
+            .weights()
+            .iter()
+            .filter(|w| **w > share && **w < 100)
+            .count() as u64
+            * interval;
+        if input.now + hold_left + holds_after > started.saturating_add(MAX_ACTION_WAIT_S) {
+            return Some(abort_shift(
+                input,
+                new,
+                share,
+                &format!(
+                    "the shift would outlive CodePipeline's 24-hour action limit (started at {started})"
+                ),
+            ));
+        }
         if !due {
             return Some(Plan {
                 steps: Vec::new(),
@@ -847,17 +933,30 @@ fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Plan> {
         return None;
     }
     Some(Plan {
-        steps: vec![Step::SetForward {
-            route: alb.product.arn.clone(),
-            role: RouteRole::Product,
-            is_listener_default: alb.product.is_listener_default,
-            from: alb.product.forward.clone(),
-            to: weighted(alb, new, next, input.settings.sticky_s),
-        }],
+        steps: vec![alb
+            .product
+            .repoint(weighted(alb, new, next, input.settings.sticky_s))],
         next: Next::Stepped("shift".into()),
         notes: vec![format!("{next}% of product on the {new} slot")],
         outputs: BTreeMap::new(),
     })
+}
+
+/// Product back to 100% of the old slot in one call, and the job fails with `why`.
+fn abort_shift(input: &SwitchInput, new: Slot, share: i32, why: &str) -> Plan {
+    let old = input.alb.slot(new.other());
+    Plan {
+        steps: vec![input.alb.product.repoint(Forward::to(&old.arn))],
+        next: Next::Abort(format!(
+            "{} shift of release {} aborted at {share}% on the {new} slot: {why}; product returned to 100% {} ({}) in one call",
+            input.strategy,
+            input.release,
+            old.slot,
+            old.name
+        )),
+        notes: Vec::new(),
+        outputs: BTreeMap::new(),
+    }
 }
 
 /// Moves product to `to` (if it is not there) and converges everything that follows from it:
@@ -888,23 +987,11 @@ fn cutover_plan(input: &SwitchInput, current: Slot, to: Slot) -> Plan {
                 describe_targets(&unhealthy)
             ));
         }
-        steps.push(Step::SetForward {
-            route: alb.product.arn.clone(),
-            role: RouteRole::Product,
-            is_listener_default: alb.product.is_listener_default,
-            from: alb.product.forward.clone(),
-            to: Forward::to(&target.arn),
-        });
+        steps.push(alb.product.repoint(Forward::to(&target.arn)));
     }
     let pre_product = Forward::to(&from.arn);
     if alb.pre_product.forward != pre_product {
-        steps.push(Step::SetForward {
-            route: alb.pre_product.arn.clone(),
-            role: RouteRole::PreProduct,
-            is_listener_default: alb.pre_product.is_listener_default,
-            from: alb.pre_product.forward.clone(),
-            to: pre_product,
-        });
+        steps.push(alb.pre_product.repoint(pre_product));
     }
     if alb.product.previous.as_deref() != Some(from.arn.as_str()) {
         steps.push(Step::TagRoute {
@@ -970,6 +1057,7 @@ fn cutover_plan(input: &SwitchInput, current: Slot, to: Slot) -> Plan {
             input.instances,
             &stage_changes,
             &BTreeSet::new(),
+            &mut notes,
         ));
     }
     Plan {
@@ -1045,6 +1133,7 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
                 Some(Stage::Retired) => instance
                     .retired_at
                     .is_some_and(|at| at.saturating_add(settings.bake_s) <= now),
+                Some(Stage::Abandoned) => true,
                 Some(Stage::PreProduct) => {
                     let locked = instance
                         .release
@@ -1059,7 +1148,7 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
                 _ => false,
             },
             CleanupScope::FailedRelease(release) => {
-                instance.stage == Some(Stage::PreProduct)
+                matches!(instance.stage, Some(Stage::PreProduct | Stage::Abandoned))
                     && instance.release.as_deref() == Some(release.as_str())
             }
         };
@@ -1113,6 +1202,14 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
             notes,
             outputs: BTreeMap::new(),
         };
+    }
+    // Marked first, so that the sweep finishes the job as soon as the targets have drained,
+    // even if this invocation ends while they drain.
+    for instance in chosen.iter().filter(|i| i.stage == Some(Stage::PreProduct)) {
+        steps.push(Step::TagInstances {
+            instance_ids: vec![instance.id.clone()],
+            tags: stage_tags(service, instance, Stage::Abandoned, None),
+        });
     }
     let mut still_registered = false;
     for slot in [&alb.blue, &alb.green] {
@@ -1174,6 +1271,7 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
             input.instances,
             &BTreeMap::new(),
             &leaving,
+            &mut notes,
         ));
     }
     let names: Vec<String> = chosen

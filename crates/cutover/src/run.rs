@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -109,6 +110,12 @@ impl Function {
 /// Rounds of observe → plan → execute within one invocation before handing over to a
 /// continuation token.
 const MAX_ROUNDS: usize = 4;
+/// Left of the Lambda timeout when an invocation stops working and hands over with a
+/// continuation token: enough for the acknowledgement and a notification.
+pub const HANDOVER_MARGIN: Duration = Duration::from_secs(20);
+/// RunInstances calls in flight at once: fifty serial launches at real latency (0.5–2 s each)
+/// would outlive the Lambda timeout; EC2's request rate limits favour a small bound.
+pub const LAUNCH_PARALLELISM: usize = 8;
 
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -167,8 +174,18 @@ impl App {
         }
     }
 
-    /// One Lambda invocation.
+    /// One Lambda invocation with no deadline (tests, local tools).
     pub async fn handle(&self, function: Function, event: Value) -> Result<Value, Error> {
+        self.handle_until(function, event, None).await
+    }
+
+    /// One Lambda invocation that must end before `deadline` (the Lambda context's).
+    pub async fn handle_until(
+        &self,
+        function: Function,
+        event: Value,
+        deadline: Option<SystemTime>,
+    ) -> Result<Value, Error> {
         let invocation = Invocation::parse(event)
             .inspect_err(|bad| warn!(function = function.as_str(), %bad, "rejected event"))?;
         match invocation {
@@ -180,7 +197,11 @@ impl App {
                     service = request.as_ref().map(|r| r.service.to_string()).unwrap_or_default(),
                     release = request.as_ref().map(|r| r.release.to_string()).unwrap_or_default(),
                 );
-                Box::pin(self.handle_job(function, &job_id, request).instrument(span)).await
+                Box::pin(
+                    self.handle_job(function, &job_id, request, deadline)
+                        .instrument(span),
+                )
+                .await
             }
             Invocation::PipelineExecution {
                 pipeline,
@@ -211,9 +232,10 @@ impl App {
         function: Function,
         job_id: &str,
         request: Result<JobRequest, BadEvent>,
+        deadline: Option<SystemTime>,
     ) -> Result<Value, Error> {
         let outcome = match &request {
-            Ok(request) => Box::pin(self.run_job(function, request)).await,
+            Ok(request) => Box::pin(self.run_job(function, request, deadline)).await,
             Err(bad) => Outcome::Failed {
                 message: bad.to_string(),
                 steps: Vec::new(),
@@ -260,7 +282,12 @@ impl App {
         Ok(json!({ "job_id": job_id, "acknowledged": acknowledged, "result": outcome }))
     }
 
-    async fn run_job(&self, function: Function, request: &JobRequest) -> Outcome {
+    async fn run_job(
+        &self,
+        function: Function,
+        request: &JobRequest,
+        deadline: Option<SystemTime>,
+    ) -> Outcome {
         let settings = match self.registry.get(&request.service) {
             Ok(settings) => settings,
             Err(lookup) => {
@@ -272,6 +299,9 @@ impl App {
         };
         let mut done = Vec::new();
         for _ in 0..MAX_ROUNDS {
+            if out_of_time(deadline) {
+                return self.continuing(request, "handover".into(), done, false);
+            }
             let plan = match self.plan(function, request, settings).await {
                 Ok(plan) => plan,
                 Err(error) => {
@@ -299,11 +329,17 @@ impl App {
                     steps: done,
                 };
             }
-            if let Err(error) = self.execute(&plan.steps, &mut done).await {
-                return Outcome::Failed {
-                    message: format!("{error}; re-run the stage to continue from here"),
-                    steps: done,
-                };
+            match self.execute(&plan.steps, &mut done, deadline).await {
+                Ok(Executed::All) => {}
+                Ok(Executed::OutOfTime) => {
+                    return self.continuing(request, "handover".into(), done, false)
+                }
+                Err(error) => {
+                    return Outcome::Failed {
+                        message: format!("{error}; re-run the stage to continue from here"),
+                        steps: done,
+                    }
+                }
             }
             match plan.next {
                 Next::Done(summary) => {
@@ -365,10 +401,12 @@ impl App {
         let service = &request.service;
         let release = &request.release;
         let now = (self.clock)();
-        let instances = self
-            .aws
-            .instances(InstanceQuery::Service(service.as_str()))
-            .await?;
+        let query = InstanceQuery::Service(service.as_str());
+        let instances = if function == Function::Provision {
+            self.aws.instances_with_dead(query).await?
+        } else {
+            self.aws.instances(query).await?
+        };
         let dns = match &settings.dns_zone {
             Some(zone) if function.writes_dns() => {
                 Some(self.aws.dns(zone, service.as_str()).await?)
@@ -459,17 +497,57 @@ impl App {
         }))
     }
 
-    async fn execute(&self, steps: &[Step], done: &mut Vec<String>) -> Result<(), Error> {
-        for step in steps {
-            let description = step.describe();
-            self.aws.execute(step).await.map_err(|error| {
-                error!(step = %description, %error, "step failed");
-                error
-            })?;
-            info!(step = %description, "done");
-            done.push(description);
+    /// Carries out the steps in order; consecutive launches run side by side, at most
+    /// `LAUNCH_PARALLELISM` at once. Stops early, with what is done, when the deadline is near:
+    /// the next invocation plans the rest from what it sees.
+    async fn execute(
+        &self,
+        steps: &[Step],
+        done: &mut Vec<String>,
+        deadline: Option<SystemTime>,
+    ) -> Result<Executed, Error> {
+        let mut rest = steps;
+        while let Some(first) = rest.first() {
+            if out_of_time(deadline) {
+                return Ok(Executed::OutOfTime);
+            }
+            let batch = match first {
+                Step::Launch { .. } => rest
+                    .iter()
+                    .take(LAUNCH_PARALLELISM)
+                    .take_while(|s| matches!(s, Step::Launch { .. }))
+                    .count(),
+                _ => 1,
+            };
+            let (now, later) = rest.split_at(batch);
+            rest = later;
+            let mut running = tokio::task::JoinSet::new();
+            for (position, step) in now.iter().enumerate() {
+                let (aws, step) = (self.aws.clone(), step.clone());
+                running.spawn(async move { (position, aws.execute(&step).await) });
+            }
+            let mut results: Vec<(usize, Result<(), Error>)> =
+                running.join_all().await.into_iter().collect();
+            results.sort_by_key(|(position, _)| *position);
+            let mut failure = None;
+            for (position, result) in results {
+                let description = now[position].describe();
+                match result {
+                    Ok(()) => {
+                        info!(step = %description, "done");
+                        done.push(description);
+                    }
+                    Err(error) => {
+                        error!(step = %description, %error, "step failed");
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+            if let Some(error) = failure {
+                return Err(error);
+            }
         }
-        Ok(())
+        Ok(Executed::All)
     }
 
     /// Runs cleanup for one service outside CodePipeline: no continuation, so a wait ends the
@@ -521,7 +599,7 @@ impl App {
                     steps: done,
                 };
             }
-            if let Err(error) = self.execute(&plan.steps, &mut done).await {
+            if let Err(error) = self.execute(&plan.steps, &mut done, None).await {
                 return Outcome::Failed {
                     message: error.to_string(),
                     steps: done,
@@ -633,9 +711,24 @@ impl App {
         let Some(topic) = &self.topic_arn else { return };
         let (subject, message) = notification(function, service, release, outcome);
         if let Err(error) = self.aws.publish(topic, &subject, &message).await {
-            warn!(%error, "could not publish the notification");
+            error!(%error, topic, "could not publish the notification; the outcome stands");
         }
     }
+}
+
+/// How far `execute` got.
+enum Executed {
+    All,
+    /// The deadline came first; the rest is for the next invocation.
+    OutOfTime,
+}
+
+fn out_of_time(deadline: Option<SystemTime>) -> bool {
+    deadline.is_some_and(|deadline| {
+        deadline
+            .duration_since(SystemTime::now())
+            .map_or(true, |left| left < HANDOVER_MARGIN)
+    })
 }
 
 /// Subject and body of the SNS message for an outcome.

@@ -111,7 +111,7 @@ impl ServiceSettings {
             user_data: reader.optional_string("USER_DATA")?,
             dns_zone: reader.hosted_zone()?,
             health_timeout_s: reader
-                .integer("HEALTH_TIMEOUT_S", 1, 86_400)?
+                .integer("HEALTH_TIMEOUT_S", 1, crate::plan::MAX_ACTION_WAIT_S)?
                 .unwrap_or(DEFAULT_HEALTH_TIMEOUT_S),
             bake_s: reader
                 .integer("BAKE_S", 0, 30 * 86_400)?

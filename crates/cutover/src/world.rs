@@ -2,7 +2,7 @@
 //! (steps), as plain data. `aws` fills the first and carries out the second; `plan` maps one to
 //! the other without IO.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -18,6 +18,11 @@ pub const TAG_PREVIOUS: &str = "cutover:previous";
 /// On the product route: `<release>@<unix seconds>`, the release that holds the service.
 pub const TAG_LOCK: &str = "cutover:lock";
 pub const TAG_NAME: &str = "Name";
+/// The value of the TXT record cutover writes beside every A record it owns (the way
+/// external-dns keeps its registry): records without it are someone else's and left alone.
+pub fn ownership_marker(service: &str) -> String {
+    format!("\"heritage=cutover,cutover/service={service}\"")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -25,6 +30,9 @@ pub enum Stage {
     PreProduct,
     Product,
     Retired,
+    /// The pre-product fleet of an execution that failed, was canceled or superseded: the sweep
+    /// removes it as soon as its targets have drained, whatever its age.
+    Abandoned,
 }
 
 impl Stage {
@@ -33,13 +41,19 @@ impl Stage {
             Stage::PreProduct => "pre-product",
             Stage::Product => "product",
             Stage::Retired => "retired",
+            Stage::Abandoned => "abandoned",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Stage::PreProduct, Stage::Product, Stage::Retired]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        [
+            Stage::PreProduct,
+            Stage::Product,
+            Stage::Retired,
+            Stage::Abandoned,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
     }
 }
 
@@ -95,6 +109,27 @@ pub enum InstanceState {
     Terminated,
 }
 
+impl InstanceState {
+    /// Gone or going: an instance in this state never serves again.
+    pub fn is_dead(self) -> bool {
+        matches!(
+            self,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Instance {
     pub id: String,
@@ -109,6 +144,9 @@ pub struct Instance {
     pub retired_at: Option<u64>,
     /// Unix seconds.
     pub launched_at: Option<u64>,
+    /// Why EC2 moved it to its state (e.g. `Server.InternalError: ...`), when it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -206,6 +244,46 @@ impl Forward {
     }
 }
 
+/// An action of a route that cutover does not change but must send back with every
+/// `ModifyRule`/`ModifyListener` (which replace the whole action list): the authentication in
+/// front of the forward, e.g. a QA route behind company single sign-on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeptAction {
+    pub order: Option<i32>,
+    pub authenticate: Authenticate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Authenticate {
+    /// The client secret is never returned by describe calls; it is re-sent as
+    /// `UseExistingClientSecret`.
+    Oidc {
+        issuer: String,
+        authorization_endpoint: String,
+        token_endpoint: String,
+        user_info_endpoint: String,
+        client_id: String,
+        session: AuthSession,
+    },
+    Cognito {
+        user_pool_arn: String,
+        user_pool_client_id: String,
+        user_pool_domain: String,
+        session: AuthSession,
+    },
+}
+
+/// The settings both kinds of authentication share.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuthSession {
+    pub session_cookie_name: Option<String>,
+    pub scope: Option<String>,
+    pub session_timeout: Option<i64>,
+    pub extra_params: BTreeMap<String, String>,
+    pub on_unauthenticated_request: Option<String>,
+}
+
 /// A product or pre-product route: a listener rule, or a listener's default action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Route {
@@ -213,11 +291,31 @@ pub struct Route {
     pub role: RouteRole,
     pub is_listener_default: bool,
     pub forward: Forward,
+    /// The forward action's `Order`, kept when it is replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_order: Option<i32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_actions: Vec<KeptAction>,
     pub previous: Option<String>,
     /// On the product route: the release holding the service.
     pub lock: Option<Lock>,
     /// Host-header and path conditions, for telling people where QA is.
     pub conditions: Vec<String>,
+}
+
+impl Route {
+    /// The step that points this route at `to`, keeping its other actions and their order.
+    pub fn repoint(&self, to: Forward) -> Step {
+        Step::SetForward {
+            route: self.arn.clone(),
+            role: self.role,
+            is_listener_default: self.is_listener_default,
+            from: self.forward.clone(),
+            to,
+            forward_order: self.forward_order,
+            keep: self.kept_actions.clone(),
+        }
+    }
 }
 
 /// The per-service release lock, held from register-target until the switch (or the end of a
@@ -299,13 +397,26 @@ pub struct Address {
     pub public_ip: Option<String>,
 }
 
-/// A-records under `<service>.<zone>`.
+/// The A records under `<service>.<zone>` that cutover owns (each has the ownership TXT record
+/// beside it), and the names of those it does not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Dns {
     pub zone_id: String,
     /// With the trailing dot, e.g. `internal.example.`.
     pub zone_name: String,
-    pub records: BTreeMap<String, Vec<String>>,
+    pub records: BTreeMap<String, RecordSet>,
+    /// A records under the service's name that someone else wrote: never changed or deleted.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub foreign: BTreeSet<String>,
+}
+
+/// An owned A record as Route53 holds it: a DELETE must repeat its TTL and values exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordSet {
+    pub ttl: i64,
+    pub values: Vec<String>,
+    /// The TTL of the ownership TXT record beside it.
+    pub marker_ttl: i64,
 }
 
 /// What runs an instance: everything of RunInstances except the per-instance parts.
@@ -334,7 +445,10 @@ pub enum RecordAction {
 pub struct RecordChange {
     pub action: RecordAction,
     pub name: String,
+    pub ttl: i64,
     pub values: Vec<String>,
+    /// The TTL of the ownership record written (or deleted) with it.
+    pub marker_ttl: i64,
 }
 
 /// One change to the world. Each is one AWS call.
@@ -369,6 +483,11 @@ pub enum Step {
         is_listener_default: bool,
         from: Forward,
         to: Forward,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forward_order: Option<i32>,
+        /// The route's other actions, sent back unchanged in the same call.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        keep: Vec<KeptAction>,
     },
     TagRoute {
         route: String,
@@ -388,6 +507,8 @@ pub enum Step {
     },
     ChangeRecords {
         zone_id: String,
+        /// Whose ownership records go with the changes.
+        service: String,
         changes: Vec<RecordChange>,
     },
     Terminate {
@@ -461,7 +582,13 @@ impl Step {
             }
             Step::ChangeRecords { changes, .. } => changes
                 .iter()
-                .map(|c| format!("{:?} {} {}", c.action, c.name, c.values.join(",")).to_lowercase())
+                .map(|c| {
+                    let verb = match c.action {
+                        RecordAction::Upsert => "upsert",
+                        RecordAction::Delete => "delete",
+                    };
+                    format!("{verb} {} {}", c.name, c.values.join(","))
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
             Step::Terminate { instance_ids } => format!("terminate {}", instance_ids.join(", ")),

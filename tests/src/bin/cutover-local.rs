@@ -369,11 +369,11 @@ impl Demo {
                 i.state
             );
         }
-        for (name, values) in &dns.records {
+        for (name, record) in &dns.records {
             println!(
                 "   dns {} -> {}",
                 name.trim_end_matches('.'),
-                values.join(", ")
+                record.values.join(", ")
             );
         }
         Ok(())

@@ -39,6 +39,7 @@ fn instance(id: &str, release: &str, index: u32, stage: Stage, state: InstanceSt
         private_ip: Some(format!("10.0.0.{index}{}", id.len())),
         retired_at: None,
         launched_at: Some(NOW - 100),
+        state_reason: None,
     }
 }
 
@@ -70,6 +71,8 @@ fn route(arn: &str, role: RouteRole, to: &str) -> Route {
         role,
         is_listener_default: false,
         forward: Forward::to(to),
+        forward_order: None,
+        kept_actions: Vec::new(),
         previous: None,
         lock: None,
         conditions: vec!["host-header=qa.api.example.com".into()],
@@ -91,6 +94,32 @@ fn empty_dns() -> Dns {
         zone_id: "Z1".into(),
         zone_name: "internal.example.".into(),
         records: BTreeMap::new(),
+        foreign: BTreeSet::new(),
+    }
+}
+
+/// The service's records as cutover would have written them for these instances.
+fn owned_dns(instances: &[Instance]) -> Dns {
+    let records = desired_records(
+        &empty_dns(),
+        &service(),
+        instances,
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    )
+    .into_iter()
+    .map(|(name, values)| {
+        let set = RecordSet {
+            ttl: RECORD_TTL_S,
+            values,
+            marker_ttl: RECORD_TTL_S,
+        };
+        (name, set)
+    })
+    .collect();
+    Dns {
+        records,
+        ..empty_dns()
     }
 }
 
@@ -256,16 +285,7 @@ fn provision_never_takes_an_address_from_a_serving_instance() {
 #[test]
 fn provision_replayed_after_it_finished_plans_nothing() {
     let fleet = [running("i-1", "r2", 1, Stage::PreProduct)];
-    let dns = Dns {
-        records: desired_records(
-            &empty_dns(),
-            &service(),
-            &fleet,
-            &BTreeMap::new(),
-            &BTreeSet::new(),
-        ),
-        ..empty_dns()
-    };
+    let dns = owned_dns(&fleet);
     let associated = Address {
         instance_id: Some("i-1".into()),
         association_id: Some("a".into()),
@@ -463,6 +483,8 @@ fn switch_moves_product_in_one_step_and_converges_the_rest() {
         is_listener_default: false,
         from: Forward::to(GREEN),
         to: Forward::to(BLUE),
+        forward_order: None,
+        keep: Vec::new(),
     }));
     assert!(plan
         .steps
@@ -553,16 +575,7 @@ fn cleanup_plan(
     scope: CleanupScope,
     addresses: &[Address],
 ) -> Plan {
-    let dns = Dns {
-        records: desired_records(
-            &empty_dns(),
-            &service(),
-            instances,
-            &BTreeMap::new(),
-            &BTreeSet::new(),
-        ),
-        ..empty_dns()
-    };
+    let dns = owned_dns(instances);
     cleanup(&CleanupInput {
         service: &service(),
         scope,
@@ -904,4 +917,229 @@ fn a_gradual_shift_to_unhealthy_targets_goes_back_in_one_call() {
     let plan = shift_plan(&world, &instances, "canary:10:5", None);
     assert!(matches!(&plan.next, Next::Abort(m) if m.contains("aborted at 10%")));
     assert!(matches!(&plan.steps[..], [Step::SetForward { to, .. }] if to == &Forward::to(BLUE)));
+}
+
+// ------------------------------------------------------------ real-AWS semantics
+
+#[test]
+fn an_instance_that_dies_while_provision_waits_fails_the_job_with_its_reason() {
+    let mut died = instance("i-1", "r2", 1, Stage::PreProduct, InstanceState::Terminated);
+    died.state_reason = Some("Server.InsufficientInstanceCapacity: no capacity".into());
+    let waiting = Progress::new("running", NOW - 30);
+    let plan = provision_plan(&settings(1), &[died.clone()], &[], Some(&waiting));
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+    assert!(
+        matches!(&plan.next, Next::Fail(m) if m.contains("i-1") && m.contains("terminated") && m.contains("InsufficientInstanceCapacity")),
+        "{:?}",
+        plan.next
+    );
+}
+
+#[test]
+fn a_retried_stage_launches_a_replacement_for_a_dead_instance() {
+    // CodePipeline's Retry keeps the execution id: a fresh invocation (no token) sees the dead
+    // instance of the first attempt and launches the index again (the executor moves its
+    // ClientToken to a new generation when AWS answers with the dead instance).
+    let died = instance("i-1", "r2", 1, Stage::PreProduct, InstanceState::Terminated);
+    let plan = provision_plan(&settings(1), &[died], &[], None);
+    assert!(
+        matches!(&plan.steps[..], [Step::Launch { tags, .. }] if tags[TAG_INDEX] == "1"),
+        "{:?}",
+        plan.steps
+    );
+    assert_eq!(plan.next, Next::Wait("running".into()));
+}
+
+#[test]
+fn records_cutover_did_not_write_are_never_changed_and_deletes_repeat_the_ttl_read() {
+    let fleet = [running("i-1", "r2", 1, Stage::PreProduct)];
+    let mut dns = owned_dns(&fleet);
+    let qa = format!("pre-product.api.{}", dns.zone_name);
+    // The QA name is someone else's; an old owned record has a TTL changed by hand.
+    let owned_qa = dns.records.remove(&qa).unwrap();
+    dns.foreign.insert(qa.clone());
+    dns.records.insert(
+        "1.gone.api.internal.example.".into(),
+        RecordSet {
+            ttl: 300,
+            values: vec!["10.0.9.9".into()],
+            marker_ttl: 60,
+        },
+    );
+    let mut notes = Vec::new();
+    let steps = record_steps(
+        &dns,
+        &service(),
+        &fleet,
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+        &mut notes,
+    );
+    let [Step::ChangeRecords { changes, .. }] = &steps[..] else {
+        panic!("{steps:?}")
+    };
+    assert!(changes.iter().all(|c| c.name != qa), "{changes:?}");
+    assert_eq!(
+        changes
+            .iter()
+            .map(|c| (c.action, c.name.as_str(), c.ttl))
+            .collect::<Vec<_>>(),
+        [(RecordAction::Delete, "1.gone.api.internal.example.", 300)]
+    );
+    assert!(notes.iter().any(|n| n.contains(&qa)), "{notes:?}");
+    assert!(!owned_qa.values.is_empty());
+}
+
+#[test]
+fn register_waits_while_the_idle_slot_holds_a_baking_fleet_and_names_the_bake_end() {
+    let mut baking = running("i-old", "r1", 1, Stage::Retired);
+    baking.retired_at = Some(NOW - 100);
+    let instances = [baking.clone(), running("i-new", "r2", 1, Stage::PreProduct)];
+    let world = alb(
+        vec![target("i-live", Health::Healthy)],
+        vec![target("i-old", Health::Healthy)],
+    );
+    let plan = register_plan(&world, &instances, None);
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+    assert_eq!(plan.next, Next::Wait("bake".into()));
+    let bake_end = (NOW - 100 + 600).to_string();
+    assert!(
+        plan.notes.iter().any(|n| n.contains(&bake_end)),
+        "{:?}",
+        plan.notes
+    );
+
+    // A bake that ends later than this action may wait: fail now, naming it.
+    let mut long = settings(1);
+    long.bake_s = MAX_ACTION_WAIT_S + 7_200;
+    let refused = register(&RegisterInput {
+        service: &service(),
+        release: &release("r2"),
+        settings: &long,
+        alb: &{
+            let mut locked = world.clone();
+            locked.product.lock = Some(Lock {
+                release: "r2".into(),
+                since: NOW,
+            });
+            locked
+        },
+        instances: &instances,
+        progress: None,
+        now: NOW,
+    });
+    assert!(
+        matches!(&refused.next, Next::Fail(m) if m.contains(&(NOW - 100 + long.bake_s).to_string())),
+        "{:?}",
+        refused.next
+    );
+
+    // Past the bake the old fleet is stale: deregistered, the release registered.
+    baking.retired_at = Some(NOW - 601);
+    let after = register_plan(&world, &[baking, instances[1].clone()], None);
+    assert!(after.steps.iter().any(
+        |s| matches!(s, Step::DeregisterTargets { instance_ids, .. } if instance_ids == &["i-old"])
+    ));
+}
+
+#[test]
+fn every_repoint_keeps_the_routes_authentication_and_order() {
+    let (mut world, instances) = released_world();
+    let sso = KeptAction {
+        order: Some(1),
+        authenticate: Authenticate::Oidc {
+            issuer: "https://sso.example.com".into(),
+            authorization_endpoint: "https://sso.example.com/auth".into(),
+            token_endpoint: "https://sso.example.com/token".into(),
+            user_info_endpoint: "https://sso.example.com/userinfo".into(),
+            client_id: "cutover-qa".into(),
+            session: AuthSession::default(),
+        },
+    };
+    for route in [&mut world.product, &mut world.pre_product] {
+        route.kept_actions = vec![sso.clone()];
+        route.forward_order = Some(2);
+    }
+    let plan = switch_plan(Action::Release, &world, &instances);
+    let repoints: Vec<&Step> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::SetForward { .. }))
+        .collect();
+    assert_eq!(repoints.len(), 2, "{:?}", plan.steps);
+    for step in repoints {
+        assert!(
+            matches!(step, Step::SetForward { keep, forward_order: Some(2), .. } if keep == &[sso.clone()]),
+            "{step:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_release_is_marked_abandoned_and_the_sweep_takes_abandoned_fleets_at_any_age() {
+    let instances = [
+        running("i-failed", "r3", 1, Stage::PreProduct),
+        running("i-live", "r2", 1, Stage::Product),
+    ];
+    let world = alb(
+        vec![target("i-live", Health::Healthy)],
+        vec![target("i-failed", Health::Healthy)],
+    );
+    let plan = cleanup_plan(
+        &world,
+        &instances,
+        CleanupScope::FailedRelease(release("r3")),
+        &[],
+    );
+    assert!(
+        matches!(&plan.steps[0], Step::TagInstances { instance_ids, tags } if instance_ids == &["i-failed"] && tags[TAG_STAGE] == "abandoned"),
+        "{:?}",
+        plan.steps
+    );
+
+    // Launched a minute ago, drained: the sweep terminates it without waiting for any age.
+    let mut abandoned = running("i-failed", "r3", 1, Stage::Abandoned);
+    abandoned.launched_at = Some(NOW - 60);
+    let drained = alb(vec![target("i-live", Health::Healthy)], vec![]);
+    let swept = cleanup_plan(
+        &drained,
+        &[abandoned, instances[1].clone()],
+        CleanupScope::Expired,
+        &[],
+    );
+    assert_eq!(
+        swept.steps.last(),
+        Some(&Step::Terminate {
+            instance_ids: vec!["i-failed".into()]
+        })
+    );
+}
+
+#[test]
+fn strategies_longer_than_a_codepipeline_action_are_refused() {
+    assert!(Strategy::parse("canary:10:1380").is_ok());
+    let refused = Strategy::parse("linear:10:180").unwrap_err();
+    assert!(refused.contains("24 hours"), "{refused}");
+}
+
+#[test]
+fn a_shift_that_would_outlive_the_action_rolls_back_first() {
+    let (world, instances) = released_world();
+    let mut shifting = world.clone();
+    shifting.product.forward = weighted(&world, Slot::Green, 10, None);
+    // linear:10:120 holds 8 more steps of two hours after this one; the job began 10 h ago and
+    // was delayed: finishing would pass the 24-hour limit.
+    let mut progress = Progress::new("shift", NOW - 10 * 3600);
+    progress.stepped_at = Some(NOW - 7_200);
+    let plan = shift_plan(&shifting, &instances, "linear:10:120", Some(&progress));
+    assert!(
+        matches!(&plan.steps[..], [Step::SetForward { to, .. }] if to == &Forward::to(BLUE)),
+        "{:?}",
+        plan.steps
+    );
+    assert!(
+        matches!(&plan.next, Next::Abort(m) if m.contains("24-hour")),
+        "{:?}",
+        plan.next
+    );
 }
