@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -17,6 +19,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+
+use crate::realism::{Intercept, Realism};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
@@ -63,11 +67,13 @@ struct Fault {
     code: String,
 }
 
-#[derive(Default)]
 struct State {
     calls: Vec<Call>,
     acks: Vec<Ack>,
     faults: Vec<Fault>,
+    realism: Realism,
+    /// The tests' clock, in unix seconds: what the realistic behaviours measure time by.
+    clock: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -77,13 +83,20 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Starts the endpoint on a free loopback port, forwarding to `upstream` (moto).
-    pub async fn start(upstream: &str) -> Endpoint {
+    /// Starts the endpoint on a free loopback port, forwarding to `upstream` (moto); `clock` is
+    /// the tests' clock (unix seconds) that drains and health checks follow.
+    pub async fn start(upstream: &str, clock: Arc<AtomicU64>) -> Endpoint {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the local endpoint");
         let addr: SocketAddr = listener.local_addr().expect("local address");
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            calls: Vec::new(),
+            acks: Vec::new(),
+            faults: Vec::new(),
+            realism: Realism::default(),
+            clock,
+        }));
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let upstream = upstream.trim_end_matches('/').to_owned();
@@ -176,6 +189,51 @@ impl Endpoint {
         });
     }
 
+    /// Every call answers after `latency`, as AWS's round trips do.
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().unwrap().realism.latency = latency;
+    }
+
+    /// Targets go `initial` → `healthy` after `initial_s`, and drain for `drain_s` (test clock).
+    pub fn model_targets(&self, initial_s: u64, drain_s: u64) {
+        self.state
+            .lock()
+            .unwrap()
+            .realism
+            .model_targets(initial_s, drain_s);
+    }
+
+    /// RunInstances honours ClientToken as EC2 does.
+    pub fn honour_client_tokens(&self) {
+        self.state.lock().unwrap().realism.honour_client_tokens();
+    }
+
+    /// Makes a target `unhealthy`/`unavailable` with a reason code, or lets it be (`None`).
+    pub fn force_health(&self, group: &str, instance: &str, state: Option<(&str, &str)>) {
+        self.state
+            .lock()
+            .unwrap()
+            .realism
+            .force_health(group, instance, state);
+    }
+
+    /// A target's state now, as the modelled `DescribeTargetHealth` says it.
+    pub fn target_health(&self, group: &str, instance: &str) -> Option<String> {
+        let state = self.state.lock().unwrap();
+        let now = state.clock.load(Ordering::SeqCst);
+        state.realism.health(group, instance, now)
+    }
+
+    /// Instances terminated while a target group still held them (registered or draining).
+    pub fn terminated_while_in_a_group(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .realism
+            .terminated_while_in_a_group
+            .clone()
+    }
+
     /// SNS messages published so far: (subject, message).
     pub fn published(&self) -> Vec<(String, String)> {
         self.calls()
@@ -249,6 +307,10 @@ async fn handle(
         format!("{} {}", parts.method, parts.uri.path())
     };
 
+    let latency = state.lock().unwrap().realism.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let injected = {
         let mut state = state.lock().unwrap();
         let matching = state.faults.iter_mut().find(|f| {
@@ -285,6 +347,31 @@ async fn handle(
             &code,
             "fault injected by the test endpoint",
         ));
+    }
+
+    let intercepted = {
+        let mut state = state.lock().unwrap();
+        let now = state.clock.load(Ordering::SeqCst);
+        state.realism.before(&action, &params, now)
+    };
+    match intercepted {
+        Intercept::Forward => {}
+        Intercept::Answer(body) => {
+            record(&state, &service, &action, &params, 200);
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response
+                .headers_mut()
+                .insert("content-type", "text/xml".parse().unwrap());
+            return Ok(response);
+        }
+        Intercept::Error {
+            status,
+            code,
+            message,
+        } => {
+            record(&state, &service, &action, &params, status);
+            return Ok(error_response(&service, &target, status, &code, &message));
+        }
     }
 
     if target.starts_with("CodePipeline_20150709.") {
@@ -336,13 +423,14 @@ async fn handle(
             (StatusCode::BAD_GATEWAY, Default::default(), reply)
         }
     };
-    state.lock().unwrap().calls.push(Call {
-        service,
-        action,
-        params,
-        status: status.as_u16(),
-        answered: std::time::Instant::now(),
-    });
+    {
+        let mut state = state.lock().unwrap();
+        let now = state.clock.load(Ordering::SeqCst);
+        state
+            .realism
+            .after(&action, &params, status.as_u16(), &reply, now);
+    }
+    record(&state, &service, &action, &params, status.as_u16());
     let mut response = Response::new(Full::new(reply));
     *response.status_mut() = status;
     for (name, value) in &headers {
@@ -351,6 +439,22 @@ async fn handle(
         }
     }
     Ok(response)
+}
+
+fn record(
+    state: &Arc<Mutex<State>>,
+    service: &str,
+    action: &str,
+    params: &[(String, String)],
+    status: u16,
+) {
+    state.lock().unwrap().calls.push(Call {
+        service: service.to_owned(),
+        action: action.to_owned(),
+        params: params.to_vec(),
+        status,
+        answered: std::time::Instant::now(),
+    });
 }
 
 /// The CodePipeline job API, as AWS answers it: a second acknowledgement of one job is refused

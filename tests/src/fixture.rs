@@ -10,6 +10,22 @@ use serde_json::json;
 pub const REGION: &str = "us-east-1";
 pub const ZONE_NAME: &str = "internal.example";
 
+/// The functions' production configuration (retries, timeouts) pointed at the local endpoint.
+pub async fn production_sdk_config(endpoint_url: &str) -> SdkConfig {
+    cutover::aws::config_loader()
+        .endpoint_url(endpoint_url)
+        .region(Region::new(REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "cutover-tests",
+        ))
+        .load()
+        .await
+}
+
 /// SDK configuration for the local endpoint: the endpoint URL, a region and throwaway
 /// credentials (moto accepts any). This is what `AWS_ENDPOINT_URL` does for the functions.
 pub async fn sdk_config(endpoint_url: &str) -> SdkConfig {
@@ -297,6 +313,123 @@ pub async fn seed_service(
         product_host,
         qa_host,
     }
+}
+
+/// Puts company single sign-on (authenticate-oidc, order 1) in front of a route's forward
+/// (order 2), the way a QA route usually is.
+pub async fn require_sign_on(clients: &Clients, rule: &str, group: &str) {
+    clients
+        .elb
+        .modify_rule()
+        .rule_arn(rule)
+        .actions(
+            elbt::Action::builder()
+                .r#type(elbt::ActionTypeEnum::AuthenticateOidc)
+                .order(1)
+                .authenticate_oidc_config(
+                    elbt::AuthenticateOidcActionConfig::builder()
+                        .issuer("https://sso.example.com")
+                        .authorization_endpoint("https://sso.example.com/authorize")
+                        .token_endpoint("https://sso.example.com/token")
+                        .user_info_endpoint("https://sso.example.com/userinfo")
+                        .client_id("cutover-qa")
+                        .client_secret("s3cret")
+                        .scope("openid")
+                        .build(),
+                )
+                .build(),
+        )
+        .actions(
+            elbt::Action::builder()
+                .r#type(elbt::ActionTypeEnum::Forward)
+                .order(2)
+                .target_group_arn(group)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("ModifyRule with authenticate-oidc");
+}
+
+/// The types of a rule's actions, in order: what a test checks survives a repoint.
+pub async fn rule_action_types(clients: &Clients, rule: &str) -> Vec<String> {
+    let rules = clients
+        .elb
+        .describe_rules()
+        .rule_arns(rule)
+        .send()
+        .await
+        .expect("DescribeRules");
+    let mut actions = rules.rules()[0].actions().to_vec();
+    actions.sort_by_key(|a| a.order());
+    actions
+        .iter()
+        .map(|a| {
+            a.r#type()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// An A record under the service's name that cutover did not write (an admin host kept by
+/// hand, with its own TTL).
+pub async fn add_foreign_record(clients: &Clients, base: &Base, name: &str, ttl: i64, ip: &str) {
+    use aws_sdk_route53::types as r53t;
+    let set = r53t::ResourceRecordSet::builder()
+        .name(name)
+        .r#type(r53t::RrType::A)
+        .ttl(ttl)
+        .resource_records(r53t::ResourceRecord::builder().value(ip).build().unwrap())
+        .build()
+        .unwrap();
+    clients
+        .route53
+        .change_resource_record_sets()
+        .hosted_zone_id(&base.zone_id)
+        .change_batch(
+            r53t::ChangeBatch::builder()
+                .changes(
+                    r53t::Change::builder()
+                        .action(r53t::ChangeAction::Create)
+                        .resource_record_set(set)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("a foreign record");
+}
+
+/// Every record set of the zone: (name, type, TTL, values).
+pub async fn zone_records(
+    clients: &Clients,
+    base: &Base,
+) -> Vec<(String, String, i64, Vec<String>)> {
+    let page = clients
+        .route53
+        .list_resource_record_sets()
+        .hosted_zone_id(&base.zone_id)
+        .send()
+        .await
+        .expect("ListResourceRecordSets");
+    page.resource_record_sets()
+        .iter()
+        .map(|set| {
+            (
+                set.name().to_owned(),
+                set.r#type().as_str().to_owned(),
+                set.ttl().unwrap_or_default(),
+                set.resource_records()
+                    .iter()
+                    .map(|r| r.value().to_owned())
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 fn truncate_name(service: &str) -> &str {

@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod fixture;
 pub mod lambda;
 pub mod moto;
+pub mod realism;
 pub mod runtime_api;
 
 use std::path::PathBuf;
@@ -37,7 +38,13 @@ pub struct Local {
 /// Starts a local AWS or returns `None` when moto cannot run here (said loudly by `Moto::start`).
 pub async fn local(elastic_ips: usize) -> Option<Local> {
     let moto = Moto::start()?;
-    let endpoint = Endpoint::start(&moto.url).await;
+    let now = Arc::new(AtomicU64::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    ));
+    let endpoint = Endpoint::start(&moto.url, now.clone()).await;
     let config = fixture::sdk_config(&endpoint.url).await;
     let clients = Clients::new(&config);
     let base = fixture::seed_base(&clients, elastic_ips).await;
@@ -47,12 +54,7 @@ pub async fn local(elastic_ips: usize) -> Option<Local> {
         config,
         clients,
         base,
-        now: Arc::new(AtomicU64::new(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        )),
+        now,
         job_counter: Arc::new(AtomicU32::new(0)),
     })
 }
@@ -140,6 +142,23 @@ impl Local {
         }
     }
 
+    /// The functions' App with the production retry and timeout configuration, as Lambda
+    /// builds it, pointed at the endpoint.
+    pub async fn production_app(&self, settings: &[(&str, String)]) -> App {
+        let config = fixture::production_sdk_config(&self.endpoint.url).await;
+        App {
+            aws: Aws::new(&config),
+            ..self.app(settings)
+        }
+    }
+
+    /// Every AWS behaviour the endpoint models, on at once (latency is its own switch): targets
+    /// take `initial_s` to turn healthy and `drain_s` to drain, ClientToken is honoured.
+    pub fn behave_like_aws(&self, initial_s: u64, drain_s: u64) {
+        self.endpoint.model_targets(initial_s, drain_s);
+        self.endpoint.honour_client_tokens();
+    }
+
     pub fn advance(&self, seconds: u64) {
         self.now.fetch_add(seconds, Ordering::SeqCst);
     }
@@ -164,6 +183,20 @@ impl Local {
         function: Function,
         user_parameters: &Value,
         max_invocations: usize,
+    ) -> JobRun {
+        self.run_job_advancing(app, function, user_parameters, max_invocations, 0)
+            .await
+    }
+
+    /// Like `run_job_bounded`, moving the test clock `advance_s` after every continuation, the
+    /// way time passes between CodePipeline's re-invocations.
+    pub async fn run_job_advancing(
+        &self,
+        app: &App,
+        function: Function,
+        user_parameters: &Value,
+        max_invocations: usize,
+        advance_s: u64,
     ) -> JobRun {
         let mut run = JobRun {
             acks: Vec::new(),
@@ -191,6 +224,7 @@ impl Local {
             if token.is_none() {
                 break;
             }
+            self.advance(advance_s);
         }
         run
     }

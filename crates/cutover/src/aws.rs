@@ -78,6 +78,11 @@ fn build_error(what: &'static str) -> impl FnOnce(aws_sdk_ec2::error::BuildError
 /// Standard retry mode (exponential back-off with jitter), `MAX_ATTEMPTS` attempts, bounded
 /// timeouts. `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE` in the environment still win.
 pub async fn load_config() -> SdkConfig {
+    config_loader().load().await
+}
+
+/// The production configuration before it is loaded: tests add only where the endpoint is.
+pub fn config_loader() -> aws_config::ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
         aws_config::timeout::TimeoutConfig::builder()
             .operation_attempt_timeout(Duration::from_secs(10))
@@ -93,7 +98,7 @@ pub async fn load_config() -> SdkConfig {
                 .with_initial_backoff(Duration::from_millis(200)),
         );
     }
-    loader.load().await
+    loader
 }
 
 impl Aws {
@@ -1042,10 +1047,12 @@ fn kept_actions(route: &str, actions: &[elbt::Action]) -> Result<Vec<KeptAction>
                     },
                 }
             }
-            other => return Err(Error::World(format!(
+            other => {
+                return Err(Error::World(format!(
                 "route {route} has a {} action beside its forward, which cutover cannot carry over",
                 other.map(|t| t.as_str()).unwrap_or("untyped")
-            ))),
+            )))
+            }
         };
         kept.push(KeptAction {
             order: action.order(),

@@ -58,7 +58,14 @@ struct Started {
 async fn start() -> Result<Started, String> {
     let moto =
         cutover_tests::Moto::start().ok_or("the demo needs Python for its local AWS (moto)")?;
-    let endpoint = Endpoint::start(&moto.url).await;
+    // The demo's functions run on the wall clock; the endpoint's AWS-like behaviours stay off.
+    let wall_clock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    ));
+    let endpoint = Endpoint::start(&moto.url, wall_clock).await;
     let config = fixture::sdk_config(&endpoint.url).await;
     let clients = fixture::Clients::new(&config);
     let base = fixture::seed_base(&clients, 2).await;

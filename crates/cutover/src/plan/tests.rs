@@ -1069,7 +1069,7 @@ fn every_repoint_keeps_the_routes_authentication_and_order() {
     assert_eq!(repoints.len(), 2, "{:?}", plan.steps);
     for step in repoints {
         assert!(
-            matches!(step, Step::SetForward { keep, forward_order: Some(2), .. } if keep == &[sso.clone()]),
+            matches!(step, Step::SetForward { keep, forward_order: Some(2), .. } if keep == std::slice::from_ref(&sso)),
             "{step:?}"
         );
     }
