@@ -86,34 +86,60 @@ fn is_mutating(action: &str) -> bool {
     !read && !NO_RESOURCE_LEVEL.contains(&action)
 }
 
+/// The export of the shared stack that names `function`'s role, where a service stack attaches
+/// its grants.
+fn role_export(function: Function) -> Option<&'static str> {
+    match function {
+        Function::Provision => Some("ProvisionRoleName"),
+        Function::SwitchListener => Some("SwitchListenerRoleName"),
+        Function::Cleanup => Some("CleanupRoleName"),
+        Function::RegisterTarget => None,
+    }
+}
+
+/// What `function` may do for a service: its own statements in the shared stack and those the
+/// service stack attaches to its role.
+fn granted(shared: &Value, service: &Value, function: Function) -> Vec<Value> {
+    let mut all = statements(&shared["Resources"][logical_id(function)]);
+    let Some(export) = role_export(function) else {
+        return all;
+    };
+    for resource in service["Resources"].as_object().unwrap().values() {
+        if resource["Type"] != "AWS::IAM::Policy" {
+            continue;
+        }
+        let roles = resource["Properties"]["Roles"].to_string();
+        if roles.contains(export) {
+            all.extend(as_list(
+                &resource["Properties"]["PolicyDocument"]["Statement"],
+            ));
+        }
+    }
+    all
+}
+
 #[test]
-fn every_function_is_granted_exactly_what_its_code_calls_and_no_more_than_it_must() {
-    let Some(template) = load("template.yaml") else {
+fn every_function_is_granted_what_its_code_calls_and_no_mutation_is_unbounded() {
+    let (Some(shared), Some(service)) = (load("template.yaml"), load("service.yaml")) else {
         return;
     };
-    let resources = &template["Resources"];
     for function in FUNCTIONS {
-        let resource = &resources[logical_id(function)];
-        assert_eq!(
-            resource["Type"],
-            "AWS::Serverless::Function",
-            "{}",
-            function.as_str()
-        );
+        let resource = &shared["Resources"][logical_id(function)];
+        assert_eq!(resource["Type"], "AWS::Serverless::Function");
         assert_eq!(resource["Metadata"]["BuildMethod"], "rust-cargolambda");
         assert_eq!(
             resource["Metadata"]["BuildProperties"]["Binary"],
             function.as_str()
         );
-        let statements = statements(resource);
-        let granted: BTreeSet<String> = statements
+        let statements = granted(&shared, &service, function);
+        let actions: BTreeSet<String> = statements
             .iter()
             .flat_map(|s| as_list(&s["Action"]))
             .filter_map(|a| a.as_str().map(str::to_owned))
             .collect();
         for action in function.aws_actions() {
             assert!(
-                granted.contains(action),
+                actions.contains(action),
                 "{} is not granted {action}",
                 function.as_str()
             );
@@ -128,7 +154,7 @@ fn every_function_is_granted_exactly_what_its_code_calls_and_no_more_than_it_mus
                 .collect();
             assert!(
                 !(unbounded && !mutating.is_empty() && statement.get("Condition").is_none()),
-                "{}: {mutating:?} on Resource * without a tag condition",
+                "{}: {mutating:?} on Resource * without a condition",
                 function.as_str()
             );
         }
@@ -136,74 +162,225 @@ fn every_function_is_granted_exactly_what_its_code_calls_and_no_more_than_it_mus
 }
 
 #[test]
-fn the_pipeline_invokes_existing_functions_with_parameters_they_accept() {
-    let Some(template) = load("template.yaml") else {
+fn every_resource_type_a_launch_must_tag_is_tagged_by_the_launch() {
+    let Some(shared) = load("template.yaml") else {
         return;
     };
-    let pipeline = &template["Resources"]["Pipeline"]["Properties"];
-    assert_eq!(pipeline["PipelineType"], "V2");
-    assert_eq!(pipeline["ExecutionMode"], "QUEUED");
-    let stages: Vec<&str> = pipeline["Stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["Name"].as_str())
-        .collect();
-    assert_eq!(stages, ["Source", "Deploy", "Approval", "Release"]);
-    let mut invoked = Vec::new();
-    for stage in pipeline["Stages"].as_array().unwrap() {
-        for action in stage["Actions"].as_array().unwrap() {
-            if action["ActionTypeId"]["Category"] != "Invoke" {
-                continue;
-            }
-            let config = &action["Configuration"];
-            let target = config["FunctionName"]["Ref"]
-                .as_str()
-                .expect("FunctionName is a Ref");
-            let function = FUNCTIONS
-                .into_iter()
-                .find(|f| logical_id(*f) == target)
-                .expect("an existing function");
-            let raw = config["UserParameters"]["Fn::Sub"]
-                .as_str()
-                .expect("UserParameters via Fn::Sub");
-            let params: Value =
-                serde_json::from_str(&raw.replace("${ServiceName}", "mobile-zum-api").replace(
-                    "#{codepipeline.PipelineExecutionId}",
-                    "0f6c1a2b-0001-4a5b-9c8d-111111111111",
-                ))
-                .expect("UserParameters is JSON");
-            match Invocation::parse(job_event(function, "job-1", &params, None)).unwrap() {
-                Invocation::Job { request, .. } => {
-                    request.unwrap_or_else(|e| panic!("{target}: {e}"));
-                }
-                other => panic!("{other:?}"),
-            }
-            invoked.push((stage["Name"].as_str().unwrap().to_owned(), function));
+    let mut conditioned = BTreeSet::new();
+    for statement in statements(&shared["Resources"]["ProvisionFunction"]) {
+        let runs = as_list(&statement["Action"]).contains(&json!("ec2:RunInstances"));
+        if !runs
+            || !statement["Condition"]
+                .to_string()
+                .contains("aws:RequestTag/")
+        {
+            continue;
+        }
+        for resource in as_list(&statement["Resource"]) {
+            let pattern = resource["Fn::Sub"].as_str().unwrap_or_default();
+            let kind = pattern.rsplit(':').next().unwrap().trim_end_matches("/*");
+            conditioned.insert(kind.to_owned());
         }
     }
-    let expected = [
-        ("Deploy", Function::Provision),
-        ("Deploy", Function::RegisterTarget),
-        ("Release", Function::SwitchListener),
-        ("Release", Function::Cleanup),
-    ];
-    assert_eq!(invoked, expected.map(|(s, f)| (s.to_owned(), f)));
-
-    let events = &template["Resources"]["CleanupFunction"]["Properties"]["Events"];
-    let states = &events["FailedExecution"]["Properties"]["Pattern"]["detail"]["state"];
-    for state in ["FAILED", "CANCELED", "SUPERSEDED"] {
-        assert!(
-            states.as_array().unwrap().contains(&json!(state)),
-            "{state}"
-        );
-    }
-    assert_eq!(events["Sweep"]["Type"], "Schedule");
-    let group =
-        &template["Resources"]["PreProductDeploymentGroup"]["Properties"]["Ec2TagSet"].to_string();
+    let tagged: BTreeSet<String> = cutover::aws::TAGGED_AT_LAUNCH
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    assert!(!conditioned.is_empty());
     assert!(
-        group.contains("cutover:service") && group.contains("pre-product"),
-        "{group}"
+        conditioned.is_subset(&tagged),
+        "RunInstances must tag {conditioned:?}; provision tags {tagged:?}"
+    );
+}
+
+/// The Lambda function an Invoke action of a service pipeline names (an import of the shared
+/// stack's `<Logical>Name` export).
+fn invoked_function(config: &Value) -> Function {
+    let import = config["FunctionName"]["Fn::ImportValue"]["Fn::Sub"]
+        .as_str()
+        .expect("FunctionName imports the shared stack's export");
+    FUNCTIONS
+        .into_iter()
+        .find(|f| import.ends_with(&format!("-{}Name", logical_id(*f))))
+        .unwrap_or_else(|| panic!("{import} names no function"))
+}
+
+#[test]
+fn one_stage_holds_the_whole_release_and_invokes_functions_with_parameters_they_accept() {
+    let (Some(shared), Some(service)) = (load("template.yaml"), load("service.yaml")) else {
+        return;
+    };
+    let pipeline = &service["Resources"]["Pipeline"]["Properties"];
+    assert_eq!(pipeline["PipelineType"], "V2");
+    assert_eq!(pipeline["ExecutionMode"], "QUEUED");
+    let stages = pipeline["Stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().filter_map(|s| s["Name"].as_str()).collect();
+    assert_eq!(names, ["Source", "Release"]);
+    assert_eq!(
+        stages[0]["Actions"][0]["Configuration"]["PollForSourceChanges"],
+        json!(false)
+    );
+    let mut sequence = Vec::new();
+    let mut actions = stages[1]["Actions"].as_array().unwrap().clone();
+    actions.sort_by_key(|a| a["RunOrder"].as_i64());
+    for action in &actions {
+        let category = action["ActionTypeId"]["Category"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if category != "Invoke" {
+            sequence.push(category);
+            continue;
+        }
+        let config = &action["Configuration"];
+        let function = invoked_function(config);
+        let raw = config["UserParameters"]["Fn::Sub"]
+            .as_str()
+            .expect("UserParameters via Fn::Sub");
+        let params: Value =
+            serde_json::from_str(&raw.replace("${ServiceName}", "mobile-zum-api").replace(
+                "#{codepipeline.PipelineExecutionId}",
+                "0f6c1a2b-0001-4a5b-9c8d-111111111111",
+            ))
+            .expect("UserParameters is JSON");
+        match Invocation::parse(job_event(function, "job-1", &params, None)).unwrap() {
+            Invocation::Job { request, .. } => {
+                request.unwrap_or_else(|e| panic!("{}: {e}", function.as_str()));
+            }
+            other => panic!("{other:?}"),
+        }
+        sequence.push(function.as_str().to_owned());
+    }
+    assert_eq!(
+        sequence,
+        [
+            "provision",
+            "Deploy",
+            "register-target",
+            "Approval",
+            "switch-listener",
+            "cleanup"
+        ]
+    );
+
+    let resources = &service["Resources"];
+    let failed = &resources["FailedExecutionRule"]["Properties"];
+    let pattern = &failed["EventPattern"]["detail"];
+    assert_eq!(pattern["pipeline"], json!([{"Ref": "Pipeline"}]));
+    for state in ["FAILED", "CANCELED", "SUPERSEDED"] {
+        assert!(pattern["state"].as_array().unwrap().contains(&json!(state)));
+    }
+    assert_eq!(
+        invoked_function(
+            &json!({"FunctionName": {"Fn::ImportValue": {"Fn::Sub": failed["Targets"][0]["Arn"]["Fn::ImportValue"]["Fn::Sub"].as_str().unwrap().replace("Arn", "Name")}}})
+        ),
+        Function::Cleanup
+    );
+    let source = &resources["SourceRule"]["Properties"];
+    assert_eq!(source["EventPattern"]["source"], json!(["aws.s3"]));
+    assert!(resources["SourceRuleRole"]
+        .to_string()
+        .contains("codepipeline:StartPipelineExecution"));
+    assert_eq!(
+        resources["SourceBucket"]["Properties"]["NotificationConfiguration"]
+            ["EventBridgeConfiguration"]["EventBridgeEnabled"],
+        json!(true)
+    );
+    let group = resources["PreProductDeploymentGroup"]["Properties"]["Ec2TagSet"].to_string();
+    assert!(group.contains("cutover:service") && group.contains("pre-product"));
+    // The instances read builds from this pipeline's artifact bucket, whatever its generated name.
+    assert!(resources["InstanceRole"]
+        .to_string()
+        .contains("ArtifactBucket.Arn"));
+
+    let cleanup = &shared["Resources"]["CleanupFunction"]["Properties"];
+    assert_eq!(cleanup["Events"]["Sweep"]["Type"], "Schedule");
+    assert_eq!(
+        cleanup["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Type"],
+        "SQS"
+    );
+    assert!(
+        shared["Resources"]["CleanupErrorsAlarm"]["Properties"]["AlarmActions"]
+            .to_string()
+            .contains("ReleaseTopic")
+    );
+    // The topic's key lets EventBridge publish; the AWS-managed SNS key does not.
+    let topic = &shared["Resources"]["ReleaseTopic"]["Properties"];
+    assert_eq!(topic["KmsMasterKeyId"], json!({"Ref": "ReleaseTopicKey"}));
+    assert!(
+        shared["Resources"]["ReleaseTopicKey"]["Properties"]["KeyPolicy"]
+            .to_string()
+            .contains("events.amazonaws.com")
+    );
+}
+
+/// Every physical name the service stack sets, for a service name: two services' stacks must
+/// share none (a name that does not follow the service collides at the second deploy).
+fn physical_names(service: &Value, name: &str) -> BTreeSet<String> {
+    const NAMED: &[&str] = &[
+        "Name",
+        "PolicyName",
+        "ApplicationName",
+        "RoleName",
+        "BucketName",
+        "TopicName",
+        "QueueName",
+        "AlarmName",
+        "FunctionName",
+    ];
+    let mut names = BTreeSet::new();
+    for resource in service["Resources"].as_object().unwrap().values() {
+        if resource.get("Condition").is_some() {
+            continue;
+        }
+        let Some(properties) = resource["Properties"].as_object() else {
+            continue;
+        };
+        for key in NAMED {
+            let Some(value) = properties.get(*key) else {
+                continue;
+            };
+            let text = match value {
+                Value::String(s) => s.clone(),
+                other => other["Fn::Sub"].as_str().unwrap_or_default().to_owned(),
+            };
+            if !text.is_empty() {
+                names.insert(format!("{key}={}", text.replace("${ServiceName}", name)));
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn two_services_stacks_side_by_side_share_no_name() {
+    let Some(service) = load("service.yaml") else {
+        return;
+    };
+    let a = physical_names(&service, "mobile-zum-api");
+    let b = physical_names(&service, "news-api");
+    assert!(a.len() >= 3, "{a:?}");
+    let shared: Vec<&String> = a.intersection(&b).collect();
+    assert!(
+        shared.is_empty(),
+        "names that collide between two services: {shared:?}"
+    );
+    // Nothing service-specific is hard-coded in the shared stack any more.
+    let text = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
+    assert!(
+        !text.contains("ServiceName"),
+        "the shared stack names a service"
+    );
+    // cfn-lint accepts both stacks side by side.
+    let lint = Command::new(repo_root().join(".venv/bin/cfn-lint"))
+        .arg(repo_root().join("infra/template.yaml"))
+        .arg(repo_root().join("infra/service.yaml"))
+        .output()
+        .expect("cfn-lint runs");
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stdout)
     );
 }
 
@@ -251,14 +428,18 @@ fn iam_action(call: &Call) -> String {
 }
 
 #[tokio::test]
-async fn the_calls_each_function_makes_are_in_its_list() {
-    let Some(local) = local(1).await else { return };
+async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
+    let (Some(shared), Some(service)) = (load("template.yaml"), load("service.yaml")) else {
+        return;
+    };
+    let local = local(2).await.expect("moto runs (make setup)");
     fixture::seed_service(&local.clients, &local.base, "mobile-zum-api", 10).await;
     let app = local.app(&[(
         "MOBILE_ZUM_API",
         fixture::settings_json(&local.base, 1, 1, json!({})),
     )]);
     let mut seen: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut made: Vec<(Function, Call)> = Vec::new();
     let steps = [
         ("r1", Function::Provision, "release"),
         ("r1", Function::RegisterTarget, "release"),
@@ -269,6 +450,7 @@ async fn the_calls_each_function_makes_are_in_its_list() {
         ("r2", Function::SwitchListener, "rollback"),
         ("r2", Function::SwitchListener, "release"),
         ("r2", Function::Cleanup, "release"),
+        ("r3", Function::Provision, "release"),
     ];
     for (release, function, action) in steps {
         let mark = local.endpoint.mark();
@@ -280,12 +462,44 @@ async fn the_calls_each_function_makes_are_in_its_list() {
             function.as_str(),
             run.last()
         );
-        let calls = local.endpoint.calls()[mark..]
-            .iter()
-            .map(iam_action)
-            .collect::<Vec<_>>();
-        seen.entry(function.as_str()).or_default().extend(calls);
+        for call in &local.endpoint.calls()[mark..] {
+            seen.entry(function.as_str())
+                .or_default()
+                .insert(iam_action(call));
+            made.push((function, call.clone()));
+        }
     }
+    // A failed release holding an address someone gave it: its fleet is marked, drained,
+    // released and terminated by cleanup's events.
+    let doomed = cutover::aws::Aws::new(&local.config)
+        .instances(cutover::aws::InstanceQuery::Release("r3"))
+        .await
+        .unwrap();
+    local
+        .clients
+        .ec2
+        .associate_address()
+        .allocation_id(&local.base.elastic_ips[1])
+        .instance_id(&doomed[0].id)
+        .send()
+        .await
+        .unwrap();
+    let mark = local.endpoint.mark();
+    let mut failed = cutover_tests::sample_event("cleanup-pipeline-failed.json");
+    failed["detail"]["execution-id"] = Value::from("r3");
+    app.handle(Function::Cleanup, failed).await.unwrap();
+    app.handle(
+        Function::Cleanup,
+        cutover_tests::sample_event("cleanup-schedule.json"),
+    )
+    .await
+    .unwrap();
+    made.extend(
+        local.endpoint.calls()[mark..]
+            .iter()
+            .map(|c| (Function::Cleanup, c.clone())),
+    );
+
     for function in FUNCTIONS {
         let allowed = function.aws_actions();
         let calls = &seen[function.as_str()];
@@ -297,5 +511,470 @@ async fn the_calls_each_function_makes_are_in_its_list() {
             );
         }
         assert!(calls.len() >= 8, "{}: {calls:?}", function.as_str());
+    }
+
+    let world = iam::World::read(&local).await;
+    let mut checked = BTreeSet::new();
+    for (function, call) in made.iter().filter(|(_, c)| c.status < 300) {
+        let statements: Vec<Value> = granted(&shared, &service, *function)
+            .iter()
+            .map(|s| world.resolve_statement(s))
+            .collect();
+        for request in world.requests(call) {
+            assert!(
+                statements.iter().any(|s| iam::allows(s, &request)),
+                "{} may not {} on {} with {:?} (call {} {:?})",
+                function.as_str(),
+                request.action,
+                request.resource,
+                request.context,
+                call.action,
+                call.params
+            );
+            checked.insert(format!("{} {}", request.action, request.resource_type()));
+        }
+    }
+    for needed in [
+        "ec2:RunInstances volume",
+        "ec2:RunInstances network-interface",
+        "ec2:CreateTags volume",
+        "ec2:AssociateAddress network-interface",
+        "ec2:DisassociateAddress network-interface",
+        "ec2:TerminateInstances instance",
+        "elasticloadbalancing:ModifyRule listener-rule",
+        "elasticloadbalancing:AddTags listener-rule",
+        "route53:ChangeResourceRecordSets hostedzone",
+        "sns:Publish cutover-releases",
+    ] {
+        assert!(
+            checked.contains(needed),
+            "{needed} was never checked: {checked:?}"
+        );
+    }
+}
+
+/// A small IAM evaluator for the statements cutover's templates use: Allow statements, glob
+/// resource patterns, `StringLike`/`StringEquals`/`ArnLike`/`ArnEquals` conditions on request
+/// tags, resource tags and `ec2:CreateAction`. Each recorded call becomes the authorisation
+/// requests AWS makes for it: one per resource the action touches, with that resource's
+/// condition keys (EC2 checks the tags a launch requests per created resource type).
+mod iam {
+    use std::collections::{BTreeMap, HashMap};
+
+    use cutover_tests::{Call, Local};
+    use serde_json::Value;
+
+    pub const ACCOUNT: &str = "123456789012";
+    pub const REGION: &str = "us-east-1";
+
+    #[derive(Debug)]
+    pub struct Request {
+        pub action: String,
+        pub resource: String,
+        pub context: BTreeMap<String, Vec<String>>,
+    }
+
+    impl Request {
+        pub fn resource_type(&self) -> &str {
+            let tail = self.resource.rsplit(':').next().unwrap_or_default();
+            tail.split('/').next().unwrap_or_default()
+        }
+    }
+
+    pub struct World {
+        refs: HashMap<String, String>,
+        instance_tags: HashMap<String, Vec<(String, String)>>,
+        elb_tags: HashMap<String, Vec<(String, String)>>,
+    }
+
+    impl World {
+        pub async fn read(local: &Local) -> World {
+            let mut instance_tags = HashMap::new();
+            let reservations = local.clients.ec2.describe_instances().send().await.unwrap();
+            for reservation in reservations.reservations() {
+                for instance in reservation.instances() {
+                    let tags = instance
+                        .tags()
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.key().unwrap_or_default().to_owned(),
+                                t.value().unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect();
+                    instance_tags.insert(instance.instance_id().unwrap().to_owned(), tags);
+                }
+            }
+            let mut arns: Vec<String> = Vec::new();
+            let groups = local
+                .clients
+                .elb
+                .describe_target_groups()
+                .send()
+                .await
+                .unwrap();
+            arns.extend(
+                groups
+                    .target_groups()
+                    .iter()
+                    .filter_map(|g| g.target_group_arn().map(str::to_owned)),
+            );
+            let listeners = local
+                .clients
+                .elb
+                .describe_listeners()
+                .load_balancer_arn(&local.base.load_balancer)
+                .send()
+                .await
+                .unwrap();
+            for listener in listeners.listeners() {
+                let arn = listener.listener_arn().unwrap().to_owned();
+                let rules = local
+                    .clients
+                    .elb
+                    .describe_rules()
+                    .listener_arn(&arn)
+                    .send()
+                    .await
+                    .unwrap();
+                arns.extend(
+                    rules
+                        .rules()
+                        .iter()
+                        .filter_map(|r| r.rule_arn().map(str::to_owned)),
+                );
+                arns.push(arn);
+            }
+            let mut elb_tags = HashMap::new();
+            for batch in arns.chunks(20) {
+                let tags = local
+                    .clients
+                    .elb
+                    .describe_tags()
+                    .set_resource_arns(Some(batch.to_vec()))
+                    .send()
+                    .await
+                    .unwrap();
+                for description in tags.tag_descriptions() {
+                    elb_tags.insert(
+                        description.resource_arn().unwrap().to_owned(),
+                        description
+                            .tags()
+                            .iter()
+                            .map(|t| {
+                                (
+                                    t.key().unwrap().to_owned(),
+                                    t.value().unwrap_or_default().to_owned(),
+                                )
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            let refs = HashMap::from([
+                ("AWS::Partition".to_owned(), "aws".to_owned()),
+                ("AWS::Region".to_owned(), REGION.to_owned()),
+                ("AWS::AccountId".to_owned(), ACCOUNT.to_owned()),
+                ("ReleaseTopic".to_owned(), local.base.topic_arn.clone()),
+                (
+                    "ReleaseTopicKey.Arn".to_owned(),
+                    format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/cutover"),
+                ),
+                (
+                    "CleanupDeadLetters.Arn".to_owned(),
+                    format!("arn:aws:sqs:{REGION}:{ACCOUNT}:cutover-dead-letters"),
+                ),
+                (
+                    "InstanceRole.Arn".to_owned(),
+                    format!("arn:aws:iam::{ACCOUNT}:role/mobile-zum-api-instances"),
+                ),
+                ("Zone".to_owned(), local.base.zone_id.clone()),
+            ]);
+            World {
+                refs,
+                instance_tags,
+                elb_tags,
+            }
+        }
+
+        /// `Fn::Sub`, `Ref`, `Fn::GetAtt` resolved against the local world.
+        fn resolve(&self, value: &Value) -> Vec<String> {
+            match value {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(items) => items.iter().flat_map(|v| self.resolve(v)).collect(),
+                Value::Object(map) => {
+                    if let Some(Value::String(text)) = map.get("Fn::Sub") {
+                        return vec![self.substitute(text)];
+                    }
+                    if let Some(Value::Array(form)) = map.get("Fn::Sub") {
+                        return vec![self.substitute(form[0].as_str().unwrap_or_default())];
+                    }
+                    if let Some(Value::String(name)) = map.get("Ref") {
+                        return vec![self.refs.get(name).cloned().unwrap_or_default()];
+                    }
+                    if let Some(Value::Array(parts)) = map.get("Fn::GetAtt") {
+                        let key = format!(
+                            "{}.{}",
+                            parts[0].as_str().unwrap_or_default(),
+                            parts[1].as_str().unwrap_or_default()
+                        );
+                        return vec![self.refs.get(&key).cloned().unwrap_or_default()];
+                    }
+                    vec![String::new()]
+                }
+                _ => vec![String::new()],
+            }
+        }
+
+        fn substitute(&self, text: &str) -> String {
+            let mut out = text.to_owned();
+            for (name, value) in &self.refs {
+                out = out.replace(&format!("${{{name}}}"), value);
+            }
+            out
+        }
+
+        pub fn resolve_statement(&self, statement: &Value) -> Value {
+            let mut resolved = statement.clone();
+            resolved["Resource"] = Value::from(self.resolve(&statement["Resource"]));
+            resolved
+        }
+
+        fn arn(&self, service: &str, resource: &str) -> String {
+            format!("arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}")
+        }
+
+        fn instance(&self, id: &str, action: &str) -> Request {
+            let mut context = BTreeMap::new();
+            for (key, value) in self.instance_tags.get(id).into_iter().flatten() {
+                context.insert(format!("ec2:ResourceTag/{key}"), vec![value.clone()]);
+                context.insert(format!("aws:ResourceTag/{key}"), vec![value.clone()]);
+            }
+            Request {
+                action: action.to_owned(),
+                resource: self.arn("ec2", &format!("instance/{id}")),
+                context,
+            }
+        }
+
+        fn elb(&self, arn: &str, action: &str, call: &Call) -> Request {
+            let mut context = BTreeMap::new();
+            for (key, value) in self.elb_tags.get(arn).into_iter().flatten() {
+                context.insert(format!("aws:ResourceTag/{key}"), vec![value.clone()]);
+            }
+            let requested = numbered(call, "Tags.member.", ".Key");
+            if !requested.is_empty() {
+                context.insert("aws:TagKeys".into(), requested.clone());
+                for (n, key) in requested.iter().enumerate() {
+                    let value = call
+                        .param(&format!("Tags.member.{}.Value", n + 1))
+                        .unwrap_or_default();
+                    context.insert(format!("aws:RequestTag/{key}"), vec![value.to_owned()]);
+                }
+            }
+            Request {
+                action: action.to_owned(),
+                resource: arn.to_owned(),
+                context,
+            }
+        }
+
+        pub fn requests(&self, call: &Call) -> Vec<Request> {
+            let action = super::iam_action(call);
+            let plain = |resource: &str| Request {
+                action: action.clone(),
+                resource: resource.to_owned(),
+                context: BTreeMap::new(),
+            };
+            match call.service.as_str() {
+                "ec2" => match call.action.as_str() {
+                    "RunInstances" => self.launch(call),
+                    "CreateTags" | "DeleteTags" => numbered(call, "ResourceId.", "")
+                        .iter()
+                        .map(|id| self.instance(id, &action))
+                        .collect(),
+                    "TerminateInstances" => numbered(call, "InstanceId.", "")
+                        .iter()
+                        .map(|id| self.instance(id, &action))
+                        .collect(),
+                    "AssociateAddress" => vec![
+                        plain(&self.arn(
+                            "ec2",
+                            &format!("elastic-ip/{}", call.param("AllocationId").unwrap()),
+                        )),
+                        self.instance(call.param("InstanceId").unwrap(), &action),
+                        plain(&self.arn("ec2", "network-interface/*")),
+                    ],
+                    "DisassociateAddress" => vec![
+                        plain(&self.arn("ec2", "elastic-ip/*")),
+                        plain(&self.arn("ec2", "network-interface/*")),
+                    ],
+                    _ => vec![plain("*")],
+                },
+                "elasticloadbalancing" => match call.action.as_str() {
+                    "RegisterTargets" | "DeregisterTargets" => {
+                        vec![self.elb(call.param("TargetGroupArn").unwrap(), &action, call)]
+                    }
+                    "ModifyRule" => vec![self.elb(call.param("RuleArn").unwrap(), &action, call)],
+                    "ModifyListener" => {
+                        vec![self.elb(call.param("ListenerArn").unwrap(), &action, call)]
+                    }
+                    "AddTags" | "RemoveTags" => {
+                        let mut requests: Vec<Request> = numbered(call, "ResourceArns.member.", "")
+                            .iter()
+                            .map(|arn| self.elb(arn, &action, call))
+                            .collect();
+                        if call.action == "RemoveTags" {
+                            for request in &mut requests {
+                                request.context.insert(
+                                    "aws:TagKeys".into(),
+                                    numbered(call, "TagKeys.member.", ""),
+                                );
+                            }
+                        }
+                        requests
+                    }
+                    _ => vec![plain("*")],
+                },
+                "route53" => {
+                    let zone = self.refs["Zone"].clone();
+                    vec![plain(&format!("arn:aws:route53:::hostedzone/{zone}"))]
+                }
+                "sns" => vec![plain(call.param("TopicArn").unwrap_or_default())],
+                _ => vec![plain("*")],
+            }
+        }
+
+        /// RunInstances: the image, subnet and security groups it uses, and each resource type
+        /// it creates with the tags requested for that type; tagging at launch is a CreateTags
+        /// with `ec2:CreateAction=RunInstances` on each of them.
+        fn launch(&self, call: &Call) -> Vec<Request> {
+            let run = "ec2:RunInstances";
+            let mut requests = vec![
+                Request {
+                    action: run.into(),
+                    resource: format!(
+                        "arn:aws:ec2:{REGION}::image/{}",
+                        call.param("ImageId").unwrap()
+                    ),
+                    context: BTreeMap::new(),
+                },
+                Request {
+                    action: run.into(),
+                    resource: self.arn(
+                        "ec2",
+                        &format!("subnet/{}", call.param("SubnetId").unwrap()),
+                    ),
+                    context: BTreeMap::new(),
+                },
+            ];
+            for group in numbered(call, "SecurityGroupId.", "") {
+                requests.push(Request {
+                    action: run.into(),
+                    resource: self.arn("ec2", &format!("security-group/{group}")),
+                    context: BTreeMap::new(),
+                });
+            }
+            for kind in ["instance", "volume", "network-interface"] {
+                let mut context = BTreeMap::new();
+                let spec = (1..=10).find(|n| {
+                    call.param(&format!("TagSpecification.{n}.ResourceType")) == Some(kind)
+                });
+                if let Some(n) = spec {
+                    for (key, value) in (1..=50).map_while(|m| {
+                        Some((
+                            call.param(&format!("TagSpecification.{n}.Tag.{m}.Key"))?,
+                            call.param(&format!("TagSpecification.{n}.Tag.{m}.Value"))?,
+                        ))
+                    }) {
+                        context.insert(format!("aws:RequestTag/{key}"), vec![value.to_owned()]);
+                    }
+                    requests.push(Request {
+                        action: "ec2:CreateTags".into(),
+                        resource: self.arn("ec2", &format!("{kind}/*")),
+                        context: BTreeMap::from([(
+                            "ec2:CreateAction".to_owned(),
+                            vec!["RunInstances".to_owned()],
+                        )]),
+                    });
+                }
+                requests.push(Request {
+                    action: run.into(),
+                    resource: self.arn("ec2", &format!("{kind}/*")),
+                    context,
+                });
+            }
+            requests
+        }
+    }
+
+    fn numbered(call: &Call, prefix: &str, suffix: &str) -> Vec<String> {
+        (1..)
+            .map_while(|n| {
+                call.param(&format!("{prefix}{n}{suffix}"))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// `*` and `?` globbing, as IAM matches resources and `*Like` conditions.
+    pub fn glob(pattern: &str, text: &str) -> bool {
+        fn go(p: &[u8], t: &[u8]) -> bool {
+            match (p.first(), t.first()) {
+                (None, None) => true,
+                (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+                (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
+                (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+                _ => false,
+            }
+        }
+        go(pattern.as_bytes(), text.as_bytes())
+    }
+
+    pub fn allows(statement: &Value, request: &Request) -> bool {
+        if statement["Effect"] != "Allow" {
+            return false;
+        }
+        let strings = |v: &Value| -> Vec<String> {
+            match v {
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect(),
+                Value::String(s) => vec![s.clone()],
+                _ => Vec::new(),
+            }
+        };
+        if !strings(&statement["Action"])
+            .iter()
+            .any(|a| glob(a, &request.action))
+        {
+            return false;
+        }
+        if !strings(&statement["Resource"])
+            .iter()
+            .any(|r| glob(r, &request.resource))
+        {
+            return false;
+        }
+        let Some(conditions) = statement["Condition"].as_object() else {
+            return true;
+        };
+        conditions.iter().all(|(operator, keys)| {
+            keys.as_object().unwrap().iter().all(|(key, wanted)| {
+                let wanted = strings(wanted);
+                let Some(have) = request.context.get(key) else {
+                    return false;
+                };
+                have.iter().any(|value| {
+                    wanted.iter().any(|w| match operator.as_str() {
+                        "StringLike" | "ArnLike" => glob(w, value),
+                        "StringEquals" | "ArnEquals" => w == value,
+                        other => panic!("condition operator {other} is not modelled"),
+                    })
+                })
+            })
+        })
     }
 }

@@ -78,6 +78,7 @@ impl Function {
             ],
             Function::Cleanup => &[
                 "ec2:DescribeAddresses",
+                "ec2:CreateTags",
                 "ec2:TerminateInstances",
                 "ec2:DisassociateAddress",
                 "elasticloadbalancing:DeregisterTargets",
