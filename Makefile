@@ -11,7 +11,7 @@ BIN_DIR     := $(TARGET_DIR)/debug
 EVENT       ?= events/provision.json
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup build test demo serve lint lint-rust lint-infra bench package deploy
+.PHONY: help setup build test demo serve lint lint-rust lint-infra bench package deploy deploy-service
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -74,8 +74,19 @@ package: setup ## Release zips for Lambda (arm64, provided.al2023)
 	@ls -l $(TARGET_DIR)/lambda/*/bootstrap.zip
 
 $(LINT_VENV)/.sam-installed: $(LINT_VENV)/.installed
-	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli
+	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli awscli
 	touch $@
 
-deploy: setup $(LINT_VENV)/.sam-installed ## sam build (cargo-lambda) + sam deploy --guided of infra/template.yaml
-	cd infra && $(CURDIR)/$(LINT_VENV)/bin/sam build --beta-features && $(CURDIR)/$(LINT_VENV)/bin/sam deploy --guided
+# sam's cargo-lambda build looks for its binaries under ./target: a CARGO_TARGET_DIR set for the
+# tests would send them elsewhere, so it is unset for the build.
+deploy: setup $(LINT_VENV)/.sam-installed ## sam build (cargo-lambda) + sam deploy --guided of the shared stack (infra/template.yaml)
+	cd infra && env -u CARGO_TARGET_DIR $(CURDIR)/$(LINT_VENV)/bin/sam build --beta-features && $(CURDIR)/$(LINT_VENV)/bin/sam deploy --guided
+
+SERVICE_STACK ?= $(SERVICE)
+deploy-service: $(LINT_VENV)/.sam-installed ## One service's stack: make deploy-service SERVICE=mobile-zum-api PARAMS="VpcId=… PublicSubnetIds=… CertificateArn=…"
+	@test -n "$(SERVICE)" || { echo "make deploy-service SERVICE=<service> PARAMS=\"VpcId=… …\""; exit 2; }
+	$(LINT_VENV)/bin/aws cloudformation deploy --template-file infra/service.yaml --stack-name $(SERVICE_STACK) \
+	  --capabilities CAPABILITY_IAM --parameter-overrides ServiceName=$(SERVICE) $(PARAMS)
+	# An update of the service stack must never move production: the two rules are cutover's.
+	$(LINT_VENV)/bin/aws cloudformation set-stack-policy --stack-name $(SERVICE_STACK) \
+	  --stack-policy-body file://infra/service-stack-policy.json

@@ -182,16 +182,19 @@ async fn a_stale_lock_is_taken_over() {
         run.last().continuation_token.is_some(),
         "R2 claimed the lock and waits to verify it"
     );
-    // R2's execution vanished without an event; past the limit, R3 takes the service over.
-    local.advance(cutover::plan::LOCK_STALE_S + 1);
+    // R2's execution vanished without an event; an hour past the limit (launch times are
+    // moto's wall clock), R3 takes the service over.
+    local.advance(cutover::plan::LOCK_STALE_S + 3_600);
     for function in [Function::Provision, Function::RegisterTarget] {
         let run = local.run_job(&app, function, &params(R3)).await;
         assert!(run.succeeded(), "{}: {:?}", function.as_str(), run.last());
     }
     // And the sweep removes R2's abandoned pre-product fleet, not R3's.
-    app.handle(Function::Cleanup, sample_event("cleanup-schedule.json"))
+    let swept = app
+        .handle(Function::Cleanup, sample_event("cleanup-schedule.json"))
         .await
         .expect("handled");
+    assert!(!swept.to_string().contains("\"failed\""), "{swept}");
     let alive = Aws::new(&local.config)
         .instances(InstanceQuery::Service(SERVICE))
         .await
