@@ -278,13 +278,13 @@ async fn throttling_is_ridden_out_by_the_production_retry_configuration() {
 }
 
 #[tokio::test]
-async fn launches_run_side_by_side_and_a_near_deadline_hands_over_before_doing_anything() {
-    let (local, _service, app) = setup(json!({"COUNT": 6})).await;
+async fn launches_run_side_by_side_and_a_spent_deadline_hands_over_after_one_batch() {
+    let (local, _service, app) = setup(json!({"COUNT": 12})).await;
     let mark = local.endpoint.mark();
-    // At the Lambda deadline (less than the hand-over margin left): observe nothing, change
-    // nothing, hand over with a continuation token.
+    // 20 ms to its deadline (it hands over a quarter before): one batch of launches, then hand
+    // over with a continuation token; the next invocation plans the rest from what it sees.
     let job = local.next_job_id();
-    let deadline = std::time::SystemTime::now() + Duration::from_secs(5);
+    let deadline = std::time::SystemTime::now() + Duration::from_millis(20);
     app.handle_until(
         Function::Provision,
         job_event(Function::Provision, &job, &params(R1), None),
@@ -294,9 +294,12 @@ async fn launches_run_side_by_side_and_a_near_deadline_hands_over_before_doing_a
     .unwrap();
     let ack = local.endpoint.ack_for(&job).unwrap();
     assert!(ack.continuation_token.is_some(), "{ack:?}");
-    assert!(local.endpoint.mutations(mark).is_empty());
+    assert_eq!(
+        local.endpoint.count(mark, &["RunInstances"]),
+        cutover::run::LAUNCH_PARALLELISM
+    );
 
-    // With time left, six launches at 400 ms each answer together, not one after another.
+    // With time left, the remaining four launches at 400 ms each answer together.
     local.endpoint.set_latency(Duration::from_millis(400));
     let mark = local.endpoint.mark();
     assert!(stage(&local, &app, Function::Provision, R1, 10)
@@ -308,12 +311,13 @@ async fn launches_run_side_by_side_and_a_near_deadline_hands_over_before_doing_a
         .filter(|c| c.action == "RunInstances")
         .map(|c| c.answered)
         .collect();
-    assert_eq!(answered.len(), 6);
+    assert_eq!(answered.len(), 12 - cutover::run::LAUNCH_PARALLELISM);
     let spread = *answered.iter().max().unwrap() - *answered.iter().min().unwrap();
     assert!(
         spread < Duration::from_millis(400),
         "serial launches: spread {spread:?}"
     );
+    assert_eq!(live(&local).await.len(), 12);
 }
 
 #[tokio::test]

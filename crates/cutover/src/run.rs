@@ -112,7 +112,8 @@ impl Function {
 /// continuation token.
 const MAX_ROUNDS: usize = 4;
 /// Left of the Lambda timeout when an invocation stops working and hands over with a
-/// continuation token: enough for the acknowledgement and a notification.
+/// continuation token: enough for the acknowledgement and a notification. An invocation with less
+/// time than four margins keeps a quarter of what it has, so a short timeout still makes progress.
 pub const HANDOVER_MARGIN: Duration = Duration::from_secs(20);
 /// RunInstances calls in flight at once: fifty serial launches at real latency (0.5–2 s each)
 /// would outlive the Lambda timeout; EC2's request rate limits favour a small bound.
@@ -187,6 +188,11 @@ impl App {
         event: Value,
         deadline: Option<SystemTime>,
     ) -> Result<Value, Error> {
+        // Lambda's deadline is always ahead at the start; one already past comes from a runtime
+        // that sets none (local emulators), and would hand every invocation over at once.
+        let deadline = deadline
+            .filter(|d| *d > SystemTime::now())
+            .map(handover_time);
         let invocation = Invocation::parse(event)
             .inspect_err(|bad| warn!(function = function.as_str(), %bad, "rejected event"))?;
         match invocation {
@@ -299,8 +305,9 @@ impl App {
             }
         };
         let mut done = Vec::new();
-        for _ in 0..MAX_ROUNDS {
-            if out_of_time(deadline) {
+        for round in 0..MAX_ROUNDS {
+            // Every invocation does its first round, so a short deadline still makes progress.
+            if round > 0 && out_of_time(deadline) {
                 return self.continuing(request, "handover".into(), done, false);
             }
             let plan = match self.plan(function, request, settings).await {
@@ -499,8 +506,8 @@ impl App {
     }
 
     /// Carries out the steps in order; consecutive launches run side by side, at most
-    /// `LAUNCH_PARALLELISM` at once. Stops early, with what is done, when the deadline is near:
-    /// the next invocation plans the rest from what it sees.
+    /// `LAUNCH_PARALLELISM` at once. After the first batch it stops early, with what is done,
+    /// when the deadline is near: the next invocation plans the rest from what it sees.
     async fn execute(
         &self,
         steps: &[Step],
@@ -509,7 +516,7 @@ impl App {
     ) -> Result<Executed, Error> {
         let mut rest = steps;
         while let Some(first) = rest.first() {
-            if out_of_time(deadline) {
+            if rest.len() < steps.len() && out_of_time(deadline) {
                 return Ok(Executed::OutOfTime);
             }
             let batch = match first {
@@ -724,12 +731,17 @@ enum Executed {
     OutOfTime,
 }
 
-fn out_of_time(deadline: Option<SystemTime>) -> bool {
-    deadline.is_some_and(|deadline| {
-        deadline
-            .duration_since(SystemTime::now())
-            .map_or(true, |left| left < HANDOVER_MARGIN)
-    })
+/// When an invocation that must end by `deadline` stops working and hands over.
+fn handover_time(deadline: SystemTime) -> SystemTime {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    deadline - HANDOVER_MARGIN.min(left / 4)
+}
+
+/// `handover`: from `handover_time`.
+fn out_of_time(handover: Option<SystemTime>) -> bool {
+    handover.is_some_and(|at| SystemTime::now() >= at)
 }
 
 /// Subject and body of the SNS message for an outcome.
