@@ -12,24 +12,30 @@ pub const ZONE_NAME: &str = "internal.example";
 
 /// The functions' production configuration (retries, timeouts) pointed at the local endpoint.
 pub async fn production_sdk_config(endpoint_url: &str) -> SdkConfig {
-    cutover::aws::config_loader()
-        .endpoint_url(endpoint_url)
-        .region(Region::new(REGION))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "local",
-            "local",
-            None,
-            None,
-            "cutover-tests",
-        ))
+    at_local_endpoint(cutover::aws::config_loader(), endpoint_url)
         .load()
         .await
 }
 
-/// SDK configuration for the local endpoint: the endpoint URL, a region and throwaway
-/// credentials (moto accepts any). This is what `AWS_ENDPOINT_URL` does for the functions.
+/// SDK configuration for the local endpoint with two attempts per call, for seeding and
+/// inspecting the world.
 pub async fn sdk_config(endpoint_url: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    at_local_endpoint(
+        aws_config::defaults(BehaviorVersion::latest()),
+        endpoint_url,
+    )
+    .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+    .load()
+    .await
+}
+
+/// The endpoint URL, a region and throwaway credentials (moto accepts any): what
+/// `AWS_ENDPOINT_URL` and the Lambda environment give the functions.
+fn at_local_endpoint(
+    loader: aws_config::ConfigLoader,
+    endpoint_url: &str,
+) -> aws_config::ConfigLoader {
+    loader
         .endpoint_url(endpoint_url)
         .region(Region::new(REGION))
         .credentials_provider(aws_sdk_ec2::config::Credentials::new(
@@ -39,9 +45,6 @@ pub async fn sdk_config(endpoint_url: &str) -> SdkConfig {
             None,
             "cutover-tests",
         ))
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
-        .load()
-        .await
 }
 
 #[derive(Debug, Clone)]
