@@ -35,9 +35,9 @@ pub struct Local {
     job_counter: Arc<AtomicU32>,
 }
 
-/// Starts a local AWS or returns `None` when moto cannot run here (said loudly by `Moto::start`).
-pub async fn local(elastic_ips: usize) -> Option<Local> {
-    let moto = Moto::start()?;
+/// Starts a local AWS; fails the test, saying why, when moto cannot run here.
+pub async fn local(elastic_ips: usize) -> Local {
+    let moto = Moto::start();
     let now = Arc::new(AtomicU64::new(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -48,7 +48,7 @@ pub async fn local(elastic_ips: usize) -> Option<Local> {
     let config = fixture::sdk_config(&endpoint.url).await;
     let clients = Clients::new(&config);
     let base = fixture::seed_base(&clients, elastic_ips).await;
-    Some(Local {
+    Local {
         moto,
         endpoint,
         config,
@@ -56,7 +56,7 @@ pub async fn local(elastic_ips: usize) -> Option<Local> {
         base,
         now,
         job_counter: Arc::new(AtomicU32::new(0)),
-    })
+    }
 }
 
 pub fn events_dir() -> PathBuf {

@@ -43,15 +43,16 @@ pub fn free_port() -> u16 {
 }
 
 impl Moto {
-    /// Starts moto, or returns `None` (after saying so loudly) when Python is absent and this is
-    /// not CI. A missing virtualenv with Python present is an error: run `make setup`.
-    pub fn start() -> Option<Moto> {
+    /// Starts moto on a free loopback port. A test that needs it and cannot have it fails,
+    /// saying why: nothing reports ok for a test that did not run.
+    pub fn start() -> Moto {
         let Some(binary) = moto_server_binary() else {
-            if !python_present() && std::env::var_os("CI").is_none() {
-                eprintln!("\n!!! SKIPPED: python3 is absent, so moto cannot run; this integration test did not run !!!\n");
-                return None;
-            }
-            panic!("moto_server is not installed: run `make setup` (it creates .venv with moto[server])");
+            let why = if python_present() {
+                "moto_server is not installed"
+            } else {
+                "python3 is absent, so moto cannot be installed"
+            };
+            panic!("{why}: run `make setup` (it creates .venv with moto[server]), or point CUTOVER_MOTO_SERVER at a moto_server");
         };
         let port = free_port();
         let child = Command::new(&binary)
@@ -65,7 +66,7 @@ impl Moto {
             url: format!("http://127.0.0.1:{port}"),
         };
         moto.wait_ready(port);
-        Some(moto)
+        moto
     }
 
     fn wait_ready(&mut self, port: u16) {

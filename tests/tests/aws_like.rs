@@ -26,7 +26,7 @@ fn params(release: &str) -> Value {
 }
 
 async fn setup(extra: Value) -> (Local, ServiceFixture, cutover::App) {
-    let local = local(1).await.expect("moto runs (make setup)");
+    let local = local(1).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let settings = fixture::settings_json(&local.base, 2, 1, extra);
     let app = local.production_app(&[(VARIABLE, settings)]).await;

@@ -333,7 +333,7 @@ async fn seed_broken_services(local: &Local) -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
-    let Some(local) = local(0).await else { return };
+    let local = local(0).await;
     let settings = seed_broken_services(&local).await;
     let settings: Vec<(&str, String)> = settings.iter().map(|(k, v)| (*k, v.clone())).collect();
     let app = local.app(&settings);

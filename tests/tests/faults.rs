@@ -47,14 +47,14 @@ const fn fault(
     }
 }
 
-async fn setup() -> Option<(Local, ServiceFixture, cutover::App)> {
-    let local = local(2).await?;
+async fn setup() -> (Local, ServiceFixture, cutover::App) {
+    let local = local(2).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let app = local.app(&[(
         "MOBILE_ZUM_API",
         fixture::settings_json(&local.base, 2, 2, json!({})),
     )]);
-    Some((local, service, app))
+    (local, service, app)
 }
 
 /// Runs a stage; if it fails, retries it as an operator would. The injected fault is spent by then.
@@ -127,9 +127,7 @@ async fn assert_converged(local: &Local, service: &ServiceFixture, release: &str
 }
 
 async fn run_scenario(fault: Fault) {
-    let Some((local, service, app)) = setup().await else {
-        return;
-    };
+    let (local, service, app) = setup().await;
     for function in STAGES {
         stage_with_retry(&local, &app, function, R1).await;
     }
@@ -206,9 +204,7 @@ fault_tests! {
 
 #[tokio::test]
 async fn an_acknowledgement_that_cannot_be_sent_fails_the_invocation_and_a_retry_converges() {
-    let Some((local, service, app)) = setup().await else {
-        return;
-    };
+    let (local, service, app) = setup().await;
     for function in STAGES {
         stage_with_retry(&local, &app, function, R1).await;
     }
@@ -234,9 +230,7 @@ async fn an_acknowledgement_that_cannot_be_sent_fails_the_invocation_and_a_retry
 
 #[tokio::test]
 async fn an_already_acknowledged_job_is_not_an_error() {
-    let Some((local, _service, app)) = setup().await else {
-        return;
-    };
+    let (local, _service, app) = setup().await;
     local
         .endpoint
         .inject_fault("PutJobSuccessResult", 1, 400, "InvalidJobStateException");
@@ -255,9 +249,7 @@ async fn an_already_acknowledged_job_is_not_an_error() {
 
 #[tokio::test]
 async fn a_failed_execution_is_cleaned_up_by_its_event_and_leaves_product_alone() {
-    let Some((local, service, app)) = setup().await else {
-        return;
-    };
+    let (local, service, app) = setup().await;
     for function in STAGES {
         stage_with_retry(&local, &app, function, R1).await;
     }

@@ -40,7 +40,7 @@ fn every_sample_event_parses() {
 
 #[tokio::test]
 async fn the_seeded_world_is_found_by_its_tags() {
-    let Some(local) = local(1).await else { return };
+    let local = local(1).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let other = fixture::seed_service(&local.clients, &local.base, "mobile-zum-web", 20).await;
     let aws = Aws::new(&local.config);
@@ -130,7 +130,7 @@ async fn the_seeded_world_is_found_by_its_tags() {
 
 #[tokio::test]
 async fn a_failing_handler_still_fails_its_job_at_the_endpoint() {
-    let Some(local) = local(0).await else { return };
+    let local = local(0).await;
     fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let bad_settings =
         r#"{"AMI": "ami-1", "INSTANCE_TYPE": "t3.small", "SUBNET": [], "SG": "sg-1"}"#.to_owned();

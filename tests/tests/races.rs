@@ -12,14 +12,14 @@ const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
 const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
 const R3: &str = "33333333-aaaa-4bbb-8ccc-000000000003";
 
-async fn setup() -> Option<(Local, ServiceFixture, cutover::App)> {
-    let local = local(0).await?;
+async fn setup() -> (Local, ServiceFixture, cutover::App) {
+    let local = local(0).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let app = local.app(&[(
         "MOBILE_ZUM_API",
         fixture::settings_json(&local.base, 2, 0, json!({})),
     )]);
-    Some((local, service, app))
+    (local, service, app)
 }
 
 fn params(release: &str) -> Value {
@@ -39,9 +39,7 @@ fn shuffled<T>(mut items: Vec<T>, mut seed: u64) -> Vec<T> {
 
 #[tokio::test]
 async fn every_event_of_a_release_replayed_three_times_in_shuffled_order() {
-    let Some((local, service, app)) = setup().await else {
-        return;
-    };
+    let (local, service, app) = setup().await;
     enum Delivery {
         Job(Function),
         Event(Value),
@@ -93,9 +91,7 @@ async fn every_event_of_a_release_replayed_three_times_in_shuffled_order() {
 
 #[tokio::test]
 async fn two_releases_of_one_service_started_together_one_proceeds() {
-    let Some((local, service, app)) = setup().await else {
-        return;
-    };
+    let (local, service, app) = setup().await;
     let (p2, p3) = (params(R2), params(R3));
     let (a, b) = tokio::join!(
         local.run_job(&app, Function::Provision, &p2),
@@ -170,9 +166,7 @@ async fn two_releases_of_one_service_started_together_one_proceeds() {
 
 #[tokio::test]
 async fn a_stale_lock_is_taken_over() {
-    let Some((local, _service, app)) = setup().await else {
-        return;
-    };
+    let (local, _service, app) = setup().await;
     let run = local.run_job(&app, Function::Provision, &params(R2)).await;
     assert!(run.succeeded());
     let run = local
@@ -208,7 +202,7 @@ async fn a_stale_lock_is_taken_over() {
 
 #[tokio::test]
 async fn the_sweep_keeps_baking_fleets_and_removes_expired_ones() {
-    let Some(local) = local(0).await else { return };
+    let local = local(0).await;
     fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let app = local.app(&[(
         "MOBILE_ZUM_API",

@@ -20,12 +20,12 @@ fn rollback(release: &str) -> Value {
     json!({"service": SERVICE, "release": release, "action": "rollback"})
 }
 
-async fn setup(count: u32, eips: usize) -> Option<(Local, ServiceFixture, cutover::App)> {
-    let local = local(eips).await?;
+async fn setup(count: u32, eips: usize) -> (Local, ServiceFixture, cutover::App) {
+    let local = local(eips).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let settings = fixture::settings_json(&local.base, count, eips, json!({}));
     let app = local.app(&[(VARIABLE, settings)]);
-    Some((local, service, app))
+    (local, service, app)
 }
 
 async fn release(local: &Local, app: &cutover::App, release: &str) {
@@ -56,9 +56,7 @@ async fn product_forward(local: &Local) -> String {
 
 #[tokio::test]
 async fn a_full_release_with_two_instances_eips_and_dns() {
-    let Some((local, service, app)) = setup(2, 2).await else {
-        return;
-    };
+    let (local, service, app) = setup(2, 2).await;
     let aws = Aws::new(&local.config);
     let zone = format!("{SERVICE}.{}.", fixture::ZONE_NAME);
 
@@ -264,9 +262,7 @@ async fn a_full_release_with_two_instances_eips_and_dns() {
 
 #[tokio::test]
 async fn rollback_restores_the_exact_previous_forward_in_one_call() {
-    let Some((local, service, app)) = setup(1, 0).await else {
-        return;
-    };
+    let (local, service, app) = setup(1, 0).await;
     release(&local, &app, R1).await;
     let before = product_forward(&local).await;
     assert_eq!(before, service.green);
@@ -311,9 +307,7 @@ async fn rollback_restores_the_exact_previous_forward_in_one_call() {
 
 #[tokio::test]
 async fn every_job_replayed_three_times_leaves_the_same_world() {
-    let Some((local, service, app)) = setup(2, 1).await else {
-        return;
-    };
+    let (local, service, app) = setup(2, 1).await;
     let mut snapshots = Vec::new();
     let mark = local.endpoint.mark();
     for function in [
@@ -357,7 +351,7 @@ async fn every_job_replayed_three_times_leaves_the_same_world() {
 
 #[tokio::test]
 async fn two_services_released_together_do_not_touch_each_other() {
-    let Some(local) = local(0).await else { return };
+    let local = local(0).await;
     let api = fixture::seed_service(&local.clients, &local.base, "mobile-zum-api", 10).await;
     let web = fixture::seed_service(&local.clients, &local.base, "mobile-zum-web", 20).await;
     let app = local.app(&[
@@ -417,9 +411,7 @@ async fn two_services_released_together_do_not_touch_each_other() {
 
 #[tokio::test]
 async fn refusals_leave_the_world_unchanged() {
-    let Some((local, service, app)) = setup(1, 0).await else {
-        return;
-    };
+    let (local, service, app) = setup(1, 0).await;
 
     // register with no instances
     let before = world_snapshot(&local, SERVICE).await;

@@ -12,8 +12,8 @@ const SERVICE: &str = "mobile-zum-api";
 const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
 const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
 
-async fn setup() -> Option<(Local, ServiceFixture, cutover::App)> {
-    let local = local(0).await?;
+async fn setup() -> (Local, ServiceFixture, cutover::App) {
+    let local = local(0).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let app = local.app(&[(
         "MOBILE_ZUM_API",
@@ -42,7 +42,7 @@ async fn setup() -> Option<(Local, ServiceFixture, cutover::App)> {
             .await;
         assert!(run.succeeded(), "{:?}", run.last());
     }
-    Some((local, service, app))
+    (local, service, app)
 }
 
 /// (blue weight, green weight) of the product route; a plain forward counts as 100/0.
@@ -89,9 +89,7 @@ fn product_calls(local: &Local, mark: usize, service: &ServiceFixture) -> usize 
 
 #[tokio::test]
 async fn a_linear_shift_walks_the_weights_one_call_per_step() {
-    let Some((local, service, app)) = setup().await else {
-        return;
-    };
+    let (local, service, app) = setup().await;
     let params = json!({"service": SERVICE, "release": R2, "strategy": "linear:25:2"});
     let mut token: Option<String> = None;
     let mut seen = Vec::new();
@@ -128,9 +126,7 @@ async fn a_linear_shift_walks_the_weights_one_call_per_step() {
 
 #[tokio::test]
 async fn a_canary_whose_targets_turn_unhealthy_rolls_itself_back() {
-    let Some((local, service, app)) = setup().await else {
-        return;
-    };
+    let (local, service, app) = setup().await;
     let params = json!({"service": SERVICE, "release": R2, "strategy": "canary:10:5"});
     let ack = invoke(&local, &app, &params, None).await;
     assert_eq!(weights(&local, &service).await, (10, 90));
@@ -166,9 +162,7 @@ async fn a_canary_whose_targets_turn_unhealthy_rolls_itself_back() {
 
 #[tokio::test]
 async fn a_rollback_mid_shift_restores_all_traffic_in_one_call() {
-    let Some((local, service, app)) = setup().await else {
-        return;
-    };
+    let (local, service, app) = setup().await;
     let params = json!({"service": SERVICE, "release": R2, "strategy": "linear:25:2"});
     invoke(&local, &app, &params, None).await;
     assert_eq!(weights(&local, &service).await, (25, 75));
@@ -187,12 +181,41 @@ async fn a_rollback_mid_shift_restores_all_traffic_in_one_call() {
 
 #[tokio::test]
 async fn a_dry_run_changes_nothing_and_matches_what_happens_next() {
-    let Some(local) = local(1).await else { return };
+    let local = local(1).await;
     fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let app = local.app(&[(
         "MOBILE_ZUM_API",
         fixture::settings_json(&local.base, 2, 1, json!({})),
     )]);
+    // A plan that would be refused says so, instead of "0 steps".
+    let refused = app
+        .handle(
+            Function::SwitchListener,
+            job_event(
+                Function::SwitchListener,
+                "job-refused",
+                &json!({"service": SERVICE, "release": R1, "dry_run": true}),
+                None,
+            ),
+        )
+        .await
+        .unwrap();
+    let result = &refused["result"];
+    assert_eq!(result["outcome"], "dry-run", "{refused}");
+    assert!(
+        result["would_fail"]
+            .as_str()
+            .is_some_and(|m| m.contains("run register-target first")),
+        "{refused}"
+    );
+    let summary = local
+        .endpoint
+        .ack_for("job-refused")
+        .unwrap()
+        .summary
+        .unwrap();
+    assert!(summary.starts_with("dry run: would fail: "), "{summary}");
+    assert!(local.endpoint.published().is_empty());
     let stages = [
         (R1, Function::Provision, "release"),
         (R1, Function::RegisterTarget, "release"),
@@ -209,6 +232,7 @@ async fn a_dry_run_changes_nothing_and_matches_what_happens_next() {
         loop {
             let before = world_snapshot(&local, SERVICE).await;
             let mark = local.endpoint.mark();
+            let told = local.endpoint.published().len();
             let mut dry = params.clone();
             dry["dry_run"] = json!(true);
             let job_id = local.next_job_id();
@@ -230,6 +254,13 @@ async fn a_dry_run_changes_nothing_and_matches_what_happens_next() {
                 "{}",
                 function.as_str()
             );
+            assert_eq!(
+                local.endpoint.published().len(),
+                told,
+                "{}: a dry run told the team's channel",
+                function.as_str()
+            );
+            assert_eq!(response["result"]["outcome"], "dry-run", "{response}");
             let planned: Vec<String> =
                 serde_json::from_value(response["result"]["steps"].clone()).unwrap();
 
@@ -243,8 +274,10 @@ async fn a_dry_run_changes_nothing_and_matches_what_happens_next() {
                 .unwrap();
             let done: Vec<String> =
                 serde_json::from_value(response["result"]["steps"].clone()).unwrap_or_default();
+            // What was planned is what was done first; a real run that changed something had
+            // a plan that said so.
             assert!(
-                done.starts_with(&planned),
+                done.starts_with(&planned) && (done.is_empty() || !planned.is_empty()),
                 "{}: planned {planned:?}, did {done:?}",
                 function.as_str()
             );

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::event::{Action, Strategy};
 use crate::names::{ReleaseId, ServiceName};
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 use crate::settings::ServiceSettings;
 use crate::world::*;
 
@@ -56,15 +56,24 @@ pub enum Next {
     Done(String),
     /// Carry out the steps, then look again at once (e.g. a deregistration that may have drained).
     Again,
-    /// Carry out the steps, then wait for `phase` through a continuation token.
-    Wait(String),
-    /// Carry out the steps (a step of a gradual shift), then wait for `phase`; the step clock
-    /// restarts now.
-    Stepped(String),
+    /// Carry out the steps, then wait for `phase` through a continuation token. `hold_from`
+    /// (gradual shifts) is when the current step's hold began, when that changes.
+    Wait {
+        phase: Phase,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hold_from: Option<u64>,
+    },
     /// Carry out the steps (an automatic rollback), then fail the job with this message.
     Abort(String),
-    /// Refuse: carry out nothing, fail the job with this message.
-    Fail(String),
+}
+
+impl Next {
+    pub fn wait(phase: Phase) -> Self {
+        Next::Wait {
+            phase,
+            hold_from: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,14 +89,71 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn fail(message: impl Into<String>) -> Self {
+    fn then(next: Next) -> Self {
         Plan {
             steps: Vec::new(),
-            next: Next::Fail(message.into()),
+            next,
             notes: Vec::new(),
             outputs: BTreeMap::new(),
         }
     }
+
+    pub fn done(summary: impl Into<String>) -> Self {
+        Plan::then(Next::Done(summary.into()))
+    }
+
+    pub fn wait(phase: Phase) -> Self {
+        Plan::then(Next::wait(phase))
+    }
+
+    pub fn again() -> Self {
+        Plan::then(Next::Again)
+    }
+
+    pub fn abort(message: impl Into<String>) -> Self {
+        Plan::then(Next::Abort(message.into()))
+    }
+
+    /// A gradual shift's hold restarts (or starts) at this time.
+    fn holding_from(mut self, at: Option<u64>) -> Self {
+        if let Next::Wait { hold_from, .. } = &mut self.next {
+            *hold_from = at;
+        }
+        self
+    }
+
+    pub fn with_steps(mut self, steps: Vec<Step>) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    pub fn with_notes(mut self, notes: Vec<String>) -> Self {
+        self.notes = notes;
+        self
+    }
+
+    pub fn with_outputs(mut self, outputs: BTreeMap<String, String>) -> Self {
+        self.outputs = outputs;
+        self
+    }
+}
+
+/// Why a function will not go on. A refusal carries no steps, so it changes nothing; the job
+/// fails with its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal(pub String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a planner decides: steps and what comes next, or a refusal.
+pub type Planned = Result<Plan, Refusal>;
+
+fn refuse<T>(message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(message.into()))
 }
 
 fn of_release<'a>(instances: &'a [Instance], release: &ReleaseId) -> Vec<&'a Instance> {
@@ -137,9 +203,9 @@ pub struct ProvisionInput<'a> {
     pub now: u64,
 }
 
-pub fn provision(input: &ProvisionInput) -> Plan {
+pub fn provision(input: &ProvisionInput) -> Planned {
     if let Some(conflict) = lock_conflict(input.lock, input.release, input.service, input.now) {
-        return Plan::fail(conflict);
+        return refuse(conflict);
     }
     let ProvisionInput {
         service,
@@ -155,22 +221,17 @@ pub fn provision(input: &ProvisionInput) -> Plan {
 
     if let Some(serving) = mine.iter().find(|i| i.stage != Some(Stage::PreProduct)) {
         // A late duplicate of a finished job: nothing to do, and nothing to undo.
-        return Plan {
-            steps: Vec::new(),
-            next: Next::Done(format!(
-                "release {release} of {service} is already past provisioning ({} is {}); nothing to do",
-                serving.id,
-                serving.stage.map(Stage::as_str).unwrap_or("untagged")
-            )),
-            notes: Vec::new(),
-            outputs: BTreeMap::new(),
-        };
+        return Ok(Plan::done(format!(
+            "release {release} of {service} is already past provisioning ({} is {}); nothing to do",
+            serving.id,
+            serving.stage.map(Stage::as_str).unwrap_or("untagged")
+        )));
     }
     if let Some(broken) = mine
         .iter()
         .find(|i| matches!(i.state, InstanceState::Stopping | InstanceState::Stopped))
     {
-        return Plan::fail(format!(
+        return refuse(format!(
             "instance {} of release {release} is {}; terminate it and retry the stage",
             broken.id,
             broken.state.as_str()
@@ -209,7 +270,7 @@ pub fn provision(input: &ProvisionInput) -> Plan {
         .filter(|n| !by_index.contains_key(n))
         .collect();
     // Waiting for `running` means every index was launched by this job: a missing one died.
-    if input.progress.is_some_and(|p| p.phase == "running") {
+    if input.progress.is_some_and(|p| p.phase == Phase::Running) {
         let died: Vec<String> = missing
             .iter()
             .filter_map(|n| {
@@ -231,7 +292,7 @@ pub fn provision(input: &ProvisionInput) -> Plan {
             })
             .collect();
         if !died.is_empty() {
-            return Plan::fail(format!(
+            return refuse(format!(
                 "release {release} of {service}: instances died before they were running: {}; \
                  retry the stage to launch replacements",
                 died.join("; ")
@@ -255,12 +316,7 @@ pub fn provision(input: &ProvisionInput) -> Plan {
         });
     }
     if !missing.is_empty() {
-        return Plan {
-            steps,
-            next: Next::Wait("running".into()),
-            notes: Vec::new(),
-            outputs: BTreeMap::new(),
-        };
+        return Ok(Plan::wait(Phase::Running).with_steps(steps));
     }
 
     let pending: Vec<&str> = mine
@@ -271,17 +327,12 @@ pub fn provision(input: &ProvisionInput) -> Plan {
     if !pending.is_empty() {
         let waited = input.progress.map(|p| p.waited(input.now)).unwrap_or(0);
         if waited > RUNNING_TIMEOUT_S {
-            return Plan::fail(format!(
+            return refuse(format!(
                 "instances {} of release {release} were not running after {waited}s",
                 pending.join(", ")
             ));
         }
-        return Plan {
-            steps,
-            next: Next::Wait("running".into()),
-            notes: Vec::new(),
-            outputs: BTreeMap::new(),
-        };
+        return Ok(Plan::wait(Phase::Running).with_steps(steps));
     }
 
     let fleet: Vec<&Instance> = by_index.values().map(|same| same[0]).collect();
@@ -340,16 +391,14 @@ pub fn provision(input: &ProvisionInput) -> Plan {
             ),
         );
     }
-    Plan {
-        steps,
-        next: Next::Done(format!(
-            "release {release} of {service}: {} pre-product instance(s) running: {}",
-            fleet.len(),
-            names.join(", ")
-        )),
-        notes,
-        outputs,
-    }
+    Ok(Plan::done(format!(
+        "release {release} of {service}: {} pre-product instance(s) running: {}",
+        fleet.len(),
+        names.join(", ")
+    ))
+    .with_steps(steps)
+    .with_notes(notes)
+    .with_outputs(outputs))
 }
 
 fn launch_tags(
@@ -542,7 +591,7 @@ pub struct RegisterInput<'a> {
     pub now: u64,
 }
 
-pub fn register(input: &RegisterInput) -> Plan {
+pub fn register(input: &RegisterInput) -> Planned {
     let RegisterInput {
         service,
         release,
@@ -554,13 +603,13 @@ pub fn register(input: &RegisterInput) -> Plan {
         .filter(|i| i.state == InstanceState::Running)
         .collect();
     if mine.is_empty() {
-        return Plan::fail(format!(
+        return refuse(format!(
             "no running instances of release {release} for service {service}: run provision first"
         ));
     }
     let product = match alb.product_slot() {
         Ok(slot) => slot,
-        Err(why) => return Plan::fail(format!("cannot pick the idle slot: {why}")),
+        Err(why) => return refuse(format!("cannot pick the idle slot: {why}")),
     };
     let idle = alb.slot(product.other());
     let serving: Vec<&str> = mine
@@ -571,23 +620,18 @@ pub fn register(input: &RegisterInput) -> Plan {
     if !serving.is_empty() {
         if serving.len() == mine.len() {
             // A late duplicate after the switch: the release already serves product.
-            return Plan {
-                steps: Vec::new(),
-                next: Next::Done(format!(
+            return Ok(Plan::done(format!(
                     "release {release} of {service} already serves product from the {product} slot; nothing to do"
-                )),
-                notes: Vec::new(),
-                outputs: BTreeMap::new(),
-            };
+                )));
         }
-        return Plan::fail(format!(
+        return refuse(format!(
             "instances {} of release {release} are registered in the product slot {product}, others are not; fix the registrations by hand",
             serving.join(", ")
         ));
     }
     let lock = alb.product.lock.as_ref();
     if let Some(conflict) = lock_conflict(lock, release, service, input.now) {
-        return Plan::fail(conflict);
+        return refuse(conflict);
     }
     if !holds_lock(lock, release) {
         // Claim, then verify on the next invocation: a racing claim that landed in between
@@ -596,15 +640,10 @@ pub fn register(input: &RegisterInput) -> Plan {
             release: release.to_string(),
             since: input.now,
         };
-        return Plan {
-            steps: vec![Step::TagRoute {
-                route: alb.product.arn.clone(),
-                tags: BTreeMap::from([(TAG_LOCK.to_owned(), claim.tag_value())]),
-            }],
-            next: Next::Wait("lock".into()),
-            notes: Vec::new(),
-            outputs: BTreeMap::new(),
-        };
+        return Ok(Plan::wait(Phase::Lock).with_steps(vec![Step::TagRoute {
+            route: alb.product.arn.clone(),
+            tags: BTreeMap::from([(TAG_LOCK.to_owned(), claim.tag_value())]),
+        }]));
     }
     if let Some(wait) = wait_for_bake(input, idle) {
         return wait;
@@ -636,30 +675,20 @@ pub fn register(input: &RegisterInput) -> Plan {
         });
     }
     if !steps.is_empty() {
-        return Plan {
-            steps,
-            next: Next::Wait("healthy".into()),
-            notes: Vec::new(),
-            outputs: BTreeMap::new(),
-        };
+        return Ok(Plan::wait(Phase::Healthy).with_steps(steps));
     }
 
     let unhealthy = idle.unhealthy();
     if !unhealthy.is_empty() {
         let waited = input.progress.map(|p| p.waited(input.now)).unwrap_or(0);
         if waited >= input.settings.health_timeout_s {
-            return Plan::fail(format!(
+            return refuse(format!(
                 "targets of release {release} in the {} slot were not healthy after {waited}s ({}); product was not touched",
                 idle.slot,
                 describe_targets(&unhealthy)
             ));
         }
-        return Plan {
-            steps,
-            next: Next::Wait("healthy".into()),
-            notes: Vec::new(),
-            outputs: BTreeMap::new(),
-        };
+        return Ok(Plan::wait(Phase::Healthy).with_steps(steps));
     }
 
     let to = Forward::to(&idle.arn);
@@ -671,22 +700,18 @@ pub fn register(input: &RegisterInput) -> Plan {
     } else {
         format!("; QA at {}", alb.pre_product.conditions.join(" "))
     };
-    Plan {
-        steps,
-        next: Next::Done(format!(
+    Ok(Plan::done(format!(
             "release {release} of {service}: {} healthy target(s) in the {} slot, pre-product route points there{qa}",
             mine.len(),
             idle.slot
-        )),
-        notes: Vec::new(),
-        outputs: BTreeMap::from([("slot".to_owned(), idle.slot.as_str().to_owned())]),
-    }
+        )).with_steps(steps).with_outputs(BTreeMap::from([("slot".to_owned(), idle.slot.as_str().to_owned())]))
+)
 }
 
 /// The idle slot may still hold the previous fleet, kept for rollback until its bake ends: the
 /// release waits for that (a continuation) rather than take the slot, or fails at once, naming
 /// the bake's end, when that is further away than this action may wait.
-fn wait_for_bake(input: &RegisterInput, idle: &TargetGroup) -> Option<Plan> {
+fn wait_for_bake(input: &RegisterInput, idle: &TargetGroup) -> Option<Planned> {
     let bake_ends = input
         .instances
         .iter()
@@ -699,7 +724,7 @@ fn wait_for_bake(input: &RegisterInput, idle: &TargetGroup) -> Option<Plan> {
         .max()?;
     let started = input
         .progress
-        .filter(|p| p.phase == "bake")
+        .filter(|p| p.phase == Phase::Bake)
         .map_or(input.now, |p| p.since);
     let message = format!(
         "the idle {} slot ({}) still holds the previous fleet, kept for rollback until {bake_ends} \
@@ -707,24 +732,21 @@ fn wait_for_bake(input: &RegisterInput, idle: &TargetGroup) -> Option<Plan> {
         idle.slot, idle.name, input.settings.bake_s
     );
     if bake_ends > started.saturating_add(MAX_ACTION_WAIT_S) {
-        return Some(Plan::fail(format!(
+        return Some(refuse(format!(
             "{message}, later than this action may wait; retry the stage after it"
         )));
     }
-    Some(Plan {
-        steps: Vec::new(),
-        next: Next::Wait("bake".into()),
-        notes: vec![format!("waiting: {message}")],
-        outputs: BTreeMap::new(),
-    })
+    Some(Ok(
+        Plan::wait(Phase::Bake).with_notes(vec![format!("waiting: {message}")])
+    ))
 }
 
 fn describe_targets(targets: &[&Target]) -> String {
     targets
         .iter()
         .map(|t| match &t.reason {
-            Some(reason) => format!("{} {:?}: {reason}", t.id, t.health).to_lowercase(),
-            None => format!("{} {:?}", t.id, t.health).to_lowercase(),
+            Some(reason) => format!("{} {}: {reason}", t.id, t.health.as_str()),
+            None => format!("{} {}", t.id, t.health.as_str()),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -746,7 +768,7 @@ pub struct SwitchInput<'a> {
     pub now: u64,
 }
 
-pub fn switch(input: &SwitchInput) -> Plan {
+pub fn switch(input: &SwitchInput) -> Planned {
     let SwitchInput {
         service,
         release,
@@ -756,12 +778,12 @@ pub fn switch(input: &SwitchInput) -> Plan {
     let mine = of_release(input.instances, release);
     let mine_ids: Vec<&str> = mine.iter().map(|i| i.id.as_str()).collect();
     let Some(release_slot) = alb.slot_holding(&mine_ids) else {
-        return Plan::fail(format!(
+        return refuse(format!(
             "release {release} of {service} is not registered in the blue or green slot: run register-target first"
         ));
     };
     let Some(share) = share_of(&alb.product.forward, alb, release_slot) else {
-        return Plan::fail(format!(
+        return refuse(format!(
             "cannot switch: the product route {} forwards to {}, not only to the blue and green slots",
             alb.product.arn,
             describe_forward(&alb.product.forward)
@@ -779,7 +801,7 @@ pub fn switch(input: &SwitchInput) -> Plan {
     let lock = alb.product.lock.as_ref();
     if let Some(conflict) = lock_conflict(lock, release, service, input.now) {
         if input.action == Action::Release {
-            return Plan::fail(conflict);
+            return refuse(conflict);
         }
     }
     if input.action == Action::Rollback && !product_at_to {
@@ -790,7 +812,7 @@ pub fn switch(input: &SwitchInput) -> Plan {
             .map(|i| i.id.as_str())
             .collect();
         if !in_qa.is_empty() {
-            return Plan::fail(format!(
+            return refuse(format!(
                 "refusing to roll back to the {to} slot: it now holds pre-product instances in QA ({}), not the previous fleet",
                 in_qa.join(", ")
             ));
@@ -802,22 +824,21 @@ pub fn switch(input: &SwitchInput) -> Plan {
         }
     }
     let current = if product_at_to { to } else { to.other() };
-    let mut plan = cutover_plan(input, current, to);
-    if holds_lock(lock, release) && !matches!(plan.next, Next::Fail(_)) {
-        plan.steps.push(Step::UntagRoute {
+    let mut cutover = cutover_steps(input, current, to)?;
+    if holds_lock(lock, release) {
+        cutover.steps.push(Step::UntagRoute {
             route: alb.product.arn.clone(),
             keys: vec![TAG_LOCK.to_owned()],
         });
     }
-    if let Next::Done(_) = plan.next {
-        let what = if product_at_to { "already" } else { "now" };
-        plan.next = Next::Done(format!(
-            "release {release} of {service} {verb}: product {what} on the {to} slot ({}), pre-product on {}",
-            describe_forward(&Forward::to(&alb.slot(to).arn)),
-            to.other()
-        ));
-    }
-    plan
+    let what = if product_at_to { "already" } else { "now" };
+    Ok(Plan::done(format!(
+        "release {release} of {service} {verb}: product {what} on the {to} slot ({}), pre-product on {}",
+        describe_forward(&Forward::to(&alb.slot(to).arn)),
+        to.other()
+    ))
+    .with_steps(cutover.steps)
+    .with_notes(cutover.notes))
 }
 
 /// The new slot's percentage of product traffic, if product forwards only to the two slots.
@@ -866,7 +887,7 @@ fn weighted(alb: &Alb, new: Slot, share: i32, sticky_s: Option<u32>) -> Forward 
 /// One step of a canary or linear shift, or `None` when the next step is the last (all of
 /// product to `new`), which the ordinary cutover carries out. Before every step the new slot
 /// must be non-empty and healthy; otherwise product goes back to the old slot in one call.
-fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Plan> {
+fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Planned> {
     let alb = input.alb;
     let target = alb.slot(new);
     let unhealthy = target.unhealthy();
@@ -880,15 +901,15 @@ fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Plan> {
             )
         };
         if share == 0 {
-            return Some(Plan::fail(format!(
+            return Some(refuse(format!(
                 "refusing to shift product to the {new} slot ({}): {why}",
                 target.name
             )));
         }
-        return Some(abort_shift(input, new, share, &why));
+        return Some(Ok(abort_shift(input, new, share, &why)));
     }
     if share > 0 {
-        let shift = input.progress.filter(|p| p.phase == "shift");
+        let shift = input.progress.filter(|p| p.phase == Phase::Shift);
         let stepped_at = shift.and_then(|p| p.stepped_at);
         let started = shift.map_or(input.now, |p| p.since);
         let interval = input.strategy.interval_s();
@@ -905,22 +926,20 @@ fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Plan> {
             .count() as u64
             * interval;
         if input.now + hold_left + holds_after > started.saturating_add(MAX_ACTION_WAIT_S) {
-            return Some(abort_shift(
+            return Some(Ok(abort_shift(
                 input,
                 new,
                 share,
                 &format!(
                     "the shift would outlive CodePipeline's 24-hour action limit (started at {started})"
                 ),
-            ));
+            )));
         }
         if !due {
-            return Some(Plan {
-                steps: Vec::new(),
-                next: Next::Wait("shift".into()),
-                notes: vec![format!("holding {share}% on the {new} slot")],
-                outputs: BTreeMap::new(),
-            });
+            // A shift found without its hold's start (a retried stage) holds from now.
+            return Some(Ok(Plan::wait(Phase::Shift)
+                .holding_from(stepped_at.is_none().then_some(input.now))
+                .with_notes(vec![format!("holding {share}% on the {new} slot")])));
         }
     }
     let next = input
@@ -932,36 +951,40 @@ fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Plan> {
     if next >= 100 {
         return None;
     }
-    Some(Plan {
-        steps: vec![alb
-            .product
-            .repoint(weighted(alb, new, next, input.settings.sticky_s))],
-        next: Next::Stepped("shift".into()),
-        notes: vec![format!("{next}% of product on the {new} slot")],
-        outputs: BTreeMap::new(),
-    })
+    Some(Ok(Plan::wait(Phase::Shift)
+        .holding_from(Some(input.now))
+        .with_steps(vec![alb.product.repoint(weighted(
+            alb,
+            new,
+            next,
+            input.settings.sticky_s,
+        ))])
+        .with_notes(vec![format!(
+            "{next}% of product on the {new} slot"
+        )])))
 }
 
 /// Product back to 100% of the old slot in one call, and the job fails with `why`.
 fn abort_shift(input: &SwitchInput, new: Slot, share: i32, why: &str) -> Plan {
     let old = input.alb.slot(new.other());
-    Plan {
-        steps: vec![input.alb.product.repoint(Forward::to(&old.arn))],
-        next: Next::Abort(format!(
+    Plan::abort(format!(
             "{} shift of release {} aborted at {share}% on the {new} slot: {why}; product returned to 100% {} ({}) in one call",
             input.strategy,
             input.release,
             old.slot,
             old.name
-        )),
-        notes: Vec::new(),
-        outputs: BTreeMap::new(),
-    }
+        )).with_steps(vec![input.alb.product.repoint(Forward::to(&old.arn))])
+}
+
+/// The steps of a cutover, and what is worth telling about it.
+struct Cutover {
+    steps: Vec<Step>,
+    notes: Vec<String>,
 }
 
 /// Moves product to `to` (if it is not there) and converges everything that follows from it:
 /// pre-product on the other slot, the `cutover:previous` tag, instance stages, addresses, DNS.
-fn cutover_plan(input: &SwitchInput, current: Slot, to: Slot) -> Plan {
+fn cutover_steps(input: &SwitchInput, current: Slot, to: Slot) -> Result<Cutover, Refusal> {
     let alb = input.alb;
     let target = alb.slot(to);
     let from = alb.slot(to.other());
@@ -969,7 +992,7 @@ fn cutover_plan(input: &SwitchInput, current: Slot, to: Slot) -> Plan {
 
     if current != to {
         if target.targets.is_empty() {
-            return Plan::fail(format!(
+            return refuse(format!(
                 "refusing to point product at the {to} slot ({}): it has no registered targets{}",
                 target.name,
                 if input.action == Action::Rollback {
@@ -981,7 +1004,7 @@ fn cutover_plan(input: &SwitchInput, current: Slot, to: Slot) -> Plan {
         }
         let unhealthy = target.unhealthy();
         if !unhealthy.is_empty() {
-            return Plan::fail(format!(
+            return refuse(format!(
                 "refusing to point product at the {to} slot ({}): not every target is healthy: {}",
                 target.name,
                 describe_targets(&unhealthy)
@@ -1060,12 +1083,7 @@ fn cutover_plan(input: &SwitchInput, current: Slot, to: Slot) -> Plan {
             &mut notes,
         ));
     }
-    Plan {
-        steps,
-        next: Next::Done(String::new()),
-        notes,
-        outputs: BTreeMap::new(),
-    }
+    Ok(Cutover { steps, notes })
 }
 
 /// `cutover:stage` (and `cutover:retired-at`) plus the Name that goes with the new stage.
@@ -1113,7 +1131,7 @@ pub struct CleanupInput<'a> {
     pub now: u64,
 }
 
-pub fn cleanup(input: &CleanupInput) -> Plan {
+pub fn cleanup(input: &CleanupInput) -> Planned {
     let CleanupInput {
         service,
         alb,
@@ -1123,7 +1141,7 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
     } = *input;
     let product = match alb.product_slot() {
         Ok(slot) => alb.slot(slot),
-        Err(why) => return Plan::fail(format!("cleanup needs to know what serves product: {why}")),
+        Err(why) => return refuse(format!("cleanup needs to know what serves product: {why}")),
     };
     let mut notes = Vec::new();
     let mut chosen: Vec<&Instance> = Vec::new();
@@ -1196,12 +1214,9 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
         } else {
             "released the lock"
         };
-        return Plan {
-            steps,
-            next: Next::Done(format!("{service}: {done}")),
-            notes,
-            outputs: BTreeMap::new(),
-        };
+        return Ok(Plan::done(format!("{service}: {done}"))
+            .with_steps(steps)
+            .with_notes(notes));
     }
     // Marked first, so that the sweep finishes the job as soon as the targets have drained,
     // even if this invocation ends while they drain.
@@ -1237,16 +1252,11 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
     if still_registered {
         // Terminate only once the targets have left their groups (the deregistration delay).
         let next = if steps.is_empty() {
-            Next::Wait("drained".into())
+            Next::wait(Phase::Drained)
         } else {
             Next::Again
         };
-        return Plan {
-            steps,
-            next,
-            notes,
-            outputs: BTreeMap::new(),
-        };
+        return Ok(Plan::then(next).with_steps(steps).with_notes(notes));
     }
 
     for address in input.addresses {
@@ -1281,16 +1291,13 @@ pub fn cleanup(input: &CleanupInput) -> Plan {
     steps.push(Step::Terminate {
         instance_ids: ids(&chosen),
     });
-    Plan {
-        steps,
-        next: Next::Done(format!(
-            "{service}: terminated {} instance(s): {}",
-            chosen.len(),
-            names.join(", ")
-        )),
-        notes,
-        outputs: BTreeMap::new(),
-    }
+    Ok(Plan::done(format!(
+        "{service}: terminated {} instance(s): {}",
+        chosen.len(),
+        names.join(", ")
+    ))
+    .with_steps(steps)
+    .with_notes(notes))
 }
 
 #[cfg(test)]

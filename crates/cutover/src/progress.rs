@@ -6,29 +6,67 @@ const VERSION: u32 = 1;
 /// CodePipeline's limit on `continuationToken`.
 pub const MAX_TOKEN_LEN: usize = 2048;
 
+/// What a job waits for between invocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Provision: the launched instances to be `running`.
+    Running,
+    /// Register-target: its claim of the release lock to be verified.
+    Lock,
+    /// Register-target: the previous fleet's bake to end in the idle slot.
+    Bake,
+    /// Register-target: the release's targets to be healthy.
+    Healthy,
+    /// Cleanup: deregistered targets to drain.
+    Drained,
+    /// Switch-listener: a gradual shift's hold to end.
+    Shift,
+    /// Any function: the Lambda deadline came first; the next invocation goes on.
+    Handover,
+    /// Any function: more rounds were needed than one invocation makes.
+    Convergence,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Lock => "lock",
+            Phase::Bake => "bake",
+            Phase::Healthy => "healthy",
+            Phase::Drained => "drained",
+            Phase::Shift => "shift",
+            Phase::Handover => "handover",
+            Phase::Convergence => "convergence",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     #[serde(rename = "v")]
     pub version: u32,
-    /// What the function is waiting for, e.g. `running`, `healthy`, `drained`, `shift`.
-    pub phase: String,
+    pub phase: Phase,
     /// Unix seconds when the wait began; timeouts are measured from here.
     pub since: u64,
-    /// Gradual shifts: how many steps are done.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<u32>,
-    /// Gradual shifts: unix seconds when the last step was taken.
+    /// Gradual shifts: unix seconds when the current step's hold began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stepped_at: Option<u64>,
 }
 
 impl Progress {
-    pub fn new(phase: &str, since: u64) -> Self {
+    pub fn new(phase: Phase, since: u64) -> Self {
         Progress {
             version: VERSION,
-            phase: phase.to_owned(),
+            phase,
             since,
-            step: None,
             stepped_at: None,
         }
     }
@@ -63,8 +101,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_stays_small() {
-        let mut progress = Progress::new("healthy", 1_700_000_000);
-        progress.step = Some(3);
+        let mut progress = Progress::new(Phase::Shift, 1_700_000_000);
         progress.stepped_at = Some(1_700_000_120);
         let token = progress.encode();
         assert!(token.len() < 200, "{token}");
@@ -75,7 +112,8 @@ mod tests {
     #[test]
     fn foreign_tokens_are_refused() {
         assert!(Progress::decode("abc").is_err());
-        assert!(Progress::decode(r#"{"v":9,"phase":"x","since":1}"#)
+        assert!(Progress::decode(r#"{"v":1,"phase":"elsewhere","since":1}"#).is_err());
+        assert!(Progress::decode(r#"{"v":9,"phase":"shift","since":1}"#)
             .unwrap_err()
             .contains("version"));
     }

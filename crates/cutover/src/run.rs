@@ -15,8 +15,8 @@ use crate::aws::{Aws, InstanceQuery};
 use crate::error::Error;
 use crate::event::{BadEvent, Invocation, JobRequest};
 use crate::names::{ReleaseId, ServiceName};
-use crate::plan::{self, CleanupScope, Next, Plan};
-use crate::progress::Progress;
+use crate::plan::{self, CleanupScope, Next, Plan, Planned};
+use crate::progress::{Phase, Progress};
 use crate::settings::{Registry, ServiceSettings};
 use crate::world::{Instance, Step};
 
@@ -149,17 +149,26 @@ pub enum Outcome {
         output_variables: BTreeMap<String, String>,
         steps: Vec<String>,
         notes: Vec<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        plan: Option<Plan>,
     },
     Continuing {
-        waiting_for: String,
+        waiting_for: Phase,
         progress: Progress,
         steps: Vec<String>,
     },
     Failed {
         message: String,
         steps: Vec<String>,
+    },
+    /// A dry run: what the function would do, changed nothing and told no one.
+    DryRun {
+        summary: String,
+        /// Why the function would refuse, when it would.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        would_fail: Option<String>,
+        steps: Vec<String>,
+        notes: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        plan: Option<Plan>,
     },
 }
 
@@ -250,10 +259,21 @@ impl App {
         };
         match &outcome {
             Outcome::Failed { message, .. } => error!(%message, "job failed"),
-            Outcome::Continuing { waiting_for, .. } => info!(waiting_for, "job continues"),
+            Outcome::Continuing { waiting_for, .. } => {
+                info!(waiting_for = waiting_for.as_str(), "job continues")
+            }
             Outcome::Succeeded { summary, .. } => info!(%summary, "job succeeded"),
+            Outcome::DryRun { summary, plan, .. } => {
+                let plan = serde_json::to_string(plan).unwrap_or_default();
+                info!(%summary, %plan, "dry run")
+            }
         }
         let acknowledged = match &outcome {
+            Outcome::DryRun { summary, .. } => {
+                self.aws
+                    .put_job_success(job_id, summary, None, &BTreeMap::new())
+                    .await?
+            }
             Outcome::Succeeded {
                 summary,
                 output_variables,
@@ -281,7 +301,8 @@ impl App {
             );
         }
         if let Ok(request) = &request {
-            if !matches!(outcome, Outcome::Continuing { .. }) {
+            // A wait is not news, and a dry run is for whoever asked for it, not the channel.
+            if !matches!(outcome, Outcome::Continuing { .. } | Outcome::DryRun { .. }) {
                 self.notify(function, &request.service, Some(&request.release), &outcome)
                     .await;
             }
@@ -289,109 +310,51 @@ impl App {
         Ok(json!({ "job_id": job_id, "acknowledged": acknowledged, "result": outcome }))
     }
 
+    /// A CodePipeline job: converge, then say it the way CodePipeline hears it.
     async fn run_job(
         &self,
         function: Function,
         request: &JobRequest,
         deadline: Option<SystemTime>,
     ) -> Outcome {
-        let settings = match self.registry.get(&request.service) {
-            Ok(settings) => settings,
-            Err(lookup) => {
-                return Outcome::Failed {
-                    message: lookup.to_string(),
-                    steps: Vec::new(),
-                }
-            }
-        };
-        let mut done = Vec::new();
-        for round in 0..MAX_ROUNDS {
-            // Every invocation does its first round, so a short deadline still makes progress.
-            if round > 0 && out_of_time(deadline) {
-                return self.continuing(request, "handover".into(), done, false);
-            }
-            let plan = match self.plan(function, request, settings).await {
-                Ok(plan) => plan,
-                Err(error) => {
-                    return Outcome::Failed {
-                        message: error.to_string(),
-                        steps: done,
-                    }
-                }
-            };
-            if request.dry_run {
-                return Outcome::Succeeded {
-                    summary: format!(
-                        "dry run: {} step(s) planned, nothing changed",
-                        plan.steps.len()
-                    ),
-                    output_variables: BTreeMap::new(),
-                    steps: plan.steps.iter().map(Step::describe).collect(),
-                    notes: plan.notes.clone(),
-                    plan: Some(plan),
-                };
-            }
-            if let Next::Fail(message) = plan.next {
-                return Outcome::Failed {
-                    message,
-                    steps: done,
-                };
-            }
-            match self.execute(&plan.steps, &mut done, deadline).await {
-                Ok(Executed::All) => {}
-                Ok(Executed::OutOfTime) => {
-                    return self.continuing(request, "handover".into(), done, false)
-                }
-                Err(error) => {
-                    return Outcome::Failed {
-                        message: format!("{error}; re-run the stage to continue from here"),
-                        steps: done,
-                    }
-                }
-            }
-            match plan.next {
-                Next::Done(summary) => {
-                    return Outcome::Succeeded {
-                        summary,
-                        output_variables: plan.outputs,
-                        steps: done,
-                        notes: plan.notes,
-                        plan: None,
-                    }
-                }
-                Next::Wait(phase) => return self.continuing(request, phase, done, false),
-                Next::Stepped(phase) => return self.continuing(request, phase, done, true),
-                Next::Abort(message) => {
-                    return Outcome::Failed {
-                        message,
-                        steps: done,
-                    }
-                }
-                Next::Again => continue,
-                Next::Fail(_) => unreachable!("handled above"),
-            }
+        let work = Work::Job { function, request };
+        let Converged { stop, steps } = self.converge(&work, deadline).await;
+        match stop {
+            Stop::Done {
+                summary,
+                outputs,
+                notes,
+            } => Outcome::Succeeded {
+                summary,
+                output_variables: outputs,
+                steps,
+                notes,
+            },
+            Stop::Waiting { phase, hold_from } => self.continuing(request, phase, hold_from, steps),
+            Stop::Refused(message) | Stop::Aborted(message) => Outcome::Failed { message, steps },
+            Stop::Broke(error) => Outcome::Failed {
+                message: format!("{error}; re-run the stage to continue from here"),
+                steps,
+            },
+            Stop::Planned(planned) => dry_run(planned),
         }
-        self.continuing(request, "convergence".into(), done, false)
     }
-    /// `stepped`: a step of a gradual shift was just taken, so its hold time starts now.
+
+    /// The continuation token for a wait: its start is kept across invocations of the same wait,
+    /// so timeouts count from the first one.
     fn continuing(
         &self,
         request: &JobRequest,
-        phase: String,
+        phase: Phase,
+        hold_from: Option<u64>,
         steps: Vec<String>,
-        stepped: bool,
     ) -> Outcome {
-        let now = (self.clock)();
-        // Keep the start of the wait across invocations, so timeouts count from the first one.
         let mut progress = match &request.progress {
             Some(progress) if progress.phase == phase => progress.clone(),
-            _ => Progress::new(&phase, now),
+            _ => Progress::new(phase, (self.clock)()),
         };
-        if stepped {
-            progress.step = Some(progress.step.unwrap_or(0) + 1);
-            progress.stepped_at = Some(now);
-        } else if progress.stepped_at.is_none() && phase == "shift" {
-            progress.stepped_at = Some(now);
+        if hold_from.is_some() {
+            progress.stepped_at = hold_from;
         }
         Outcome::Continuing {
             waiting_for: phase,
@@ -400,15 +363,59 @@ impl App {
         }
     }
 
-    async fn plan(
+    /// Observe → plan → execute until the plan is done, waits, refuses or the rounds or the
+    /// deadline run out. The one loop behind every job and every cleanup outside CodePipeline.
+    async fn converge(&self, work: &Work<'_>, deadline: Option<SystemTime>) -> Converged {
+        let mut steps = Vec::new();
+        let stop = |stop: Stop, steps: Vec<String>| Converged { stop, steps };
+        let settings = match self.registry.get(work.service()) {
+            Ok(settings) => settings,
+            Err(lookup) => return stop(Stop::Refused(lookup.to_string()), steps),
+        };
+        for round in 0..MAX_ROUNDS {
+            // Every invocation does its first round, so a short deadline still makes progress.
+            if round > 0 && out_of_time(deadline) {
+                return stop(Stop::waiting(Phase::Handover), steps);
+            }
+            let planned = match self.observe_and_plan(work, settings).await {
+                Ok(planned) => planned,
+                Err(error) => return stop(Stop::Broke(error), steps),
+            };
+            if work.dry_run() {
+                return stop(Stop::Planned(planned), steps);
+            }
+            let plan = match planned {
+                Ok(plan) => plan,
+                Err(refusal) => return stop(Stop::Refused(refusal.0), steps),
+            };
+            match self.execute(&plan.steps, &mut steps, deadline).await {
+                Ok(Executed::All) => {}
+                Ok(Executed::OutOfTime) => return stop(Stop::waiting(Phase::Handover), steps),
+                Err(error) => return stop(Stop::Broke(error), steps),
+            }
+            let next = match plan.next {
+                Next::Again => continue,
+                Next::Done(summary) => Stop::Done {
+                    summary,
+                    outputs: plan.outputs,
+                    notes: plan.notes,
+                },
+                Next::Wait { phase, hold_from } => Stop::Waiting { phase, hold_from },
+                Next::Abort(message) => Stop::Aborted(message),
+            };
+            return stop(next, steps);
+        }
+        stop(Stop::waiting(Phase::Convergence), steps)
+    }
+
+    /// What the work needs to see, read from AWS, and the plan made from it.
+    async fn observe_and_plan(
         &self,
-        function: Function,
-        request: &JobRequest,
+        work: &Work<'_>,
         settings: &ServiceSettings,
-    ) -> Result<Plan, Error> {
-        let service = &request.service;
-        let release = &request.release;
-        let now = (self.clock)();
+    ) -> Result<Planned, Error> {
+        let service = work.service();
+        let function = work.function();
         let query = InstanceQuery::Service(service.as_str());
         let instances = if function == Function::Provision {
             self.aws.instances_with_dead(query).await?
@@ -421,87 +428,92 @@ impl App {
             }
             _ => None,
         };
+        let seen = Seen {
+            alb: self.aws.alb(service.as_str()).await?,
+            instances,
+            dns,
+            now: (self.clock)(),
+        };
+        match work {
+            Work::Job { function, request } => {
+                self.plan_job(*function, request, settings, &seen).await
+            }
+            Work::Cleanup { scope, .. } => {
+                self.plan_cleanup(service, scope.clone(), settings, &seen)
+                    .await
+            }
+        }
+    }
+
+    async fn plan_job(
+        &self,
+        function: Function,
+        request: &JobRequest,
+        settings: &ServiceSettings,
+        seen: &Seen,
+    ) -> Result<Planned, Error> {
+        let (service, release) = (&request.service, &request.release);
+        let progress = request.progress.as_ref();
         Ok(match function {
-            Function::Provision => {
-                // Read for the lock: a release that could not register must not launch anything.
-                let alb = self.aws.alb(service.as_str()).await?;
-                let addresses = self.aws.addresses(&settings.elastic_ips).await?;
-                plan::provision(&plan::ProvisionInput {
-                    service,
-                    release,
-                    settings,
-                    instances: &instances,
-                    addresses: &addresses,
-                    dns: dns.as_ref(),
-                    lock: alb.product.lock.as_ref(),
-                    progress: request.progress.as_ref(),
-                    now,
-                })
-            }
-            Function::RegisterTarget => {
-                let alb = self.aws.alb(service.as_str()).await?;
-                plan::register(&plan::RegisterInput {
-                    service,
-                    release,
-                    settings,
-                    alb: &alb,
-                    instances: &instances,
-                    progress: request.progress.as_ref(),
-                    now,
-                })
-            }
-            Function::SwitchListener => {
-                let alb = self.aws.alb(service.as_str()).await?;
-                let addresses = self.aws.addresses(&settings.elastic_ips).await?;
-                plan::switch(&plan::SwitchInput {
-                    service,
-                    release,
-                    action: request.action,
-                    settings,
-                    alb: &alb,
-                    instances: &instances,
-                    addresses: &addresses,
-                    dns: dns.as_ref(),
-                    strategy: request.strategy,
-                    progress: request.progress.as_ref(),
-                    now,
-                })
-            }
+            Function::Provision => plan::provision(&plan::ProvisionInput {
+                service,
+                release,
+                settings,
+                instances: &seen.instances,
+                addresses: &self.aws.addresses(&settings.elastic_ips).await?,
+                dns: seen.dns.as_ref(),
+                // A release that could not take the lock must not launch anything.
+                lock: seen.alb.product.lock.as_ref(),
+                progress,
+                now: seen.now,
+            }),
+            Function::RegisterTarget => plan::register(&plan::RegisterInput {
+                service,
+                release,
+                settings,
+                alb: &seen.alb,
+                instances: &seen.instances,
+                progress,
+                now: seen.now,
+            }),
+            Function::SwitchListener => plan::switch(&plan::SwitchInput {
+                service,
+                release,
+                action: request.action,
+                settings,
+                alb: &seen.alb,
+                instances: &seen.instances,
+                addresses: &self.aws.addresses(&settings.elastic_ips).await?,
+                dns: seen.dns.as_ref(),
+                strategy: request.strategy,
+                progress,
+                now: seen.now,
+            }),
             Function::Cleanup => {
-                self.cleanup_plan(
-                    service,
-                    CleanupScope::Expired,
-                    settings,
-                    &instances,
-                    dns.as_ref(),
-                    now,
-                )
-                .await?
+                self.plan_cleanup(service, CleanupScope::Expired, settings, seen)
+                    .await?
             }
         })
     }
 
-    async fn cleanup_plan(
+    async fn plan_cleanup(
         &self,
         service: &ServiceName,
         scope: CleanupScope,
         settings: &ServiceSettings,
-        instances: &[Instance],
-        dns: Option<&crate::world::Dns>,
-        now: u64,
-    ) -> Result<Plan, Error> {
-        let alb = self.aws.alb(service.as_str()).await?;
-        let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+        seen: &Seen,
+    ) -> Result<Planned, Error> {
+        let ids: Vec<String> = seen.instances.iter().map(|i| i.id.clone()).collect();
         let addresses = self.aws.addresses_of(&ids).await?;
         Ok(plan::cleanup(&plan::CleanupInput {
             service,
             scope,
             settings,
-            alb: &alb,
-            instances,
+            alb: &seen.alb,
+            instances: &seen.instances,
             addresses: &addresses,
-            dns,
-            now,
+            dns: seen.dns.as_ref(),
+            now: seen.now,
         }))
     }
 
@@ -561,95 +573,28 @@ impl App {
     /// Runs cleanup for one service outside CodePipeline: no continuation, so a wait ends the
     /// run and the next sweep picks it up.
     async fn cleanup_service(&self, service: &ServiceName, scope: CleanupScope) -> Outcome {
-        let settings = match self.registry.get(service) {
-            Ok(settings) => settings,
-            Err(lookup) => {
-                return Outcome::Failed {
-                    message: lookup.to_string(),
-                    steps: Vec::new(),
-                }
-            }
-        };
-        let mut done = Vec::new();
-        for _ in 0..MAX_ROUNDS {
-            let observed = async {
-                let instances = self
-                    .aws
-                    .instances(InstanceQuery::Service(service.as_str()))
-                    .await?;
-                let dns = match &settings.dns_zone {
-                    Some(zone) => Some(self.aws.dns(zone, service.as_str()).await?),
-                    None => None,
-                };
-                let now = (self.clock)();
-                self.cleanup_plan(
-                    service,
-                    scope.clone(),
-                    settings,
-                    &instances,
-                    dns.as_ref(),
-                    now,
-                )
-                .await
+        let work = Work::Cleanup { service, scope };
+        let Converged { stop, steps } = self.converge(&work, None).await;
+        let succeeded =
+            |summary: String, notes: Vec<String>, steps: Vec<String>| Outcome::Succeeded {
+                summary,
+                output_variables: BTreeMap::new(),
+                steps,
+                notes,
             };
-            let plan = match observed.await {
-                Ok(plan) => plan,
-                Err(error) => {
-                    return Outcome::Failed {
-                        message: error.to_string(),
-                        steps: done,
-                    }
-                }
-            };
-            if let Next::Fail(message) = plan.next {
-                return Outcome::Failed {
-                    message,
-                    steps: done,
-                };
-            }
-            if let Err(error) = self.execute(&plan.steps, &mut done, None).await {
-                return Outcome::Failed {
-                    message: error.to_string(),
-                    steps: done,
-                };
-            }
-            match plan.next {
-                Next::Again => continue,
-                Next::Wait(phase) | Next::Stepped(phase) => {
-                    return Outcome::Succeeded {
-                        summary: format!(
-                            "{service}: waiting for {phase}; the next sweep finishes the job"
-                        ),
-                        output_variables: BTreeMap::new(),
-                        steps: done,
-                        notes: plan.notes,
-                        plan: None,
-                    }
-                }
-                Next::Done(summary) => {
-                    return Outcome::Succeeded {
-                        summary,
-                        output_variables: BTreeMap::new(),
-                        steps: done,
-                        notes: plan.notes,
-                        plan: None,
-                    }
-                }
-                Next::Abort(message) => {
-                    return Outcome::Failed {
-                        message,
-                        steps: done,
-                    }
-                }
-                Next::Fail(_) => unreachable!("handled above"),
-            }
-        }
-        Outcome::Succeeded {
-            summary: format!("{service}: still converging; the next sweep finishes the job"),
-            output_variables: BTreeMap::new(),
-            steps: done,
-            notes: Vec::new(),
-            plan: None,
+        match stop {
+            Stop::Done { summary, notes, .. } => succeeded(summary, notes, steps),
+            Stop::Waiting { phase, .. } => succeeded(
+                format!("{service}: waiting for {phase}; the next sweep finishes the job"),
+                Vec::new(),
+                steps,
+            ),
+            Stop::Refused(message) | Stop::Aborted(message) => Outcome::Failed { message, steps },
+            Stop::Broke(error) => Outcome::Failed {
+                message: error.to_string(),
+                steps,
+            },
+            Stop::Planned(planned) => dry_run(planned),
         }
     }
 
@@ -724,6 +669,106 @@ impl App {
     }
 }
 
+/// The plan as a dry run reports it: the steps it would take, or why it would refuse.
+fn dry_run(planned: Planned) -> Outcome {
+    match planned {
+        Ok(plan) => Outcome::DryRun {
+            summary: format!(
+                "dry run: would take {} step(s); nothing changed",
+                plan.steps.len()
+            ),
+            would_fail: None,
+            steps: plan.steps.iter().map(Step::describe).collect(),
+            notes: plan.notes.clone(),
+            plan: Some(plan),
+        },
+        Err(refusal) => Outcome::DryRun {
+            summary: format!("dry run: would fail: {refusal}"),
+            would_fail: Some(refusal.0),
+            steps: Vec::new(),
+            notes: Vec::new(),
+            plan: None,
+        },
+    }
+}
+
+/// What a converge loop works on.
+enum Work<'a> {
+    /// A CodePipeline job of one function.
+    Job {
+        function: Function,
+        request: &'a JobRequest,
+    },
+    /// A cleanup outside CodePipeline (a failed execution's event, the sweep).
+    Cleanup {
+        service: &'a ServiceName,
+        scope: CleanupScope,
+    },
+}
+
+impl Work<'_> {
+    fn service(&self) -> &ServiceName {
+        match self {
+            Work::Job { request, .. } => &request.service,
+            Work::Cleanup { service, .. } => service,
+        }
+    }
+
+    fn function(&self) -> Function {
+        match self {
+            Work::Job { function, .. } => *function,
+            Work::Cleanup { .. } => Function::Cleanup,
+        }
+    }
+
+    fn dry_run(&self) -> bool {
+        matches!(self, Work::Job { request, .. } if request.dry_run)
+    }
+}
+
+/// What one round saw.
+struct Seen {
+    alb: crate::world::Alb,
+    instances: Vec<Instance>,
+    dns: Option<crate::world::Dns>,
+    now: u64,
+}
+
+/// How a converge loop stopped, and the steps it carried out on the way.
+struct Converged {
+    stop: Stop,
+    steps: Vec<String>,
+}
+
+enum Stop {
+    Done {
+        summary: String,
+        outputs: BTreeMap<String, String>,
+        notes: Vec<String>,
+    },
+    Waiting {
+        phase: Phase,
+        hold_from: Option<u64>,
+    },
+    /// The planner refused (or the settings are unusable): nothing was changed by this round.
+    Refused(String),
+    /// An automatic rollback was carried out; the job fails with this message.
+    Aborted(String),
+    /// Reading or changing AWS failed.
+    Broke(Error),
+    /// A dry run: the plan (or the refusal), nothing carried out.
+    Planned(Planned),
+}
+
+impl Stop {
+    fn waiting(phase: Phase) -> Self {
+        Stop::Waiting {
+            phase,
+            hold_from: None,
+        }
+    }
+}
+
 /// How far `execute` got.
 enum Executed {
     All,
@@ -770,6 +815,12 @@ pub fn notification(
             steps,
             Vec::new(),
         ),
+        Outcome::DryRun {
+            summary,
+            steps,
+            notes,
+            ..
+        } => ("planned", summary.clone(), steps, notes.clone()),
     };
     let subject = format!(
         "cutover: {service}{release_label} {} {verdict}",

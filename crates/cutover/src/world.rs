@@ -160,6 +160,19 @@ pub enum Health {
     Unavailable,
 }
 
+impl Health {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Health::Initial => "initial",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+            Health::Unused => "unused",
+            Health::Draining => "draining",
+            Health::Unavailable => "unavailable",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
     pub id: String,

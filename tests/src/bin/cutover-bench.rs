@@ -228,7 +228,7 @@ async fn world(
     cutover_tests::ServiceFixture,
     Vec<(&'static str, String)>,
 ) {
-    let local = cutover_tests::local(eips).await.expect("moto (make setup)");
+    let local = cutover_tests::local(eips).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let settings = vec![(
         "MOBILE_ZUM_API",

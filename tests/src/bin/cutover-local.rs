@@ -56,8 +56,7 @@ struct Started {
 }
 
 async fn start() -> Result<Started, String> {
-    let moto =
-        cutover_tests::Moto::start().ok_or("the demo needs Python for its local AWS (moto)")?;
+    let moto = cutover_tests::Moto::start();
     // The demo's functions run on the wall clock; the endpoint's AWS-like behaviours stay off.
     let wall_clock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
         std::time::SystemTime::now()
@@ -355,7 +354,7 @@ impl Demo {
             let targets: Vec<String> = tg
                 .targets
                 .iter()
-                .map(|t| format!("{} {:?}", t.id, t.health).to_lowercase())
+                .map(|t| format!("{} {}", t.id, t.health.as_str()))
                 .collect();
             println!(
                 "   {:<5} {}: [{}]",
@@ -369,11 +368,11 @@ impl Demo {
         }
         for i in &instances {
             println!(
-                "   instance {} {:<40} stage={:<11} state={:?}",
+                "   instance {} {:<40} stage={:<11} state={}",
                 i.id,
                 i.name.clone().unwrap_or_default(),
                 i.stage.map(|s| s.as_str()).unwrap_or("-"),
-                i.state
+                i.state.as_str()
             );
         }
         for (name, record) in &dns.records {
