@@ -1,0 +1,210 @@
+//! cleanup: drain, release and terminate what no longer serves.
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CleanupScope {
+    /// Retired instances whose bake time is over, and abandoned pre-product instances.
+    Expired,
+    /// The pre-product instances of a release that failed, was canceled or superseded.
+    FailedRelease(ReleaseId),
+}
+
+pub struct CleanupInput<'a> {
+    pub service: &'a ServiceName,
+    pub scope: CleanupScope,
+    pub settings: &'a ServiceSettings,
+    pub alb: &'a Alb,
+    pub instances: &'a [Instance],
+    pub addresses: &'a [Address],
+    pub dns: Option<&'a Dns>,
+    pub now: u64,
+}
+
+pub fn cleanup(input: &CleanupInput) -> Planned {
+    let (service, alb) = (input.service, input.alb);
+    let product = match alb.product_slot() {
+        Ok(slot) => alb.slot(slot),
+        Err(why) => return refuse(format!("cleanup needs to know what serves product: {why}")),
+    };
+    let mut notes = Vec::new();
+    let mut chosen: Vec<&Instance> = Vec::new();
+    for instance in input.instances.iter().filter(|i| wanted(input, i)) {
+        if product.has(&instance.id) {
+            notes.push(format!(
+                "kept {}: it is registered in the product slot {}",
+                instance.id, product.slot
+            ));
+        } else {
+            chosen.push(instance);
+        }
+    }
+    notes.extend(baking_note(input, &chosen));
+    let mut steps = Vec::new();
+    if let CleanupScope::FailedRelease(release) = &input.scope {
+        if holds_lock(alb.product.lock.as_ref(), release) {
+            steps.push(Step::UntagRoute {
+                route: alb.product.arn.clone(),
+                keys: vec![TAG_LOCK.to_owned()],
+            });
+        }
+    }
+    if chosen.is_empty() {
+        let done = if steps.is_empty() {
+            "nothing to clean up"
+        } else {
+            "released the lock"
+        };
+        return Ok(Plan::done(format!("{service}: {done}"))
+            .with_steps(steps)
+            .with_notes(notes));
+    }
+    // Marked first, so that the sweep finishes the job as soon as the targets have drained,
+    // even if this invocation ends while they drain.
+    for instance in chosen.iter().filter(|i| i.stage == Some(Stage::PreProduct)) {
+        steps.push(Step::TagInstances {
+            instance_ids: vec![instance.id.clone()],
+            tags: stage_tags(service, instance, Stage::Abandoned, None),
+        });
+    }
+    let (deregistrations, still_registered) = deregistrations(alb, &chosen);
+    steps.extend(deregistrations);
+    if still_registered {
+        // Terminate only once the targets have left their groups (the deregistration delay).
+        let plan = if steps.is_empty() {
+            Plan::wait(Phase::Drained)
+        } else {
+            Plan::again()
+        };
+        return Ok(plan.with_steps(steps).with_notes(notes));
+    }
+    Ok(terminate(input, &chosen, steps, notes))
+}
+
+/// Whether `instance` is one this cleanup removes (before the product-slot guard).
+fn wanted(input: &CleanupInput, instance: &Instance) -> bool {
+    let now = input.now;
+    match &input.scope {
+        CleanupScope::Expired => match instance.stage {
+            Some(Stage::Retired) => instance
+                .retired_at
+                .is_some_and(|at| at.saturating_add(input.settings.bake_s) <= now),
+            Some(Stage::Abandoned) => true,
+            Some(Stage::PreProduct) => {
+                let locked = instance
+                    .release
+                    .as_deref()
+                    .and_then(|r| ReleaseId::parse(r).ok())
+                    .is_some_and(|r| holds_lock(input.alb.product.lock.as_ref(), &r));
+                !locked
+                    && instance
+                        .launched_at
+                        .is_some_and(|at| at.saturating_add(PRE_PRODUCT_MAX_AGE_S) <= now)
+            }
+            _ => false,
+        },
+        CleanupScope::FailedRelease(release) => {
+            matches!(instance.stage, Some(Stage::PreProduct | Stage::Abandoned))
+                && instance.release.as_deref() == Some(release.as_str())
+        }
+    }
+}
+
+/// Retired instances kept for rollback, and until when.
+fn baking_note(input: &CleanupInput, chosen: &[&Instance]) -> Option<String> {
+    if !matches!(input.scope, CleanupScope::Expired) {
+        return None;
+    }
+    let bake_s = input.settings.bake_s;
+    let baking: Vec<String> = input
+        .instances
+        .iter()
+        .filter(|i| i.stage == Some(Stage::Retired))
+        .filter(|i| !chosen.iter().any(|c| c.id == i.id))
+        .filter_map(|i| {
+            i.retired_at
+                .map(|at| format!("{} until {}", i.id, at.saturating_add(bake_s)))
+        })
+        .collect();
+    (!baking.is_empty())
+        .then(|| format!("kept for rollback (BAKE_S={bake_s}): {}", baking.join(", ")))
+}
+
+/// Deregistrations of the chosen instances still in a slot (none for those already draining),
+/// and whether any still is.
+fn deregistrations(alb: &Alb, chosen: &[&Instance]) -> (Vec<Step>, bool) {
+    let mut steps = Vec::new();
+    let mut still_registered = false;
+    for slot in [&alb.blue, &alb.green] {
+        let registered: Vec<String> = chosen
+            .iter()
+            .filter(|i| slot.has(&i.id))
+            .map(|i| i.id.clone())
+            .collect();
+        if registered.is_empty() {
+            continue;
+        }
+        still_registered = true;
+        let draining = registered.iter().all(|id| {
+            slot.targets
+                .iter()
+                .any(|t| &t.id == id && t.health == Health::Draining)
+        });
+        if !draining {
+            steps.push(Step::DeregisterTargets {
+                target_group: slot.arn.clone(),
+                instance_ids: registered,
+            });
+        }
+    }
+    (steps, still_registered)
+}
+
+/// Drained: release their addresses and records, then terminate them.
+fn terminate(
+    input: &CleanupInput,
+    chosen: &[&Instance],
+    mut steps: Vec<Step>,
+    mut notes: Vec<String>,
+) -> Plan {
+    for address in input.addresses {
+        let (Some(instance_id), Some(association_id)) =
+            (&address.instance_id, &address.association_id)
+        else {
+            continue;
+        };
+        if chosen.iter().any(|i| &i.id == instance_id) {
+            steps.push(Step::DisassociateAddress {
+                allocation_id: address.allocation_id.clone(),
+                association_id: association_id.clone(),
+                instance_id: instance_id.clone(),
+            });
+        }
+    }
+    if let Some(dns) = input.dns {
+        let leaving = chosen.iter().map(|i| i.id.clone()).collect();
+        steps.extend(record_steps(
+            dns,
+            input.service,
+            input.instances,
+            &BTreeMap::new(),
+            &leaving,
+            &mut notes,
+        ));
+    }
+    let names: Vec<String> = chosen
+        .iter()
+        .map(|i| i.name.clone().unwrap_or_else(|| i.id.clone()))
+        .collect();
+    steps.push(Step::Terminate {
+        instance_ids: ids(chosen),
+    });
+    Plan::done(format!(
+        "{}: terminated {} instance(s): {}",
+        input.service,
+        chosen.len(),
+        names.join(", ")
+    ))
+    .with_steps(steps)
+    .with_notes(notes)
+}

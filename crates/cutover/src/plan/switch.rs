@@ -1,0 +1,345 @@
+//! switch-listener: product to the release's slot (or back) in one call, all at once or in
+//! weighted steps, and everything that follows from it.
+
+use super::*;
+
+pub struct SwitchInput<'a> {
+    pub service: &'a ServiceName,
+    pub release: &'a ReleaseId,
+    pub action: Action,
+    pub settings: &'a ServiceSettings,
+    pub alb: &'a Alb,
+    pub instances: &'a [Instance],
+    pub addresses: &'a [Address],
+    pub dns: Option<&'a Dns>,
+    pub strategy: Strategy,
+    pub progress: Option<&'a Progress>,
+    pub now: u64,
+}
+
+pub fn switch(input: &SwitchInput) -> Planned {
+    let SwitchInput {
+        service,
+        release,
+        alb,
+        ..
+    } = *input;
+    let mine = of_release(input.instances, release);
+    let mine_ids: Vec<&str> = mine.iter().map(|i| i.id.as_str()).collect();
+    let Some(release_slot) = alb.slot_holding(&mine_ids) else {
+        return refuse(format!(
+            "release {release} of {service} is not registered in the blue or green slot: run register-target first"
+        ));
+    };
+    let Some(share) = share_of(&alb.product.forward, alb, release_slot) else {
+        return refuse(format!(
+            "cannot switch: the product route {} forwards to {}, not only to the blue and green slots",
+            alb.product.arn,
+            describe_forward(&alb.product.forward)
+        ));
+    };
+    let (to, verb) = match input.action {
+        Action::Release => (release_slot, "released"),
+        Action::Rollback => (release_slot.other(), "rolled back"),
+    };
+    let product_at_to = if to == release_slot {
+        share == 100
+    } else {
+        share == 0
+    };
+    let lock = alb.product.lock.as_ref();
+    if let Some(conflict) = lock_conflict(lock, release, service, input.now) {
+        if input.action == Action::Release {
+            return refuse(conflict);
+        }
+    }
+    if input.action == Action::Rollback && !product_at_to {
+        let in_qa: Vec<&str> = input
+            .instances
+            .iter()
+            .filter(|i| alb.slot(to).has(&i.id) && i.stage == Some(Stage::PreProduct))
+            .map(|i| i.id.as_str())
+            .collect();
+        if !in_qa.is_empty() {
+            return refuse(format!(
+                "refusing to roll back to the {to} slot: it now holds pre-product instances in QA ({}), not the previous fleet",
+                in_qa.join(", ")
+            ));
+        }
+    }
+    if input.action == Action::Release && input.strategy.is_gradual() && !product_at_to {
+        if let Some(step) = gradual_step(input, release_slot, share) {
+            return step;
+        }
+    }
+    let current = if product_at_to { to } else { to.other() };
+    let mut cutover = cutover_steps(input, current, to)?;
+    if holds_lock(lock, release) {
+        cutover.steps.push(Step::UntagRoute {
+            route: alb.product.arn.clone(),
+            keys: vec![TAG_LOCK.to_owned()],
+        });
+    }
+    let what = if product_at_to { "already" } else { "now" };
+    Ok(Plan::done(format!(
+        "release {release} of {service} {verb}: product {what} on the {to} slot ({}), pre-product on {}",
+        describe_forward(&Forward::to(&alb.slot(to).arn)),
+        to.other()
+    ))
+    .with_steps(cutover.steps)
+    .with_notes(cutover.notes))
+}
+
+/// The new slot's percentage of product traffic, if product forwards only to the two slots.
+pub(super) fn share_of(forward: &Forward, alb: &Alb, new: Slot) -> Option<i32> {
+    let new_arn = alb.slot(new).arn.as_str();
+    let old_arn = alb.slot(new.other()).arn.as_str();
+    if forward
+        .targets
+        .iter()
+        .any(|t| t.arn != new_arn && t.arn != old_arn)
+    {
+        return None;
+    }
+    match forward.sole_target() {
+        Some(arn) if arn == new_arn => return Some(100),
+        Some(_) => return Some(0),
+        None => {}
+    }
+    let weight = |t: &WeightedTarget| t.weight.unwrap_or(1).max(0);
+    let total: i32 = forward.targets.iter().map(weight).sum();
+    let to_new: i32 = forward
+        .targets
+        .iter()
+        .filter(|t| t.arn == new_arn)
+        .map(weight)
+        .sum();
+    (total > 0).then(|| to_new * 100 / total)
+}
+
+pub(super) fn weighted(alb: &Alb, new: Slot, share: i32, sticky_s: Option<u32>) -> Forward {
+    Forward {
+        targets: vec![
+            WeightedTarget {
+                arn: alb.slot(new.other()).arn.clone(),
+                weight: Some(100 - share),
+            },
+            WeightedTarget {
+                arn: alb.slot(new).arn.clone(),
+                weight: Some(share),
+            },
+        ],
+        sticky_s,
+    }
+}
+
+/// One step of a canary or linear shift, or `None` when the next step is the last (all of
+/// product to `new`), which the ordinary cutover carries out. Before every step the new slot
+/// must be non-empty and healthy; otherwise product goes back to the old slot in one call.
+pub(super) fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Planned> {
+    let alb = input.alb;
+    let target = alb.slot(new);
+    let unhealthy = target.unhealthy();
+    if target.targets.is_empty() || !unhealthy.is_empty() {
+        let why = if target.targets.is_empty() {
+            "it has no registered targets".to_owned()
+        } else {
+            format!(
+                "not every target is healthy: {}",
+                describe_targets(&unhealthy)
+            )
+        };
+        if share == 0 {
+            return Some(refuse(format!(
+                "refusing to shift product to the {new} slot ({}): {why}",
+                target.name
+            )));
+        }
+        return Some(Ok(abort_shift(input, new, share, &why)));
+    }
+    if share > 0 {
+        let shift = input.progress.filter(|p| p.phase == Phase::Shift);
+        let stepped_at = shift.and_then(|p| p.stepped_at);
+        let started = shift.map_or(input.now, |p| p.since);
+        let interval = input.strategy.interval_s();
+        let due = stepped_at.is_some_and(|at| at.saturating_add(interval) <= input.now);
+        let hold_left = match stepped_at {
+            Some(at) => at.saturating_add(interval).saturating_sub(input.now),
+            None => interval,
+        };
+        let holds_after = input
+            .strategy
+            .weights()
+            .iter()
+            .filter(|w| **w > share && **w < 100)
+            .count() as u64
+            * interval;
+        if input.now + hold_left + holds_after > started.saturating_add(MAX_ACTION_WAIT_S) {
+            return Some(Ok(abort_shift(
+                input,
+                new,
+                share,
+                &format!(
+                    "the shift would outlive CodePipeline's 24-hour action limit (started at {started})"
+                ),
+            )));
+        }
+        if !due {
+            // A shift found without its hold's start (a retried stage) holds from now.
+            return Some(Ok(Plan::wait(Phase::Shift)
+                .holding_from(stepped_at.is_none().then_some(input.now))
+                .with_notes(vec![format!("holding {share}% on the {new} slot")])));
+        }
+    }
+    let next = input
+        .strategy
+        .weights()
+        .into_iter()
+        .find(|w| *w > share)
+        .unwrap_or(100);
+    if next >= 100 {
+        return None;
+    }
+    Some(Ok(Plan::wait(Phase::Shift)
+        .holding_from(Some(input.now))
+        .with_steps(vec![alb.product.repoint(weighted(
+            alb,
+            new,
+            next,
+            input.settings.sticky_s,
+        ))])
+        .with_notes(vec![format!(
+            "{next}% of product on the {new} slot"
+        )])))
+}
+
+/// Product back to 100% of the old slot in one call, and the job fails with `why`.
+pub(super) fn abort_shift(input: &SwitchInput, new: Slot, share: i32, why: &str) -> Plan {
+    let old = input.alb.slot(new.other());
+    Plan::abort(format!(
+            "{} shift of release {} aborted at {share}% on the {new} slot: {why}; product returned to 100% {} ({}) in one call",
+            input.strategy,
+            input.release,
+            old.slot,
+            old.name
+        )).with_steps(vec![input.alb.product.repoint(Forward::to(&old.arn))])
+}
+
+/// The steps of a cutover, and what is worth telling about it.
+struct Cutover {
+    steps: Vec<Step>,
+    notes: Vec<String>,
+}
+
+/// Moves product to `to` (if it is not there) and converges everything that follows from it:
+/// pre-product on the other slot, the `cutover:previous` tag, instance stages, addresses, DNS.
+fn cutover_steps(input: &SwitchInput, current: Slot, to: Slot) -> Result<Cutover, Refusal> {
+    let alb = input.alb;
+    let target = alb.slot(to);
+    let from = alb.slot(to.other());
+    let mut steps = Vec::new();
+    if current != to {
+        refuse_an_unready_slot(input, to)?;
+        steps.push(alb.product.repoint(Forward::to(&target.arn)));
+    }
+    let pre_product = Forward::to(&from.arn);
+    if alb.pre_product.forward != pre_product {
+        steps.push(alb.pre_product.repoint(pre_product));
+    }
+    if alb.product.previous.as_deref() != Some(from.arn.as_str()) {
+        steps.push(Step::TagRoute {
+            route: alb.product.arn.clone(),
+            tags: BTreeMap::from([(TAG_PREVIOUS.to_owned(), from.arn.clone())]),
+        });
+    }
+    let promoted: Vec<&Instance> = input
+        .instances
+        .iter()
+        .filter(|i| target.has(&i.id))
+        .collect();
+    let retiring: Vec<&Instance> = input
+        .instances
+        .iter()
+        .filter(|i| from.has(&i.id) && i.stage == Some(Stage::Product))
+        .collect();
+    steps.extend(restage(input, &promoted, &retiring));
+    let stage_changes: BTreeMap<String, Stage> = promoted
+        .iter()
+        .map(|i| (i.id.clone(), Stage::Product))
+        .chain(retiring.iter().map(|i| (i.id.clone(), Stage::Retired)))
+        .collect();
+    let mut notes = Vec::new();
+    steps.extend(address_steps(
+        &input.settings.elastic_ips,
+        input.addresses,
+        &promoted,
+        true,
+        &mut notes,
+    ));
+    if let Some(dns) = input.dns {
+        steps.extend(record_steps(
+            dns,
+            input.service,
+            input.instances,
+            &stage_changes,
+            &BTreeSet::new(),
+            &mut notes,
+        ));
+    }
+    Ok(Cutover { steps, notes })
+}
+
+/// Product only moves to a slot with targets, every one of them healthy.
+fn refuse_an_unready_slot(input: &SwitchInput, to: Slot) -> Result<(), Refusal> {
+    let target = input.alb.slot(to);
+    if target.targets.is_empty() {
+        let hint = if input.action == Action::Rollback {
+            " (was the old fleet cleaned up?)"
+        } else {
+            ""
+        };
+        return refuse(format!(
+            "refusing to point product at the {to} slot ({}): it has no registered targets{hint}",
+            target.name
+        ));
+    }
+    let unhealthy = target.unhealthy();
+    if !unhealthy.is_empty() {
+        return refuse(format!(
+            "refusing to point product at the {to} slot ({}): not every target is healthy: {}",
+            target.name,
+            describe_targets(&unhealthy)
+        ));
+    }
+    Ok(())
+}
+
+/// The serving fleet becomes `product` (one call per instance: each gets its own Name), the
+/// fleet it replaces `retired` with the time, kept for rollback until its bake ends.
+fn restage(input: &SwitchInput, promoted: &[&Instance], retiring: &[&Instance]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let to_promote: Vec<&Instance> = promoted
+        .iter()
+        .copied()
+        .filter(|i| i.stage != Some(Stage::Product) || i.retired_at.is_some())
+        .collect();
+    for instance in &to_promote {
+        steps.push(Step::TagInstances {
+            instance_ids: vec![instance.id.clone()],
+            tags: stage_tags(input.service, instance, Stage::Product, None),
+        });
+    }
+    if to_promote.iter().any(|i| i.retired_at.is_some()) {
+        steps.push(Step::UntagInstances {
+            instance_ids: ids(&to_promote),
+            keys: vec![TAG_RETIRED_AT.to_owned()],
+        });
+    }
+    for instance in retiring {
+        steps.push(Step::TagInstances {
+            instance_ids: vec![instance.id.clone()],
+            tags: stage_tags(input.service, instance, Stage::Retired, Some(input.now)),
+        });
+    }
+    steps
+}
