@@ -136,7 +136,7 @@ impl Local {
         let now = self.now.clone();
         App {
             registry: Registry::from_vars(settings.iter().map(|(k, v)| (k.to_string(), v.clone()))),
-            aws: Aws::new(&self.config),
+            cloud: Aws::new(&self.config),
             topic_arn: Some(self.base.topic_arn.clone()),
             clock: Arc::new(move || now.load(Ordering::SeqCst)),
         }
@@ -147,7 +147,7 @@ impl Local {
     pub async fn production_app(&self, settings: &[(&str, String)]) -> App {
         let config = fixture::production_sdk_config(&self.endpoint.url).await;
         App {
-            aws: Aws::new(&config),
+            cloud: Aws::new(&config),
             ..self.app(settings)
         }
     }

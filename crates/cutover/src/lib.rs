@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod names;
 pub mod plan;
+pub mod port;
 pub mod progress;
 pub mod run;
 pub mod settings;

@@ -236,5 +236,6 @@ fn stage_tags(
     tags
 }
 
+/// A small world in memory, for the planners' tests and the job loop's.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -5,26 +5,27 @@ use super::*;
 
 use crate::settings::ServiceSettings;
 
-const NOW: u64 = 1_800_000_000;
+pub(crate) const NOW: u64 = 1_800_000_000;
 
-const BLUE: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/api-blue/1";
+pub(crate) const BLUE: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/api-blue/1";
 
-const GREEN: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/api-green/2";
+pub(crate) const GREEN: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/api-green/2";
 
-const PRODUCT_RULE: &str =
+pub(crate) const PRODUCT_RULE: &str =
     "arn:aws:elasticloadbalancing:us-east-1:1:listener-rule/app/alb/1/2/product";
 
-const QA_RULE: &str = "arn:aws:elasticloadbalancing:us-east-1:1:listener-rule/app/alb/1/2/qa";
+pub(crate) const QA_RULE: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:1:listener-rule/app/alb/1/2/qa";
 
-fn service() -> ServiceName {
+pub(crate) fn service() -> ServiceName {
     ServiceName::parse("api").unwrap()
 }
 
-fn release(id: &str) -> ReleaseId {
+pub(crate) fn release(id: &str) -> ReleaseId {
     ReleaseId::parse(id).unwrap()
 }
 
-fn settings(count: u32) -> ServiceSettings {
+pub(crate) fn settings(count: u32) -> ServiceSettings {
     ServiceSettings::parse(
         "API",
         &format!(
@@ -35,7 +36,13 @@ fn settings(count: u32) -> ServiceSettings {
     .unwrap()
 }
 
-fn instance(id: &str, release: &str, index: u32, stage: Stage, state: InstanceState) -> Instance {
+pub(crate) fn instance(
+    id: &str,
+    release: &str,
+    index: u32,
+    stage: Stage,
+    state: InstanceState,
+) -> Instance {
     Instance {
         id: id.into(),
         state,
@@ -51,11 +58,11 @@ fn instance(id: &str, release: &str, index: u32, stage: Stage, state: InstanceSt
     }
 }
 
-fn running(id: &str, release: &str, index: u32, stage: Stage) -> Instance {
+pub(crate) fn running(id: &str, release: &str, index: u32, stage: Stage) -> Instance {
     instance(id, release, index, stage, InstanceState::Running)
 }
 
-fn target(id: &str, health: Health) -> Target {
+pub(crate) fn target(id: &str, health: Health) -> Target {
     Target {
         id: id.into(),
         health,
@@ -63,7 +70,7 @@ fn target(id: &str, health: Health) -> Target {
     }
 }
 
-fn group(slot: Slot, targets: Vec<Target>) -> TargetGroup {
+pub(crate) fn group(slot: Slot, targets: Vec<Target>) -> TargetGroup {
     let arn = if slot == Slot::Blue { BLUE } else { GREEN };
     TargetGroup {
         arn: arn.into(),
@@ -73,7 +80,7 @@ fn group(slot: Slot, targets: Vec<Target>) -> TargetGroup {
     }
 }
 
-fn route(arn: &str, role: RouteRole, to: &str) -> Route {
+pub(crate) fn route(arn: &str, role: RouteRole, to: &str) -> Route {
     Route {
         arn: arn.into(),
         role,
@@ -88,7 +95,7 @@ fn route(arn: &str, role: RouteRole, to: &str) -> Route {
 }
 
 /// Product on blue, pre-product on green.
-fn alb(blue: Vec<Target>, green: Vec<Target>) -> Alb {
+pub(crate) fn alb(blue: Vec<Target>, green: Vec<Target>) -> Alb {
     Alb {
         blue: group(Slot::Blue, blue),
         green: group(Slot::Green, green),
@@ -97,7 +104,7 @@ fn alb(blue: Vec<Target>, green: Vec<Target>) -> Alb {
     }
 }
 
-fn empty_dns() -> Dns {
+pub(crate) fn empty_dns() -> Dns {
     Dns {
         zone_id: "Z1".into(),
         zone_name: "internal.example.".into(),
@@ -131,7 +138,7 @@ fn owned_dns(instances: &[Instance]) -> Dns {
     }
 }
 
-fn free_address() -> Address {
+pub(crate) fn free_address() -> Address {
     Address {
         allocation_id: "eipalloc-1".into(),
         association_id: None,

@@ -1,0 +1,414 @@
+//! Changing the world: one AWS call per `Step`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types as ec2t;
+use aws_sdk_elasticloadbalancingv2::types as elbt;
+use aws_sdk_route53::types as r53t;
+
+use super::*;
+
+impl Aws {
+    pub async fn execute(&self, step: &Step) -> Result<(), Error> {
+        match step {
+            Step::Launch {
+                spec,
+                client_token,
+                tags,
+            } => self.launch(spec, client_token, tags).await,
+            Step::AssociateAddress {
+                allocation_id,
+                instance_id,
+            } => {
+                self.ec2
+                    .associate_address()
+                    .allocation_id(allocation_id)
+                    .instance_id(instance_id)
+                    .allow_reassociation(true)
+                    .send()
+                    .await
+                    .map_err(aws_error("AssociateAddress"))?;
+                Ok(())
+            }
+            Step::DisassociateAddress { association_id, .. } => {
+                match self
+                    .ec2
+                    .disassociate_address()
+                    .association_id(association_id)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // Already gone: what we wanted.
+                    Err(err) if err.code() == Some("InvalidAssociationID.NotFound") => Ok(()),
+                    Err(err) => Err(aws_error("DisassociateAddress")(err)),
+                }
+            }
+            Step::RegisterTargets {
+                target_group,
+                instance_ids,
+            } => {
+                self.elb
+                    .register_targets()
+                    .target_group_arn(target_group)
+                    .set_targets(Some(targets(instance_ids)))
+                    .send()
+                    .await
+                    .map_err(aws_error("RegisterTargets"))?;
+                Ok(())
+            }
+            Step::DeregisterTargets {
+                target_group,
+                instance_ids,
+            } => {
+                self.elb
+                    .deregister_targets()
+                    .target_group_arn(target_group)
+                    .set_targets(Some(targets(instance_ids)))
+                    .send()
+                    .await
+                    .map_err(aws_error("DeregisterTargets"))?;
+                Ok(())
+            }
+            Step::SetForward {
+                route,
+                is_listener_default,
+                to,
+                forward_order,
+                keep,
+                ..
+            } => {
+                // Both calls replace the whole action list: the kept actions go back with it.
+                let actions: Vec<elbt::Action> = keep
+                    .iter()
+                    .map(kept_action)
+                    .chain([forward_action(to, *forward_order)])
+                    .collect();
+                if *is_listener_default {
+                    self.elb
+                        .modify_listener()
+                        .listener_arn(route)
+                        .set_default_actions(Some(actions))
+                        .send()
+                        .await
+                        .map_err(aws_error("ModifyListener"))?;
+                } else {
+                    self.elb
+                        .modify_rule()
+                        .rule_arn(route)
+                        .set_actions(Some(actions))
+                        .send()
+                        .await
+                        .map_err(aws_error("ModifyRule"))?;
+                }
+                Ok(())
+            }
+            Step::TagRoute { route, tags } => {
+                let tags = tags
+                    .iter()
+                    .map(|(k, v)| elbt::Tag::builder().key(k).value(v).build())
+                    .collect();
+                self.elb
+                    .add_tags()
+                    .resource_arns(route)
+                    .set_tags(Some(tags))
+                    .send()
+                    .await
+                    .map_err(aws_error("AddTags"))?;
+                Ok(())
+            }
+            Step::UntagRoute { route, keys } => {
+                self.elb
+                    .remove_tags()
+                    .resource_arns(route)
+                    .set_tag_keys(Some(keys.clone()))
+                    .send()
+                    .await
+                    .map_err(aws_error("RemoveTags"))?;
+                Ok(())
+            }
+            Step::TagInstances { instance_ids, tags } => {
+                let tags = tags
+                    .iter()
+                    .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
+                    .collect();
+                self.ec2
+                    .create_tags()
+                    .set_resources(Some(instance_ids.clone()))
+                    .set_tags(Some(tags))
+                    .send()
+                    .await
+                    .map_err(aws_error("CreateTags"))?;
+                Ok(())
+            }
+            Step::UntagInstances { instance_ids, keys } => {
+                let tags = keys
+                    .iter()
+                    .map(|k| ec2t::Tag::builder().key(k).build())
+                    .collect();
+                self.ec2
+                    .delete_tags()
+                    .set_resources(Some(instance_ids.clone()))
+                    .set_tags(Some(tags))
+                    .send()
+                    .await
+                    .map_err(aws_error("DeleteTags"))?;
+                Ok(())
+            }
+            Step::ChangeRecords {
+                zone_id,
+                service,
+                changes,
+            } => self.change_records(zone_id, service, changes).await,
+            Step::Terminate { instance_ids } => {
+                self.ec2
+                    .terminate_instances()
+                    .set_instance_ids(Some(instance_ids.clone()))
+                    .send()
+                    .await
+                    .map_err(aws_error("TerminateInstances"))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// One instance per call, so each has its own index, Name and ClientToken. A token whose
+    /// instance has died (a retried stage keeps its execution id, so its tokens) is spent: the
+    /// next generation of it launches a fresh instance.
+    async fn launch(
+        &self,
+        spec: &LaunchSpec,
+        client_token: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let tags: Vec<ec2t::Tag> = tags
+            .iter()
+            .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
+            .collect();
+        let tag_specifications = TAGGED_AT_LAUNCH
+            .iter()
+            .map(|kind| {
+                ec2t::TagSpecification::builder()
+                    .resource_type(ec2t::ResourceType::from(*kind))
+                    .set_tags(Some(tags.clone()))
+                    .build()
+            })
+            .collect();
+        let profile = spec.instance_profile.as_deref().map(|profile| {
+            let builder = ec2t::IamInstanceProfileSpecification::builder();
+            if profile.starts_with("arn:") {
+                builder.arn(profile)
+            } else {
+                builder.name(profile)
+            }
+            .build()
+        });
+        let request = self
+            .ec2
+            .run_instances()
+            .image_id(&spec.ami)
+            .instance_type(ec2t::InstanceType::from(spec.instance_type.as_str()))
+            .subnet_id(&spec.subnet)
+            .set_security_group_ids(Some(spec.security_groups.clone()))
+            .set_iam_instance_profile(profile)
+            .set_key_name(spec.key_name.clone())
+            .set_user_data(
+                spec.user_data
+                    .as_deref()
+                    .map(|data| aws_smithy_types::base64::encode(data.as_bytes())),
+            )
+            .min_count(1)
+            .max_count(1)
+            .set_tag_specifications(Some(tag_specifications));
+        for generation in 0..MAX_TOKEN_GENERATIONS {
+            let token = match generation {
+                0 => client_token.to_owned(),
+                n => format!("{client_token}-g{n}"),
+            };
+            let out = request
+                .clone()
+                .client_token(token)
+                .send()
+                .await
+                .map_err(aws_error("RunInstances"))?;
+            let dead = out.instances().iter().any(|i| {
+                matches!(
+                    i.state().and_then(|s| s.name()),
+                    Some(
+                        ec2t::InstanceStateName::ShuttingDown | ec2t::InstanceStateName::Terminated
+                    )
+                )
+            });
+            if !dead {
+                return Ok(());
+            }
+        }
+        Err(Error::Aws {
+            operation: "RunInstances",
+            code: "ClientTokenSpent".into(),
+            message: format!(
+                "the first {MAX_TOKEN_GENERATIONS} generations of ClientToken {client_token} all returned terminated instances"
+            ),
+        })
+    }
+
+    /// Every A record goes with its ownership TXT record, in the same atomic batch.
+    async fn change_records(
+        &self,
+        zone_id: &str,
+        service: &str,
+        changes: &[RecordChange],
+    ) -> Result<(), Error> {
+        let marker = [ownership_marker(service)];
+        let mut batch = r53t::ChangeBatch::builder().comment("cutover");
+        for change in changes {
+            let action = match change.action {
+                RecordAction::Upsert => r53t::ChangeAction::Upsert,
+                RecordAction::Delete => r53t::ChangeAction::Delete,
+            };
+            for (kind, ttl, values) in [
+                (r53t::RrType::A, change.ttl, change.values.as_slice()),
+                (r53t::RrType::Txt, change.marker_ttl, marker.as_slice()),
+            ] {
+                let records = values
+                    .iter()
+                    .map(|value| r53t::ResourceRecord::builder().value(value).build())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(build_error("ResourceRecord"))?;
+                let set = r53t::ResourceRecordSet::builder()
+                    .name(&change.name)
+                    .r#type(kind)
+                    .ttl(ttl)
+                    .set_resource_records(Some(records))
+                    .build()
+                    .map_err(build_error("ResourceRecordSet"))?;
+                batch = batch.changes(
+                    r53t::Change::builder()
+                        .action(action.clone())
+                        .resource_record_set(set)
+                        .build()
+                        .map_err(build_error("Change"))?,
+                );
+            }
+        }
+        self.route53
+            .change_resource_record_sets()
+            .hosted_zone_id(zone_id)
+            .change_batch(batch.build().map_err(build_error("ChangeBatch"))?)
+            .send()
+            .await
+            .map_err(aws_error("ChangeResourceRecordSets"))?;
+        Ok(())
+    }
+}
+
+fn targets(instance_ids: &[String]) -> Vec<elbt::TargetDescription> {
+    instance_ids
+        .iter()
+        .map(|id| elbt::TargetDescription::builder().id(id).build())
+        .collect()
+}
+
+fn forward_action(forward: &Forward, order: Option<i32>) -> elbt::Action {
+    let action = elbt::Action::builder()
+        .r#type(elbt::ActionTypeEnum::Forward)
+        .set_order(order);
+    let action = match (forward.targets.as_slice(), forward.sticky_s) {
+        ([only], None) if only.weight.is_none() => action.target_group_arn(&only.arn),
+        (targets, sticky_s) => {
+            let tuples = targets
+                .iter()
+                .map(|t| {
+                    elbt::TargetGroupTuple::builder()
+                        .target_group_arn(&t.arn)
+                        .set_weight(t.weight)
+                        .build()
+                })
+                .collect();
+            let stickiness = sticky_s.map(|seconds| {
+                elbt::TargetGroupStickinessConfig::builder()
+                    .enabled(true)
+                    .duration_seconds(seconds as i32)
+                    .build()
+            });
+            action.forward_config(
+                elbt::ForwardActionConfig::builder()
+                    .set_target_groups(Some(tuples))
+                    .set_target_group_stickiness_config(stickiness)
+                    .build(),
+            )
+        }
+    };
+    action.build()
+}
+
+fn kept_action(kept: &KeptAction) -> elbt::Action {
+    let extra = |session: &AuthSession| {
+        (!session.extra_params.is_empty()).then(|| {
+            session
+                .extra_params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>()
+        })
+    };
+    let action = elbt::Action::builder().set_order(kept.order);
+    match &kept.authenticate {
+        Authenticate::Oidc {
+            issuer,
+            authorization_endpoint,
+            token_endpoint,
+            user_info_endpoint,
+            client_id,
+            session,
+        } => action
+            .r#type(elbt::ActionTypeEnum::AuthenticateOidc)
+            .authenticate_oidc_config(
+                elbt::AuthenticateOidcActionConfig::builder()
+                    .issuer(issuer)
+                    .authorization_endpoint(authorization_endpoint)
+                    .token_endpoint(token_endpoint)
+                    .user_info_endpoint(user_info_endpoint)
+                    .client_id(client_id)
+                    // Describe calls never return the secret; ELB keeps the one it has.
+                    .use_existing_client_secret(true)
+                    .set_session_cookie_name(session.session_cookie_name.clone())
+                    .set_scope(session.scope.clone())
+                    .set_session_timeout(session.session_timeout)
+                    .set_authentication_request_extra_params(extra(session))
+                    .set_on_unauthenticated_request(
+                        session
+                            .on_unauthenticated_request
+                            .as_deref()
+                            .map(elbt::AuthenticateOidcActionConditionalBehaviorEnum::from),
+                    )
+                    .build(),
+            ),
+        Authenticate::Cognito {
+            user_pool_arn,
+            user_pool_client_id,
+            user_pool_domain,
+            session,
+        } => action
+            .r#type(elbt::ActionTypeEnum::AuthenticateCognito)
+            .authenticate_cognito_config(
+                elbt::AuthenticateCognitoActionConfig::builder()
+                    .user_pool_arn(user_pool_arn)
+                    .user_pool_client_id(user_pool_client_id)
+                    .user_pool_domain(user_pool_domain)
+                    .set_session_cookie_name(session.session_cookie_name.clone())
+                    .set_scope(session.scope.clone())
+                    .set_session_timeout(session.session_timeout)
+                    .set_authentication_request_extra_params(extra(session))
+                    .set_on_unauthenticated_request(
+                        session
+                            .on_unauthenticated_request
+                            .as_deref()
+                            .map(elbt::AuthenticateCognitoActionConditionalBehaviorEnum::from),
+                    )
+                    .build(),
+            ),
+    }
+    .build()
+}

@@ -1,0 +1,146 @@
+//! The only module that knows about the AWS SDK. It reads the world into `world` types and
+//! carries out `Step`s, one AWS call each. Endpoints come from the SDK's own configuration
+//! (`AWS_ENDPOINT_URL`), never from here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use crate::error::Error;
+pub use crate::port::InstanceQuery;
+use crate::port::{Acknowledgement, Cloud, Look, Seen};
+use crate::world::*;
+
+mod execute;
+mod observe;
+mod pipeline;
+
+#[derive(Debug, Clone)]
+pub struct Aws {
+    ec2: aws_sdk_ec2::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    route53: aws_sdk_route53::Client,
+    codepipeline: aws_sdk_codepipeline::Client,
+    sns: aws_sdk_sns::Client,
+}
+
+/// Attempts per AWS call (the first and three retries), with exponential back-off and jitter:
+/// enough to ride out throttling and a brief 5xx, short enough to stay inside a Lambda timeout.
+pub const MAX_ATTEMPTS: u32 = 4;
+
+const LIVE_STATES: &[&str] = &["pending", "running", "stopping", "stopped"];
+const ALL_STATES: &[&str] = &[
+    "pending",
+    "running",
+    "stopping",
+    "stopped",
+    "shutting-down",
+    "terminated",
+];
+
+/// A ClientToken stays bound to its instance for at least 24 hours after that instance
+/// terminates: a launch whose token returns a dead instance moves to the next generation.
+const MAX_TOKEN_GENERATIONS: u32 = 8;
+
+/// The resource types RunInstances creates and tags: every one of them must carry the tags the
+/// launch policy's `aws:RequestTag` conditions ask for, since EC2 checks them per resource.
+pub const TAGGED_AT_LAUNCH: &[&str] = &["instance", "volume", "network-interface"];
+
+/// ELBv2 DescribeTags takes at most 20 ARNs.
+const DESCRIBE_TAGS_BATCH: usize = 20;
+
+fn aws_error<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |err| Error::Aws {
+        operation,
+        code: err.code().unwrap_or("Unknown").to_owned(),
+        message: err
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| DisplayErrorContext(&err).to_string()),
+    }
+}
+
+fn build_error(what: &'static str) -> impl FnOnce(aws_sdk_ec2::error::BuildError) -> Error {
+    move |err| Error::Internal(format!("building {what}: {err}"))
+}
+
+/// Standard retry mode (exponential back-off with jitter), `MAX_ATTEMPTS` attempts, bounded
+/// timeouts. `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE` in the environment still win.
+pub async fn load_config() -> SdkConfig {
+    config_loader().load().await
+}
+
+/// The production configuration before it is loaded: tests add only where the endpoint is.
+pub fn config_loader() -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .operation_timeout(Duration::from_secs(30))
+            .build(),
+    );
+    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
+        && std::env::var_os("AWS_RETRY_MODE").is_none()
+    {
+        loader = loader.retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(200)),
+        );
+    }
+    loader
+}
+
+impl Aws {
+    pub fn new(config: &SdkConfig) -> Self {
+        Aws {
+            ec2: aws_sdk_ec2::Client::new(config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            route53: aws_sdk_route53::Client::new(config),
+            codepipeline: aws_sdk_codepipeline::Client::new(config),
+            sns: aws_sdk_sns::Client::new(config),
+        }
+    }
+}
+
+impl Cloud for Aws {
+    async fn observe(&self, look: Look<'_>) -> Result<Seen, Error> {
+        self.observe(look).await
+    }
+
+    async fn instances(&self, query: InstanceQuery<'_>) -> Result<Vec<Instance>, Error> {
+        self.instances(query).await
+    }
+
+    async fn execute(&self, step: &Step) -> Result<(), Error> {
+        self.execute(step).await
+    }
+
+    async fn acknowledge(&self, job_id: &str, ack: &Acknowledgement) -> Result<bool, Error> {
+        match ack {
+            Acknowledgement::Success {
+                summary,
+                continuation_token,
+                output_variables,
+            } => {
+                self.put_job_success(
+                    job_id,
+                    summary,
+                    continuation_token.clone(),
+                    output_variables,
+                )
+                .await
+            }
+            Acknowledgement::Failure { message } => self.put_job_failure(job_id, message).await,
+        }
+    }
+
+    async fn publish(&self, topic: &str, subject: &str, message: &str) -> Result<(), Error> {
+        self.publish(topic, subject, message).await
+    }
+}

@@ -1,0 +1,96 @@
+//! The CodePipeline job acknowledgement and SNS.
+
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+
+use super::*;
+
+impl Aws {
+    /// `Ok(false)` when CodePipeline says the job was already acknowledged (or is gone).
+    pub async fn put_job_success(
+        &self,
+        job_id: &str,
+        summary: &str,
+        continuation_token: Option<String>,
+        output_variables: &BTreeMap<String, String>,
+    ) -> Result<bool, Error> {
+        let details = aws_sdk_codepipeline::types::ExecutionDetails::builder()
+            .summary(truncate(summary, 2048))
+            .build();
+        let mut request = self
+            .codepipeline
+            .put_job_success_result()
+            .job_id(job_id)
+            .execution_details(details)
+            .set_continuation_token(continuation_token);
+        for (key, value) in output_variables {
+            request = request.output_variables(key, value);
+        }
+        acknowledged(request.send().await.map(|_| ()), "PutJobSuccessResult")
+    }
+
+    pub async fn put_job_failure(&self, job_id: &str, message: &str) -> Result<bool, Error> {
+        let details = aws_sdk_codepipeline::types::FailureDetails::builder()
+            .r#type(aws_sdk_codepipeline::types::FailureType::JobFailed)
+            .message(truncate(message, 5000))
+            .build()
+            .map_err(build_error("FailureDetails"))?;
+        let sent = self
+            .codepipeline
+            .put_job_failure_result()
+            .job_id(job_id)
+            .failure_details(details)
+            .send()
+            .await;
+        acknowledged(sent.map(|_| ()), "PutJobFailureResult")
+    }
+
+    pub async fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        self.sns
+            .publish()
+            .topic_arn(topic_arn)
+            .subject(truncate(subject, 100))
+            .message(message)
+            .send()
+            .await
+            .map_err(aws_error("Publish"))?;
+        Ok(())
+    }
+}
+
+fn acknowledged<E, R>(
+    sent: Result<(), SdkError<E, R>>,
+    operation: &'static str,
+) -> Result<bool, Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match sent {
+        Ok(()) => Ok(true),
+        Err(err)
+            if matches!(
+                err.code(),
+                Some("InvalidJobStateException" | "JobNotFoundException")
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(aws_error(operation)(err)),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}

@@ -1,0 +1,83 @@
+//! The port: what the job loop needs from the world, narrow enough to fake. `aws` is the adapter
+//! that talks to AWS; `run`'s tests use an in-memory one.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use crate::error::Error;
+use crate::names::ServiceName;
+use crate::run::Function;
+use crate::settings::ServiceSettings;
+use crate::world::{Address, Alb, Dns, Instance, Step};
+
+/// Which instances to read.
+#[derive(Debug, Clone)]
+pub enum InstanceQuery<'a> {
+    Service(&'a str),
+    Release(&'a str),
+    AllServices,
+}
+
+/// What a function is about to plan for.
+#[derive(Debug, Clone, Copy)]
+pub struct Look<'a> {
+    pub function: Function,
+    pub service: &'a ServiceName,
+    pub settings: &'a ServiceSettings,
+}
+
+/// What a function saw of its service, all it plans from.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub alb: Alb,
+    /// The service's instances; for provision, the dead ones too.
+    pub instances: Vec<Instance>,
+    /// The service's records, for the functions that write them, with a zone.
+    pub dns: Option<Dns>,
+    /// The settings' addresses (provision, switch-listener) or those held by the service's
+    /// instances (cleanup).
+    pub addresses: Vec<Address>,
+}
+
+/// How a CodePipeline job ends (or goes on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acknowledgement {
+    Success {
+        summary: String,
+        /// The job goes on: CodePipeline invokes again with this token.
+        continuation_token: Option<String>,
+        output_variables: BTreeMap<String, String>,
+    },
+    Failure {
+        message: String,
+    },
+}
+
+pub trait Cloud: Clone + Send + Sync + 'static {
+    /// What `look.function` must see to plan: the reads each function makes are decided by the
+    /// adapter, in one place.
+    fn observe(&self, look: Look<'_>) -> impl Future<Output = Result<Seen, Error>> + Send;
+
+    /// Live instances, to find the services a sweep or a failed execution concerns.
+    fn instances(
+        &self,
+        query: InstanceQuery<'_>,
+    ) -> impl Future<Output = Result<Vec<Instance>, Error>> + Send;
+
+    /// Carries out one step (one AWS call).
+    fn execute(&self, step: &Step) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// `Ok(false)`: CodePipeline says the job was already acknowledged (or is gone).
+    fn acknowledge(
+        &self,
+        job_id: &str,
+        ack: &Acknowledgement,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    fn publish(
+        &self,
+        topic: &str,
+        subject: &str,
+        message: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}

@@ -1,0 +1,276 @@
+//! One loop behind every job and cleanup: observe → plan → execute, until the plan is done,
+//! waits, refuses, or the rounds or the deadline run out.
+
+use super::*;
+
+impl<C: Cloud> App<C> {
+    /// Observe → plan → execute until the plan is done, waits, refuses or the rounds or the
+    /// deadline run out. The one loop behind every job and every cleanup outside CodePipeline.
+    pub(super) async fn converge(
+        &self,
+        work: &Work<'_>,
+        deadline: Option<SystemTime>,
+    ) -> Converged {
+        let mut steps = Vec::new();
+        let stop = |stop: Stop, steps: Vec<String>| Converged { stop, steps };
+        let settings = match self.registry.get(work.service()) {
+            Ok(settings) => settings,
+            Err(lookup) => return stop(Stop::Refused(lookup.to_string()), steps),
+        };
+        for round in 0..MAX_ROUNDS {
+            // Every invocation does its first round, so a short deadline still makes progress.
+            if round > 0 && out_of_time(deadline) {
+                return stop(Stop::waiting(Phase::Handover), steps);
+            }
+            let planned = match self.observe_and_plan(work, settings).await {
+                Ok(planned) => planned,
+                Err(error) => return stop(Stop::Broke(error), steps),
+            };
+            if work.dry_run() {
+                return stop(Stop::Planned(planned), steps);
+            }
+            let plan = match planned {
+                Ok(plan) => plan,
+                Err(refusal) => return stop(Stop::Refused(refusal.0), steps),
+            };
+            match self.execute(&plan.steps, &mut steps, deadline).await {
+                Ok(Executed::All) => {}
+                Ok(Executed::OutOfTime) => return stop(Stop::waiting(Phase::Handover), steps),
+                Err(error) => return stop(Stop::Broke(error), steps),
+            }
+            let next = match plan.next {
+                Next::Again => continue,
+                Next::Done(summary) => Stop::Done {
+                    summary,
+                    outputs: plan.outputs,
+                    notes: plan.notes,
+                },
+                Next::Wait { phase, hold_from } => Stop::Waiting { phase, hold_from },
+                Next::Abort(message) => Stop::Aborted(message),
+            };
+            return stop(next, steps);
+        }
+        stop(Stop::waiting(Phase::Convergence), steps)
+    }
+
+    /// What the work needs to see (the port decides which reads that takes), and the plan.
+    pub(super) async fn observe_and_plan(
+        &self,
+        work: &Work<'_>,
+        settings: &ServiceSettings,
+    ) -> Result<Planned, Error> {
+        let look = Look {
+            function: work.function(),
+            service: work.service(),
+            settings,
+        };
+        let seen = self.cloud.observe(look).await?;
+        Ok(plan_for(work, settings, &seen, (self.clock)()))
+    }
+
+    /// Carries out the steps in order; consecutive launches run side by side, at most
+    /// `LAUNCH_PARALLELISM` at once. After the first batch it stops early, with what is done,
+    /// when the deadline is near: the next invocation plans the rest from what it sees.
+    pub(super) async fn execute(
+        &self,
+        steps: &[Step],
+        done: &mut Vec<String>,
+        deadline: Option<SystemTime>,
+    ) -> Result<Executed, Error> {
+        let mut rest = steps;
+        while let Some(first) = rest.first() {
+            if rest.len() < steps.len() && out_of_time(deadline) {
+                return Ok(Executed::OutOfTime);
+            }
+            let batch = match first {
+                Step::Launch { .. } => rest
+                    .iter()
+                    .take(LAUNCH_PARALLELISM)
+                    .take_while(|s| matches!(s, Step::Launch { .. }))
+                    .count(),
+                _ => 1,
+            };
+            let (now, later) = rest.split_at(batch);
+            rest = later;
+            let mut running = tokio::task::JoinSet::new();
+            for (position, step) in now.iter().enumerate() {
+                let (cloud, step) = (self.cloud.clone(), step.clone());
+                running.spawn(async move { (position, cloud.execute(&step).await) });
+            }
+            let mut results: Vec<(usize, Result<(), Error>)> =
+                running.join_all().await.into_iter().collect();
+            results.sort_by_key(|(position, _)| *position);
+            let mut failure = None;
+            for (position, result) in results {
+                let description = now[position].describe();
+                match result {
+                    Ok(()) => {
+                        info!(step = %description, "done");
+                        done.push(description);
+                    }
+                    Err(error) => {
+                        error!(step = %description, %error, "step failed");
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+            if let Some(error) = failure {
+                return Err(error);
+            }
+        }
+        Ok(Executed::All)
+    }
+}
+
+/// The planner of the work, on what was seen.
+pub(super) fn plan_for(
+    work: &Work<'_>,
+    settings: &ServiceSettings,
+    seen: &Seen,
+    now: u64,
+) -> Planned {
+    let cleanup = |service, scope| {
+        plan::cleanup(&plan::CleanupInput {
+            service,
+            scope,
+            settings,
+            alb: &seen.alb,
+            instances: &seen.instances,
+            addresses: &seen.addresses,
+            dns: seen.dns.as_ref(),
+            now,
+        })
+    };
+    let (function, request) = match work {
+        Work::Job { function, request } => (*function, *request),
+        Work::Cleanup { service, scope } => return cleanup(service, scope.clone()),
+    };
+    let (service, release) = (&request.service, &request.release);
+    let progress = request.progress.as_ref();
+    match function {
+        Function::Provision => plan::provision(&plan::ProvisionInput {
+            service,
+            release,
+            settings,
+            instances: &seen.instances,
+            addresses: &seen.addresses,
+            dns: seen.dns.as_ref(),
+            // A release that could not take the lock must not launch anything.
+            lock: seen.alb.product.lock.as_ref(),
+            progress,
+            now,
+        }),
+        Function::RegisterTarget => plan::register(&plan::RegisterInput {
+            service,
+            release,
+            settings,
+            alb: &seen.alb,
+            instances: &seen.instances,
+            progress,
+            now,
+        }),
+        Function::SwitchListener => plan::switch(&plan::SwitchInput {
+            service,
+            release,
+            action: request.action,
+            settings,
+            alb: &seen.alb,
+            instances: &seen.instances,
+            addresses: &seen.addresses,
+            dns: seen.dns.as_ref(),
+            strategy: request.strategy,
+            progress,
+            now,
+        }),
+        Function::Cleanup => cleanup(service, CleanupScope::Expired),
+    }
+}
+
+/// What a converge loop works on.
+pub(super) enum Work<'a> {
+    /// A CodePipeline job of one function.
+    Job {
+        function: Function,
+        request: &'a JobRequest,
+    },
+    /// A cleanup outside CodePipeline (a failed execution's event, the sweep).
+    Cleanup {
+        service: &'a ServiceName,
+        scope: CleanupScope,
+    },
+}
+
+impl Work<'_> {
+    pub(super) fn service(&self) -> &ServiceName {
+        match self {
+            Work::Job { request, .. } => &request.service,
+            Work::Cleanup { service, .. } => service,
+        }
+    }
+
+    pub(super) fn function(&self) -> Function {
+        match self {
+            Work::Job { function, .. } => *function,
+            Work::Cleanup { .. } => Function::Cleanup,
+        }
+    }
+
+    pub(super) fn dry_run(&self) -> bool {
+        matches!(self, Work::Job { request, .. } if request.dry_run)
+    }
+}
+
+/// How a converge loop stopped, and the steps it carried out on the way.
+pub(super) struct Converged {
+    pub(super) stop: Stop,
+    pub(super) steps: Vec<String>,
+}
+
+pub(super) enum Stop {
+    Done {
+        summary: String,
+        outputs: BTreeMap<String, String>,
+        notes: Vec<String>,
+    },
+    Waiting {
+        phase: Phase,
+        hold_from: Option<u64>,
+    },
+    /// The planner refused (or the settings are unusable): nothing was changed by this round.
+    Refused(String),
+    /// An automatic rollback was carried out; the job fails with this message.
+    Aborted(String),
+    /// Reading or changing AWS failed.
+    Broke(Error),
+    /// A dry run: the plan (or the refusal), nothing carried out.
+    Planned(Planned),
+}
+
+impl Stop {
+    pub(super) fn waiting(phase: Phase) -> Self {
+        Stop::Waiting {
+            phase,
+            hold_from: None,
+        }
+    }
+}
+
+/// How far `execute` got.
+pub(super) enum Executed {
+    All,
+    /// The deadline came first; the rest is for the next invocation.
+    OutOfTime,
+}
+
+/// When an invocation that must end by `deadline` stops working and hands over.
+pub(super) fn handover_time(deadline: SystemTime) -> SystemTime {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    deadline - HANDOVER_MARGIN.min(left / 4)
+}
+
+/// `handover`: from `handover_time`.
+pub(super) fn out_of_time(handover: Option<SystemTime>) -> bool {
+    handover.is_some_and(|at| SystemTime::now() >= at)
+}

@@ -1,0 +1,420 @@
+//! The four functions: observe → plan → execute, and the CodePipeline contract around them.
+//!
+//! Every job invocation ends in exactly one `PutJobSuccessResult` (possibly with a continuation
+//! token) or `PutJobFailureResult`, whatever went wrong before it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::{error, info, warn, Instrument};
+
+use crate::aws::Aws;
+use crate::error::Error;
+use crate::event::{BadEvent, Invocation, JobRequest};
+use crate::names::{ReleaseId, ServiceName};
+use crate::plan::{self, CleanupScope, Next, Plan, Planned};
+use crate::port::{Acknowledgement, Cloud, InstanceQuery, Look, Seen};
+use crate::progress::{Phase, Progress};
+use crate::settings::{Registry, ServiceSettings};
+use crate::world::Step;
+
+mod converge;
+mod outcome;
+
+use self::converge::*;
+pub use self::outcome::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Function {
+    Provision,
+    RegisterTarget,
+    SwitchListener,
+    Cleanup,
+}
+
+/// IAM actions every function may call (its reads, the job acknowledgement, notifications).
+const COMMON_ACTIONS: &[&str] = &[
+    "ec2:DescribeInstances",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTags",
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeRules",
+    "elasticloadbalancing:DescribeTargetHealth",
+    "codepipeline:PutJobSuccessResult",
+    "codepipeline:PutJobFailureResult",
+    "sns:Publish",
+];
+const DNS_ACTIONS: &[&str] = &[
+    "route53:GetHostedZone",
+    "route53:ListResourceRecordSets",
+    "route53:ChangeResourceRecordSets",
+];
+
+impl Function {
+    /// The IAM actions this function's code calls: `infra/template.yaml` must grant each one, and
+    /// the end-to-end tests check that the calls made stay within this list.
+    pub fn aws_actions(self) -> Vec<&'static str> {
+        let own: &[&str] = match self {
+            Function::Provision => &[
+                "ec2:DescribeAddresses",
+                "ec2:RunInstances",
+                "ec2:CreateTags",
+                "ec2:AssociateAddress",
+                "ec2:TerminateInstances",
+            ],
+            Function::RegisterTarget => &[
+                "elasticloadbalancing:RegisterTargets",
+                "elasticloadbalancing:DeregisterTargets",
+                "elasticloadbalancing:ModifyRule",
+                "elasticloadbalancing:ModifyListener",
+                "elasticloadbalancing:AddTags",
+            ],
+            Function::SwitchListener => &[
+                "ec2:DescribeAddresses",
+                "ec2:CreateTags",
+                "ec2:DeleteTags",
+                "ec2:AssociateAddress",
+                "elasticloadbalancing:ModifyRule",
+                "elasticloadbalancing:ModifyListener",
+                "elasticloadbalancing:AddTags",
+                "elasticloadbalancing:RemoveTags",
+            ],
+            Function::Cleanup => &[
+                "ec2:DescribeAddresses",
+                "ec2:CreateTags",
+                "ec2:TerminateInstances",
+                "ec2:DisassociateAddress",
+                "elasticloadbalancing:DeregisterTargets",
+                "elasticloadbalancing:RemoveTags",
+            ],
+        };
+        let dns = if self.writes_dns() { DNS_ACTIONS } else { &[] };
+        COMMON_ACTIONS
+            .iter()
+            .chain(own)
+            .chain(dns)
+            .copied()
+            .collect()
+    }
+
+    pub fn writes_dns(self) -> bool {
+        self != Function::RegisterTarget
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Function::Provision => "provision",
+            Function::RegisterTarget => "register-target",
+            Function::SwitchListener => "switch-listener",
+            Function::Cleanup => "cleanup",
+        }
+    }
+}
+
+/// Rounds of observe → plan → execute within one invocation before handing over to a
+/// continuation token.
+const MAX_ROUNDS: usize = 4;
+/// Left of the Lambda timeout when an invocation stops working and hands over with a
+/// continuation token: enough for the acknowledgement and a notification. An invocation with less
+/// time than four margins keeps a quarter of what it has, so a short timeout still makes progress.
+pub const HANDOVER_MARGIN: Duration = Duration::from_secs(20);
+/// RunInstances calls in flight at once: fifty serial launches at real latency (0.5–2 s each)
+/// would outlive the Lambda timeout; EC2's request rate limits favour a small bound.
+pub const LAUNCH_PARALLELISM: usize = 8;
+
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Everything built once at cold start. `cloud` is the port to the world: AWS in Lambda, an
+/// in-memory one in `run`'s tests.
+#[derive(Clone)]
+pub struct App<C = Aws> {
+    pub registry: Registry,
+    pub cloud: C,
+    pub topic_arn: Option<String>,
+    pub clock: Clock,
+}
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+impl App<Aws> {
+    pub async fn from_env() -> Self {
+        let config = crate::aws::load_config().await;
+        App {
+            registry: Registry::from_env(),
+            cloud: Aws::new(&config),
+            topic_arn: std::env::var("CUTOVER_SNS_TOPIC_ARN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            clock: system_clock(),
+        }
+    }
+}
+
+impl<C: Cloud> App<C> {
+    /// One Lambda invocation with no deadline (tests, local tools).
+    pub async fn handle(&self, function: Function, event: Value) -> Result<Value, Error> {
+        self.handle_until(function, event, None).await
+    }
+
+    /// One Lambda invocation that must end before `deadline` (the Lambda context's).
+    pub async fn handle_until(
+        &self,
+        function: Function,
+        event: Value,
+        deadline: Option<SystemTime>,
+    ) -> Result<Value, Error> {
+        // Lambda's deadline is always ahead at the start; one already past comes from a runtime
+        // that sets none (local emulators), and would hand every invocation over at once.
+        let deadline = deadline
+            .filter(|d| *d > SystemTime::now())
+            .map(handover_time);
+        let invocation = Invocation::parse(event)
+            .inspect_err(|bad| warn!(function = function.as_str(), %bad, "rejected event"))?;
+        match invocation {
+            Invocation::Job { job_id, request } => {
+                let span = tracing::info_span!(
+                    "job",
+                    function = function.as_str(),
+                    job_id = %job_id,
+                    service = request.as_ref().map(|r| r.service.to_string()).unwrap_or_default(),
+                    release = request.as_ref().map(|r| r.release.to_string()).unwrap_or_default(),
+                );
+                Box::pin(
+                    self.handle_job(function, &job_id, request, deadline)
+                        .instrument(span),
+                )
+                .await
+            }
+            Invocation::PipelineExecution {
+                pipeline,
+                execution_id,
+                state,
+            } if function == Function::Cleanup => {
+                let span = tracing::info_span!("pipeline-execution", pipeline = %pipeline, release = %execution_id, state = %state);
+                self.cleanup_failed_release(&execution_id, &state)
+                    .instrument(span)
+                    .await
+            }
+            Invocation::Schedule if function == Function::Cleanup => {
+                self.sweep().instrument(tracing::info_span!("sweep")).await
+            }
+            _ => {
+                let bad = BadEvent(format!(
+                    "{} only accepts CodePipeline job events",
+                    function.as_str()
+                ));
+                warn!(%bad, "rejected event");
+                Err(bad.into())
+            }
+        }
+    }
+
+    async fn handle_job(
+        &self,
+        function: Function,
+        job_id: &str,
+        request: Result<JobRequest, BadEvent>,
+        deadline: Option<SystemTime>,
+    ) -> Result<Value, Error> {
+        let outcome = match &request {
+            Ok(request) => Box::pin(self.run_job(function, request, deadline)).await,
+            Err(bad) => Outcome::Failed {
+                message: bad.to_string(),
+                steps: Vec::new(),
+            },
+        };
+        match &outcome {
+            Outcome::Failed { message, .. } => error!(%message, "job failed"),
+            Outcome::Continuing { waiting_for, .. } => {
+                info!(waiting_for = waiting_for.as_str(), "job continues")
+            }
+            Outcome::Succeeded { summary, .. } => info!(%summary, "job succeeded"),
+            Outcome::DryRun { summary, plan, .. } => {
+                let plan = serde_json::to_string(plan).unwrap_or_default();
+                info!(%summary, %plan, "dry run")
+            }
+        }
+        let acknowledged = self
+            .cloud
+            .acknowledge(job_id, &acknowledgement(&outcome))
+            .await?;
+        if !acknowledged {
+            warn!(
+                "CodePipeline says the job was already acknowledged; this was a duplicate delivery"
+            );
+        }
+        if let Ok(request) = &request {
+            // A wait is not news, and a dry run is for whoever asked for it, not the channel.
+            if !matches!(outcome, Outcome::Continuing { .. } | Outcome::DryRun { .. }) {
+                self.notify(function, &request.service, Some(&request.release), &outcome)
+                    .await;
+            }
+        }
+        Ok(json!({ "job_id": job_id, "acknowledged": acknowledged, "result": outcome }))
+    }
+
+    /// A CodePipeline job: converge, then say it the way CodePipeline hears it.
+    async fn run_job(
+        &self,
+        function: Function,
+        request: &JobRequest,
+        deadline: Option<SystemTime>,
+    ) -> Outcome {
+        let work = Work::Job { function, request };
+        let Converged { stop, steps } = self.converge(&work, deadline).await;
+        match stop {
+            Stop::Done {
+                summary,
+                outputs,
+                notes,
+            } => Outcome::Succeeded {
+                summary,
+                output_variables: outputs,
+                steps,
+                notes,
+            },
+            Stop::Waiting { phase, hold_from } => self.continuing(request, phase, hold_from, steps),
+            Stop::Refused(message) | Stop::Aborted(message) => Outcome::Failed { message, steps },
+            Stop::Broke(error) => Outcome::Failed {
+                message: format!("{error}; re-run the stage to continue from here"),
+                steps,
+            },
+            Stop::Planned(planned) => dry_run(planned),
+        }
+    }
+
+    /// The continuation token for a wait: its start is kept across invocations of the same wait,
+    /// so timeouts count from the first one.
+    fn continuing(
+        &self,
+        request: &JobRequest,
+        phase: Phase,
+        hold_from: Option<u64>,
+        steps: Vec<String>,
+    ) -> Outcome {
+        let mut progress = match &request.progress {
+            Some(progress) if progress.phase == phase => progress.clone(),
+            _ => Progress::new(phase, (self.clock)()),
+        };
+        if hold_from.is_some() {
+            progress.stepped_at = hold_from;
+        }
+        Outcome::Continuing {
+            waiting_for: phase,
+            progress,
+            steps,
+        }
+    }
+
+    /// Runs cleanup for one service outside CodePipeline: no continuation, so a wait ends the
+    /// run and the next sweep picks it up.
+    async fn cleanup_service(&self, service: &ServiceName, scope: CleanupScope) -> Outcome {
+        let work = Work::Cleanup { service, scope };
+        let Converged { stop, steps } = self.converge(&work, None).await;
+        let succeeded =
+            |summary: String, notes: Vec<String>, steps: Vec<String>| Outcome::Succeeded {
+                summary,
+                output_variables: BTreeMap::new(),
+                steps,
+                notes,
+            };
+        match stop {
+            Stop::Done { summary, notes, .. } => succeeded(summary, notes, steps),
+            Stop::Waiting { phase, .. } => succeeded(
+                format!("{service}: waiting for {phase}; the next sweep finishes the job"),
+                Vec::new(),
+                steps,
+            ),
+            Stop::Refused(message) | Stop::Aborted(message) => Outcome::Failed { message, steps },
+            Stop::Broke(error) => Outcome::Failed {
+                message: error.to_string(),
+                steps,
+            },
+            Stop::Planned(planned) => dry_run(planned),
+        }
+    }
+
+    /// A pipeline execution ended without releasing: remove its pre-product instances.
+    async fn cleanup_failed_release(
+        &self,
+        release: &ReleaseId,
+        state: &str,
+    ) -> Result<Value, Error> {
+        if !matches!(state, "FAILED" | "CANCELED" | "SUPERSEDED" | "STOPPED") {
+            info!("pipeline execution is {state}: nothing to clean up");
+            return Ok(json!({ "ignored": state }));
+        }
+        let instances = self
+            .cloud
+            .instances(InstanceQuery::Release(release.as_str()))
+            .await?;
+        let services: BTreeSet<String> = instances.iter().map(|i| i.service.clone()).collect();
+        let mut results = BTreeMap::new();
+        for service in services {
+            let outcome = match ServiceName::parse(&service) {
+                Ok(name) => {
+                    let outcome = self
+                        .cleanup_service(&name, CleanupScope::FailedRelease(release.clone()))
+                        .await;
+                    self.notify(Function::Cleanup, &name, Some(release), &outcome)
+                        .await;
+                    outcome
+                }
+                Err(why) => Outcome::Failed {
+                    message: why,
+                    steps: Vec::new(),
+                },
+            };
+            results.insert(service, outcome);
+        }
+        Ok(json!({ "release": release, "state": state, "services": results }))
+    }
+
+    /// The scheduled sweep: every service's retired instances past their bake time.
+    async fn sweep(&self) -> Result<Value, Error> {
+        let instances = self.cloud.instances(InstanceQuery::AllServices).await?;
+        let services: BTreeSet<String> = instances.iter().map(|i| i.service.clone()).collect();
+        let mut results = BTreeMap::new();
+        for service in services {
+            let Ok(name) = ServiceName::parse(&service) else {
+                continue;
+            };
+            let outcome = self.cleanup_service(&name, CleanupScope::Expired).await;
+            let changed = matches!(&outcome, Outcome::Succeeded { steps, .. } if !steps.is_empty());
+            if changed || matches!(outcome, Outcome::Failed { .. }) {
+                self.notify(Function::Cleanup, &name, None, &outcome).await;
+            }
+            results.insert(service, outcome);
+        }
+        Ok(json!({ "sweep": results }))
+    }
+
+    /// One SNS message per outcome; no topic, no message. A failed publish is logged, never fatal.
+    async fn notify(
+        &self,
+        function: Function,
+        service: &ServiceName,
+        release: Option<&ReleaseId>,
+        outcome: &Outcome,
+    ) {
+        let Some(topic) = &self.topic_arn else { return };
+        let (subject, message) = notification(function, service, release, outcome);
+        if let Err(error) = self.cloud.publish(topic, &subject, &message).await {
+            error!(%error, topic, "could not publish the notification; the outcome stands");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
