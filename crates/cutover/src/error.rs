@@ -12,8 +12,6 @@ pub enum Error {
     #[error("{0}")]
     World(String),
     #[error(transparent)]
-    Settings(#[from] crate::settings::LookupError),
-    #[error(transparent)]
     BadEvent(#[from] crate::event::BadEvent),
     #[error("internal error: {0}")]
     Internal(String),
@@ -25,7 +23,6 @@ impl Error {
         match self {
             Error::Aws { .. } => "AwsError",
             Error::World(_) => "WorldError",
-            Error::Settings(_) => "SettingsError",
             Error::BadEvent(_) => "BadEvent",
             Error::Internal(_) => "InternalError",
         }

@@ -10,6 +10,7 @@ use aws_sdk_route53::types as r53t;
 use super::*;
 
 impl Aws {
+    /// One step, one AWS call, by the service that makes it.
     pub async fn execute(&self, step: &Step) -> Result<(), Error> {
         match step {
             Step::Launch {
@@ -17,60 +18,118 @@ impl Aws {
                 client_token,
                 tags,
             } => self.launch(spec, client_token, tags).await,
+            Step::ChangeRecords {
+                zone_id,
+                service,
+                changes,
+            } => self.change_records(zone_id, service, changes).await,
+            Step::AssociateAddress { .. }
+            | Step::DisassociateAddress { .. }
+            | Step::TagInstances { .. }
+            | Step::UntagInstances { .. }
+            | Step::Terminate { .. } => self.ec2_step(step).await,
+            Step::RegisterTargets { .. }
+            | Step::DeregisterTargets { .. }
+            | Step::SetForward { .. }
+            | Step::TagRoute { .. }
+            | Step::UntagRoute { .. } => self.elb_step(step).await,
+        }
+    }
+
+    async fn ec2_step(&self, step: &Step) -> Result<(), Error> {
+        let ec2 = &self.ec2;
+        let tags = |pairs: Vec<(&String, Option<&String>)>| -> Vec<ec2t::Tag> {
+            pairs
+                .into_iter()
+                .map(|(k, v)| ec2t::Tag::builder().key(k).set_value(v.cloned()).build())
+                .collect()
+        };
+        match step {
             Step::AssociateAddress {
                 allocation_id,
                 instance_id,
-            } => {
-                self.ec2
-                    .associate_address()
-                    .allocation_id(allocation_id)
-                    .instance_id(instance_id)
-                    .allow_reassociation(true)
-                    .send()
-                    .await
-                    .map_err(aws_error("AssociateAddress"))?;
-                Ok(())
-            }
+            } => ec2
+                .associate_address()
+                .allocation_id(allocation_id)
+                .instance_id(instance_id)
+                .allow_reassociation(true)
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("AssociateAddress")),
             Step::DisassociateAddress { association_id, .. } => {
-                match self
-                    .ec2
+                let sent = ec2
                     .disassociate_address()
                     .association_id(association_id)
                     .send()
-                    .await
-                {
+                    .await;
+                match sent {
                     Ok(_) => Ok(()),
                     // Already gone: what we wanted.
                     Err(err) if err.code() == Some("InvalidAssociationID.NotFound") => Ok(()),
                     Err(err) => Err(aws_error("DisassociateAddress")(err)),
                 }
             }
+            Step::TagInstances {
+                instance_ids,
+                tags: pairs,
+            } => ec2
+                .create_tags()
+                .set_resources(Some(instance_ids.clone()))
+                .set_tags(Some(tags(
+                    pairs.iter().map(|(k, v)| (k, Some(v))).collect(),
+                )))
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("CreateTags")),
+            Step::UntagInstances { instance_ids, keys } => ec2
+                .delete_tags()
+                .set_resources(Some(instance_ids.clone()))
+                .set_tags(Some(tags(keys.iter().map(|k| (k, None)).collect())))
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("DeleteTags")),
+            Step::Terminate { instance_ids } => ec2
+                .terminate_instances()
+                .set_instance_ids(Some(instance_ids.clone()))
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("TerminateInstances")),
+            other => Err(Error::Internal(format!(
+                "not an EC2 step: {}",
+                other.describe()
+            ))),
+        }
+    }
+
+    async fn elb_step(&self, step: &Step) -> Result<(), Error> {
+        let elb = &self.elb;
+        match step {
             Step::RegisterTargets {
                 target_group,
                 instance_ids,
-            } => {
-                self.elb
-                    .register_targets()
-                    .target_group_arn(target_group)
-                    .set_targets(Some(targets(instance_ids)))
-                    .send()
-                    .await
-                    .map_err(aws_error("RegisterTargets"))?;
-                Ok(())
-            }
+            } => elb
+                .register_targets()
+                .target_group_arn(target_group)
+                .set_targets(Some(targets(instance_ids)))
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("RegisterTargets")),
             Step::DeregisterTargets {
                 target_group,
                 instance_ids,
-            } => {
-                self.elb
-                    .deregister_targets()
-                    .target_group_arn(target_group)
-                    .set_targets(Some(targets(instance_ids)))
-                    .send()
-                    .await
-                    .map_err(aws_error("DeregisterTargets"))?;
-                Ok(())
-            }
+            } => elb
+                .deregister_targets()
+                .target_group_arn(target_group)
+                .set_targets(Some(targets(instance_ids)))
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("DeregisterTargets")),
             Step::SetForward {
                 route,
                 is_listener_default,
@@ -85,91 +144,60 @@ impl Aws {
                     .map(kept_action)
                     .chain([forward_action(to, *forward_order)])
                     .collect();
-                if *is_listener_default {
-                    self.elb
-                        .modify_listener()
-                        .listener_arn(route)
-                        .set_default_actions(Some(actions))
-                        .send()
-                        .await
-                        .map_err(aws_error("ModifyListener"))?;
-                } else {
-                    self.elb
-                        .modify_rule()
-                        .rule_arn(route)
-                        .set_actions(Some(actions))
-                        .send()
-                        .await
-                        .map_err(aws_error("ModifyRule"))?;
-                }
-                Ok(())
+                self.set_actions(route, *is_listener_default, actions).await
             }
-            Step::TagRoute { route, tags } => {
-                let tags = tags
-                    .iter()
-                    .map(|(k, v)| elbt::Tag::builder().key(k).value(v).build())
-                    .collect();
-                self.elb
-                    .add_tags()
-                    .resource_arns(route)
-                    .set_tags(Some(tags))
-                    .send()
-                    .await
-                    .map_err(aws_error("AddTags"))?;
-                Ok(())
-            }
-            Step::UntagRoute { route, keys } => {
-                self.elb
-                    .remove_tags()
-                    .resource_arns(route)
-                    .set_tag_keys(Some(keys.clone()))
-                    .send()
-                    .await
-                    .map_err(aws_error("RemoveTags"))?;
-                Ok(())
-            }
-            Step::TagInstances { instance_ids, tags } => {
-                let tags = tags
-                    .iter()
-                    .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
-                    .collect();
-                self.ec2
-                    .create_tags()
-                    .set_resources(Some(instance_ids.clone()))
-                    .set_tags(Some(tags))
-                    .send()
-                    .await
-                    .map_err(aws_error("CreateTags"))?;
-                Ok(())
-            }
-            Step::UntagInstances { instance_ids, keys } => {
-                let tags = keys
-                    .iter()
-                    .map(|k| ec2t::Tag::builder().key(k).build())
-                    .collect();
-                self.ec2
-                    .delete_tags()
-                    .set_resources(Some(instance_ids.clone()))
-                    .set_tags(Some(tags))
-                    .send()
-                    .await
-                    .map_err(aws_error("DeleteTags"))?;
-                Ok(())
-            }
-            Step::ChangeRecords {
-                zone_id,
-                service,
-                changes,
-            } => self.change_records(zone_id, service, changes).await,
-            Step::Terminate { instance_ids } => {
-                self.ec2
-                    .terminate_instances()
-                    .set_instance_ids(Some(instance_ids.clone()))
-                    .send()
-                    .await
-                    .map_err(aws_error("TerminateInstances"))?;
-                Ok(())
-            }
+            Step::TagRoute { route, tags } => elb
+                .add_tags()
+                .resource_arns(route)
+                .set_tags(Some(
+                    tags.iter()
+                        .map(|(k, v)| elbt::Tag::builder().key(k).value(v).build())
+                        .collect(),
+                ))
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("AddTags")),
+            Step::UntagRoute { route, keys } => elb
+                .remove_tags()
+                .resource_arns(route)
+                .set_tag_keys(Some(keys.clone()))
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("RemoveTags")),
+            other => Err(Error::Internal(format!(
+                "not an ELB step: {}",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// A rule's actions, or a listener's default actions.
+    async fn set_actions(
+        &self,
+        route: &str,
+        is_listener_default: bool,
+        actions: Vec<elbt::Action>,
+    ) -> Result<(), Error> {
+        if is_listener_default {
+            self.elb
+                .modify_listener()
+                .listener_arn(route)
+                .set_default_actions(Some(actions))
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("ModifyListener"))
+        } else {
+            self.elb
+                .modify_rule()
+                .rule_arn(route)
+                .set_actions(Some(actions))
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("ModifyRule"))
         }
     }
 

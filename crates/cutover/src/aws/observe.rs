@@ -265,98 +265,17 @@ impl Aws {
         service: &str,
         load_balancers: &[String],
     ) -> Result<(Route, Route), Error> {
-        let mut candidates: Vec<(String, bool, Vec<elbt::Action>, Vec<String>)> = Vec::new();
-        for load_balancer in load_balancers {
-            let listeners = self
-                .elb
-                .describe_listeners()
-                .load_balancer_arn(load_balancer)
-                .send()
-                .await
-                .map_err(aws_error("DescribeListeners"))?;
-            for listener in listeners.listeners() {
-                let Some(listener_arn) = listener.listener_arn() else {
-                    continue;
-                };
-                candidates.push((
-                    listener_arn.to_owned(),
-                    true,
-                    listener.default_actions().to_vec(),
-                    Vec::new(),
-                ));
-                let mut marker = None;
-                loop {
-                    let rules = self
-                        .elb
-                        .describe_rules()
-                        .listener_arn(listener_arn)
-                        .set_marker(marker)
-                        .send()
-                        .await
-                        .map_err(aws_error("DescribeRules"))?;
-                    for rule in rules.rules() {
-                        if rule.is_default() == Some(true) {
-                            continue;
-                        }
-                        let Some(rule_arn) = rule.rule_arn() else {
-                            continue;
-                        };
-                        let conditions = rule
-                            .conditions()
-                            .iter()
-                            .flat_map(describe_condition)
-                            .collect();
-                        candidates.push((
-                            rule_arn.to_owned(),
-                            false,
-                            rule.actions().to_vec(),
-                            conditions,
-                        ));
-                    }
-                    marker = rules.next_marker().map(str::to_owned);
-                    if marker.is_none() {
-                        break;
-                    }
-                }
-            }
-        }
-        let arns: Vec<String> = candidates.iter().map(|c| c.0.clone()).collect();
+        let candidates = self.route_candidates(load_balancers).await?;
+        let arns: Vec<String> = candidates.iter().map(|c| c.arn.clone()).collect();
         let tags = self.elb_tags(&arns).await?;
         let mut found: HashMap<&'static str, Vec<Route>> = HashMap::new();
-        for (arn, is_listener_default, actions, conditions) in candidates {
-            let Some(tags) = tags.get(&arn) else { continue };
-            if tags.get(TAG_SERVICE).map(String::as_str) != Some(service) {
+        for candidate in candidates {
+            let Some(tags) = tags.get(&candidate.arn) else {
                 continue;
-            }
-            let role = match tags.get(TAG_ROUTE).map(String::as_str) {
-                Some("product") => RouteRole::Product,
-                Some("pre-product") => RouteRole::PreProduct,
-                _ => continue,
             };
-            let forward = forward_from_actions(&actions).ok_or_else(|| {
-                Error::World(format!(
-                    "the {} route {arn} has no forward action",
-                    role.as_str()
-                ))
-            })?;
-            let kept_actions = kept_actions(&arn, &actions)?;
-            let forward_order = actions
-                .iter()
-                .find(|a| a.r#type() == Some(&elbt::ActionTypeEnum::Forward))
-                .and_then(|a| a.order());
-            let previous = tags.get(TAG_PREVIOUS).cloned();
-            let lock = tags.get(TAG_LOCK).and_then(|v| Lock::parse(v));
-            found.entry(role.as_str()).or_default().push(Route {
-                arn,
-                role,
-                is_listener_default,
-                forward,
-                forward_order,
-                kept_actions,
-                previous,
-                lock,
-                conditions,
-            });
+            if let Some(route) = route_of_service(candidate, tags, service)? {
+                found.entry(route.role.as_str()).or_default().push(route);
+            }
         }
         let mut pick = |role: RouteRole| -> Result<Route, Error> {
             let mut routes = found.remove(role.as_str()).unwrap_or_default();
@@ -374,6 +293,68 @@ impl Aws {
             }
         };
         Ok((pick(RouteRole::Product)?, pick(RouteRole::PreProduct)?))
+    }
+
+    /// Every listener (its default action) and every non-default rule of these load balancers.
+    async fn route_candidates(&self, load_balancers: &[String]) -> Result<Vec<Candidate>, Error> {
+        let mut candidates = Vec::new();
+        for load_balancer in load_balancers {
+            let listeners = self
+                .elb
+                .describe_listeners()
+                .load_balancer_arn(load_balancer)
+                .send()
+                .await
+                .map_err(aws_error("DescribeListeners"))?;
+            for listener in listeners.listeners() {
+                let Some(listener_arn) = listener.listener_arn() else {
+                    continue;
+                };
+                candidates.push(Candidate {
+                    arn: listener_arn.to_owned(),
+                    is_listener_default: true,
+                    actions: listener.default_actions().to_vec(),
+                    conditions: Vec::new(),
+                });
+                candidates.extend(self.rules(listener_arn).await?);
+            }
+        }
+        Ok(candidates)
+    }
+
+    async fn rules(&self, listener_arn: &str) -> Result<Vec<Candidate>, Error> {
+        let mut candidates = Vec::new();
+        let mut marker = None;
+        loop {
+            let rules = self
+                .elb
+                .describe_rules()
+                .listener_arn(listener_arn)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(aws_error("DescribeRules"))?;
+            for rule in rules.rules() {
+                let Some(rule_arn) = rule.rule_arn().filter(|_| rule.is_default() != Some(true))
+                else {
+                    continue;
+                };
+                candidates.push(Candidate {
+                    arn: rule_arn.to_owned(),
+                    is_listener_default: false,
+                    actions: rule.actions().to_vec(),
+                    conditions: rule
+                        .conditions()
+                        .iter()
+                        .flat_map(describe_condition)
+                        .collect(),
+                });
+            }
+            marker = rules.next_marker().map(str::to_owned);
+            if marker.is_none() {
+                return Ok(candidates);
+            }
+        }
     }
 
     async fn elb_tags(
@@ -410,6 +391,8 @@ impl Aws {
     }
 
     /// A-records under `<service>.<zone>`.
+    /// The service's records in the zone: those cutover owns (an ownership TXT record beside
+    /// them) and the names of the others.
     pub async fn dns(&self, zone_id: &str, service: &str) -> Result<Dns, Error> {
         let zone = self
             .route53
@@ -426,9 +409,51 @@ impl Aws {
             zone_name.push('.');
         }
         let suffix = format!(".{service}.{zone_name}");
+        let sets = self.record_sets(zone_id, &suffix).await?;
         let marker = ownership_marker(service);
-        let mut a_records: BTreeMap<String, (i64, Vec<String>)> = BTreeMap::new();
-        let mut markers: BTreeMap<String, i64> = BTreeMap::new();
+        let owned: BTreeMap<&str, i64> = sets
+            .iter()
+            .filter(|s| s.r#type() == &r53t::RrType::Txt)
+            .filter(|s| s.resource_records().iter().any(|r| r.value() == marker))
+            .map(|s| (s.name(), s.ttl().unwrap_or(0)))
+            .collect();
+        let mut records = BTreeMap::new();
+        let mut foreign = BTreeSet::new();
+        for set in sets.iter().filter(|s| s.r#type() == &r53t::RrType::A) {
+            let Some(&marker_ttl) = owned.get(set.name()) else {
+                foreign.insert(set.name().to_owned());
+                continue;
+            };
+            let values = set
+                .resource_records()
+                .iter()
+                .map(|r| r.value().to_owned())
+                .collect();
+            let ttl = set.ttl().unwrap_or(0);
+            records.insert(
+                set.name().to_owned(),
+                RecordSet {
+                    ttl,
+                    values,
+                    marker_ttl,
+                },
+            );
+        }
+        Ok(Dns {
+            zone_id: zone_id.to_owned(),
+            zone_name,
+            records,
+            foreign,
+        })
+    }
+
+    /// Every record set of the zone whose name ends with `suffix`, all pages.
+    async fn record_sets(
+        &self,
+        zone_id: &str,
+        suffix: &str,
+    ) -> Result<Vec<r53t::ResourceRecordSet>, Error> {
+        let mut sets = Vec::new();
         let mut start: Option<(String, r53t::RrType)> = None;
         loop {
             let mut request = self
@@ -442,60 +467,73 @@ impl Aws {
                 .send()
                 .await
                 .map_err(aws_error("ListResourceRecordSets"))?;
-            for set in page.resource_record_sets() {
-                if !set.name().ends_with(&suffix) {
-                    continue;
-                }
-                let values: Vec<String> = set
-                    .resource_records()
+            sets.extend(
+                page.resource_record_sets()
                     .iter()
-                    .map(|r| r.value().to_owned())
-                    .collect();
-                match set.r#type() {
-                    r53t::RrType::A => {
-                        a_records.insert(set.name().to_owned(), (set.ttl().unwrap_or(0), values));
-                    }
-                    r53t::RrType::Txt if values.contains(&marker) => {
-                        markers.insert(set.name().to_owned(), set.ttl().unwrap_or(0));
-                    }
-                    _ => {}
-                }
-            }
+                    .filter(|s| s.name().ends_with(suffix))
+                    .cloned(),
+            );
             match (
                 page.is_truncated(),
                 page.next_record_name(),
                 page.next_record_type(),
             ) {
                 (true, Some(name), Some(kind)) => start = Some((name.to_owned(), kind.clone())),
-                _ => break,
+                _ => return Ok(sets),
             }
         }
-        let mut records = BTreeMap::new();
-        let mut foreign = BTreeSet::new();
-        for (name, (ttl, values)) in a_records {
-            match markers.get(&name) {
-                Some(&marker_ttl) => {
-                    records.insert(
-                        name,
-                        RecordSet {
-                            ttl,
-                            values,
-                            marker_ttl,
-                        },
-                    );
-                }
-                None => {
-                    foreign.insert(name);
-                }
-            }
-        }
-        Ok(Dns {
-            zone_id: zone_id.to_owned(),
-            zone_name,
-            records,
-            foreign,
-        })
     }
+}
+
+/// A listener or rule that may be one of the service's routes.
+struct Candidate {
+    arn: String,
+    is_listener_default: bool,
+    actions: Vec<elbt::Action>,
+    conditions: Vec<String>,
+}
+
+/// The route a candidate is, if its tags make it one of the service's.
+fn route_of_service(
+    candidate: Candidate,
+    tags: &HashMap<String, String>,
+    service: &str,
+) -> Result<Option<Route>, Error> {
+    if tags.get(TAG_SERVICE).map(String::as_str) != Some(service) {
+        return Ok(None);
+    }
+    let role = match tags.get(TAG_ROUTE).map(String::as_str) {
+        Some("product") => RouteRole::Product,
+        Some("pre-product") => RouteRole::PreProduct,
+        _ => return Ok(None),
+    };
+    let Candidate {
+        arn,
+        is_listener_default,
+        actions,
+        conditions,
+    } = candidate;
+    let forward = forward_from_actions(&actions).ok_or_else(|| {
+        Error::World(format!(
+            "the {} route {arn} has no forward action",
+            role.as_str()
+        ))
+    })?;
+    let forward_order = actions
+        .iter()
+        .find(|a| a.r#type() == Some(&elbt::ActionTypeEnum::Forward))
+        .and_then(|a| a.order());
+    Ok(Some(Route {
+        kept_actions: kept_actions(&arn, &actions)?,
+        previous: tags.get(TAG_PREVIOUS).cloned(),
+        lock: tags.get(TAG_LOCK).and_then(|v| Lock::parse(v)),
+        arn,
+        role,
+        is_listener_default,
+        forward,
+        forward_order,
+        conditions,
+    }))
 }
 
 /// The route's actions other than the forward, as cutover must send them back. Only
