@@ -65,6 +65,8 @@ struct Fault {
     remaining: usize,
     status: u16,
     code: String,
+    /// Hold the call this long before answering (a hung call).
+    hang: Option<Duration>,
 }
 
 struct State {
@@ -143,11 +145,12 @@ impl Endpoint {
             .count()
     }
 
-    /// Calls since `since` that changed something in AWS (and got through).
+    /// Calls since `since` that tried to change something in AWS, whether or not they got
+    /// through.
     pub fn mutations(&self, since: usize) -> Vec<Call> {
         self.calls()[since..]
             .iter()
-            .filter(|c| c.status < 300 && is_mutation(c))
+            .filter(|c| is_mutation(c))
             .cloned()
             .collect()
     }
@@ -186,6 +189,19 @@ impl Endpoint {
             remaining: times,
             status,
             code: code.to_owned(),
+            hang: None,
+        });
+    }
+
+    /// The next `times` calls of `action` hang for `hang` (recorded with status 0), then fail.
+    pub fn inject_hang(&self, action: &str, times: usize, hang: Duration) {
+        self.state.lock().unwrap().faults.push(Fault {
+            action: action.to_owned(),
+            skip: 0,
+            remaining: times,
+            status: 0,
+            code: String::new(),
+            hang: Some(hang),
         });
     }
 
@@ -274,6 +290,48 @@ pub fn is_mutating_elb(call: &Call) -> bool {
     call.service == "elasticloadbalancing" && MUTATING_ELB.contains(&call.action.as_str())
 }
 
+/// One request as the endpoint sees it: which service and action, and its parameters.
+struct Received {
+    service: String,
+    /// `X-Amz-Target` of JSON-protocol calls (CodePipeline), empty for the query protocol.
+    target: String,
+    action: String,
+    params: Vec<(String, String)>,
+}
+
+impl Received {
+    fn read(parts: &hyper::http::request::Parts, body: &[u8]) -> Received {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let target = header("x-amz-target");
+        let service = credential_scope_service(&header("authorization")).unwrap_or_default();
+        let params = if target.is_empty() {
+            form_params(body)
+        } else {
+            Vec::new()
+        };
+        let action = if let Some((_, operation)) = target.split_once('.') {
+            operation.to_owned()
+        } else if let Some((_, action)) = params.iter().find(|(k, _)| k == "Action") {
+            action.clone()
+        } else {
+            format!("{} {}", parts.method, parts.uri.path())
+        };
+        Received {
+            service,
+            target,
+            action,
+            params,
+        }
+    }
+}
+
 async fn handle(
     state: Arc<Mutex<State>>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -282,116 +340,116 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let service = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(credential_scope_service)
-        .unwrap_or_default();
-    let params = if target.is_empty() {
-        form_params(&body)
-    } else {
-        Vec::new()
-    };
-    let action = if let Some((_, operation)) = target.split_once('.') {
-        operation.to_owned()
-    } else if let Some((_, action)) = params.iter().find(|(k, _)| k == "Action") {
-        action.clone()
-    } else {
-        format!("{} {}", parts.method, parts.uri.path())
-    };
-
+    let call = Received::read(&parts, &body);
     let latency = state.lock().unwrap().realism.latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let injected = {
-        let mut state = state.lock().unwrap();
-        let matching = state.faults.iter_mut().find(|f| {
-            (f.action == action || (action.contains('/') && action.contains(&f.action)))
-                && f.remaining > 0
-        });
-        let fault = match matching {
-            Some(f) if f.skip > 0 => {
-                f.skip -= 1;
-                None
-            }
-            Some(f) => {
-                f.remaining -= 1;
-                Some((f.status, f.code.clone()))
-            }
-            None => None,
-        };
-        if let Some((status, _)) = &fault {
-            state.calls.push(Call {
-                service: service.clone(),
-                action: action.clone(),
-                params: params.clone(),
-                status: *status,
-                answered: std::time::Instant::now(),
-            });
-        }
-        fault
-    };
-    if let Some((status, code)) = injected {
-        return Ok(error_response(
-            &service,
-            &target,
-            status,
-            &code,
-            "fault injected by the test endpoint",
-        ));
+    if let Some(response) = injected_fault(&state, &call).await {
+        return Ok(response);
     }
+    if let Some(response) = modelled(&state, &call) {
+        return Ok(response);
+    }
+    if call.target.starts_with("CodePipeline_20150709.") {
+        return Ok(codepipeline_response(&state, &call, &body));
+    }
+    proxy(&state, &client, &upstream, parts, body, call).await
+}
 
+/// An injected fault for this call: an error answer, or a hang after which it goes on.
+async fn injected_fault(
+    state: &Arc<Mutex<State>>,
+    call: &Received,
+) -> Option<Response<Full<Bytes>>> {
+    let fault = {
+        let mut state = state.lock().unwrap();
+        let action = &call.action;
+        let matching = state.faults.iter_mut().find(|f| {
+            (&f.action == action || (action.contains('/') && action.contains(&f.action)))
+                && f.remaining > 0
+        })?;
+        if matching.skip > 0 {
+            matching.skip -= 1;
+            return None;
+        }
+        matching.remaining -= 1;
+        matching.clone()
+    };
+    record(state, call, fault.status);
+    if let Some(hang) = fault.hang {
+        // Recorded with status 0 when it starts; by the time it ends the caller has given up.
+        tokio::time::sleep(hang).await;
+    }
+    Some(error_response(
+        &call.service,
+        &call.target,
+        fault.status,
+        &fault.code,
+        "fault injected by the test endpoint",
+    ))
+}
+
+/// An answer from the AWS behaviours moto lacks, when one applies (`realism`).
+fn modelled(state: &Arc<Mutex<State>>, call: &Received) -> Option<Response<Full<Bytes>>> {
     let intercepted = {
         let mut state = state.lock().unwrap();
         let now = state.clock.load(Ordering::SeqCst);
-        state.realism.before(&action, &params, now)
+        state.realism.before(&call.action, &call.params, now)
     };
     match intercepted {
-        Intercept::Forward => {}
+        Intercept::Forward => None,
         Intercept::Answer(body) => {
-            record(&state, &service, &action, &params, 200);
+            record(state, call, 200);
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response
                 .headers_mut()
                 .insert("content-type", "text/xml".parse().unwrap());
-            return Ok(response);
+            Some(response)
         }
         Intercept::Error {
             status,
             code,
             message,
         } => {
-            record(&state, &service, &action, &params, status);
-            return Ok(error_response(&service, &target, status, &code, &message));
+            record(state, call, status);
+            Some(error_response(
+                &call.service,
+                &call.target,
+                status,
+                &code,
+                &message,
+            ))
         }
     }
+}
 
-    if target.starts_with("CodePipeline_20150709.") {
-        let (status, reply) = codepipeline(&state, &action, &body);
-        state.lock().unwrap().calls.push(Call {
-            service,
-            action,
-            params,
-            status: status.as_u16(),
-            answered: std::time::Instant::now(),
-        });
-        let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            "content-type",
-            "application/x-amz-json-1.1".parse().unwrap(),
-        );
-        return Ok(response);
-    }
+/// CodePipeline's job API, served here since moto answers it with HTTP 500.
+fn codepipeline_response(
+    state: &Arc<Mutex<State>>,
+    call: &Received,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    let (status, reply) = codepipeline(state, &call.action, body);
+    record(state, call, status.as_u16());
+    let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "content-type",
+        "application/x-amz-json-1.1".parse().unwrap(),
+    );
+    response
+}
 
+/// Everything else goes to moto, and what it answers back to the caller.
+async fn proxy(
+    state: &Arc<Mutex<State>>,
+    client: &Client<HttpConnector, Full<Bytes>>,
+    upstream: &str,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    call: Received,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let uri = format!(
         "{upstream}{}",
         parts
@@ -428,9 +486,9 @@ async fn handle(
         let now = state.clock.load(Ordering::SeqCst);
         state
             .realism
-            .after(&action, &params, status.as_u16(), &reply, now);
+            .after(&call.action, &call.params, status.as_u16(), &reply, now);
     }
-    record(&state, &service, &action, &params, status.as_u16());
+    record(state, &call, status.as_u16());
     let mut response = Response::new(Full::new(reply));
     *response.status_mut() = status;
     for (name, value) in &headers {
@@ -441,17 +499,11 @@ async fn handle(
     Ok(response)
 }
 
-fn record(
-    state: &Arc<Mutex<State>>,
-    service: &str,
-    action: &str,
-    params: &[(String, String)],
-    status: u16,
-) {
+fn record(state: &Arc<Mutex<State>>, call: &Received, status: u16) {
     state.lock().unwrap().calls.push(Call {
-        service: service.to_owned(),
-        action: action.to_owned(),
-        params: params.to_vec(),
+        service: call.service.clone(),
+        action: call.action.clone(),
+        params: call.params.clone(),
         status,
         answered: std::time::Instant::now(),
     });

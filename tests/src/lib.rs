@@ -23,11 +23,18 @@ pub use endpoint::{Ack, AckKind, Call, Endpoint};
 pub use fixture::{Base, Clients, ServiceFixture};
 pub use moto::Moto;
 
+/// The service most tests release, and its settings variable.
+pub const SERVICE: &str = "mobile-zum-api";
+pub const VARIABLE: &str = "MOBILE_ZUM_API";
+
 /// A running local AWS: moto, the endpoint in front of it, and the seeded base world.
 pub struct Local {
     pub moto: Moto,
     pub endpoint: Endpoint,
+    /// For seeding and inspecting the world (two attempts per call).
     pub config: SdkConfig,
+    /// The functions' own configuration (retries, timeouts), pointed at the endpoint.
+    pub production: SdkConfig,
     pub clients: Clients,
     pub base: Base,
     /// The clock the functions see, in unix seconds; tests move it instead of sleeping.
@@ -46,12 +53,14 @@ pub async fn local(elastic_ips: usize) -> Local {
     ));
     let endpoint = Endpoint::start(&moto.url, now.clone()).await;
     let config = fixture::sdk_config(&endpoint.url).await;
+    let production = fixture::production_sdk_config(&endpoint.url).await;
     let clients = Clients::new(&config);
     let base = fixture::seed_base(&clients, elastic_ips).await;
     Local {
         moto,
         endpoint,
         config,
+        production,
         clients,
         base,
         now,
@@ -131,25 +140,30 @@ impl JobRun {
 }
 
 impl Local {
-    /// The functions' App as Lambda would build it, with these settings variables.
+    /// The functions' App as Lambda builds it (the production retry and timeout configuration),
+    /// with these settings variables, on the tests' clock.
     pub fn app(&self, settings: &[(&str, String)]) -> App {
         let now = self.now.clone();
         App {
             registry: Registry::from_vars(settings.iter().map(|(k, v)| (k.to_string(), v.clone()))),
-            cloud: Aws::new(&self.config),
+            cloud: Aws::new(&self.production),
             topic_arn: Some(self.base.topic_arn.clone()),
             clock: Arc::new(move || now.load(Ordering::SeqCst)),
         }
     }
 
-    /// The functions' App with the production retry and timeout configuration, as Lambda
-    /// builds it, pointed at the endpoint.
-    pub async fn production_app(&self, settings: &[(&str, String)]) -> App {
-        let config = fixture::production_sdk_config(&self.endpoint.url).await;
-        App {
-            cloud: Aws::new(&config),
-            ..self.app(settings)
-        }
+    /// A local AWS with `SERVICE` seeded (its slots and routes), the first `elastic_ips`
+    /// addresses, and the App with its settings: `count` instances plus the `extra` keys.
+    pub async fn with_service(
+        count: u32,
+        elastic_ips: usize,
+        extra: Value,
+    ) -> (Local, ServiceFixture, App) {
+        let local = local(elastic_ips).await;
+        let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
+        let settings = fixture::settings_json(&local.base, count, elastic_ips, extra);
+        let app = local.app(&[(VARIABLE, settings)]);
+        (local, service, app)
     }
 
     /// Every AWS behaviour the endpoint models, on at once (latency is its own switch): targets
@@ -198,36 +212,57 @@ impl Local {
         max_invocations: usize,
         advance_s: u64,
     ) -> JobRun {
-        let mut run = JobRun {
-            acks: Vec::new(),
-            responses: Vec::new(),
-            error: None,
-        };
-        let mut token: Option<String> = None;
-        for _ in 0..max_invocations {
-            let job_id = self.next_job_id();
-            let event = job_event(function, &job_id, user_parameters, token.as_deref());
-            let response = match app.handle(function, event).await {
-                Ok(response) => response,
-                Err(error) => {
-                    run.error = Some(error.to_string());
-                    break;
-                }
-            };
-            let ack = self
-                .endpoint
-                .ack_for(&job_id)
-                .unwrap_or_else(|| panic!("job {job_id} was not acknowledged"));
-            run.responses.push(response);
-            token = ack.continuation_token.clone();
-            run.acks.push(ack);
-            if token.is_none() {
-                break;
+        let next_id = || self.next_job_id();
+        play_action(&self.endpoint, next_id, max_invocations, |job_id, token| {
+            if token.is_some() {
+                self.advance(advance_s);
             }
-            self.advance(advance_s);
-        }
-        run
+            let event = job_event(function, &job_id, user_parameters, token.as_deref());
+            async move { app.handle(function, event).await.map_err(|e| e.to_string()) }
+        })
+        .await
     }
+}
+
+/// Plays CodePipeline for one action: a new job per invocation, each given the last
+/// continuation token, until a job ends without one or `max_invocations` run out. `invoke` runs
+/// the function (in process, or through `cargo lambda invoke`) for a job id and token.
+pub async fn play_action<F, Fut>(
+    endpoint: &Endpoint,
+    mut next_job_id: impl FnMut() -> String,
+    max_invocations: usize,
+    mut invoke: F,
+) -> JobRun
+where
+    F: FnMut(String, Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, String>>,
+{
+    let mut run = JobRun {
+        acks: Vec::new(),
+        responses: Vec::new(),
+        error: None,
+    };
+    let mut token: Option<String> = None;
+    for _ in 0..max_invocations {
+        let job_id = next_job_id();
+        match invoke(job_id.clone(), token.clone()).await {
+            Ok(response) => run.responses.push(response),
+            Err(error) => {
+                run.error = Some(error);
+                return run;
+            }
+        }
+        let Some(ack) = endpoint.ack_for(&job_id) else {
+            run.error = Some(format!("job {job_id} was not acknowledged"));
+            return run;
+        };
+        token = ack.continuation_token.clone();
+        run.acks.push(ack);
+        if token.is_none() {
+            return run;
+        }
+    }
+    run
 }
 
 /// Everything a release can change for `service`, as comparable data: instances with their

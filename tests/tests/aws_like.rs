@@ -9,11 +9,10 @@ use std::time::Duration;
 use cutover::aws::{Aws, InstanceQuery};
 use cutover::world::{InstanceState, Stage};
 use cutover::Function;
-use cutover_tests::{fixture, job_event, local, sample_event, AckKind, Local, ServiceFixture};
+use cutover_tests::{fixture, job_event, sample_event, AckKind, Local, ServiceFixture};
 use serde_json::{json, Value};
 
 const SERVICE: &str = "mobile-zum-api";
-const VARIABLE: &str = "MOBILE_ZUM_API";
 const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
 const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
 const R3: &str = "33333333-aaaa-4bbb-8ccc-000000000003";
@@ -26,10 +25,7 @@ fn params(release: &str) -> Value {
 }
 
 async fn setup(extra: Value) -> (Local, ServiceFixture, cutover::App) {
-    let local = local(1).await;
-    let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
-    let settings = fixture::settings_json(&local.base, 2, 1, extra);
-    let app = local.production_app(&[(VARIABLE, settings)]).await;
+    let (local, service, app) = Local::with_service(2, 1, extra).await;
     local.behave_like_aws(INITIAL_S, DRAIN_S);
     (local, service, app)
 }

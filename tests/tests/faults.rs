@@ -7,7 +7,7 @@
 use cutover::aws::{Aws, InstanceQuery};
 use cutover::world::Stage;
 use cutover::Function;
-use cutover_tests::{fixture, local, Local, ServiceFixture};
+use cutover_tests::{Local, ServiceFixture};
 use serde_json::json;
 
 const SERVICE: &str = "mobile-zum-api";
@@ -47,14 +47,24 @@ const fn fault(
     }
 }
 
+/// The functions with their production retry and timeout configuration (4 attempts, 10 s per
+/// attempt, 30 s per call), so a fault shorter than the attempts is the SDK's to ride out and a
+/// longer one fails the job.
 async fn setup() -> (Local, ServiceFixture, cutover::App) {
-    let local = local(2).await;
-    let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
-    let app = local.app(&[(
-        "MOBILE_ZUM_API",
-        fixture::settings_json(&local.base, 2, 2, json!({})),
-    )]);
-    (local, service, app)
+    Local::with_service(2, 2, json!({})).await
+}
+
+impl Fault {
+    /// A fault on every attempt of a call fails its job, which the operator re-runs; a shorter
+    /// one is retried by the SDK inside the job. A notification never fails a job.
+    fn runs_needed(&self) -> usize {
+        let exhausts = self.times >= cutover::aws::MAX_ATTEMPTS as usize;
+        if exhausts && self.action != "Publish" {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 /// Runs a stage; if it fails, retries it as an operator would. The injected fault is spent by then.
@@ -131,6 +141,7 @@ async fn run_scenario(fault: Fault) {
     for function in STAGES {
         stage_with_retry(&local, &app, function, R1).await;
     }
+    let mark = local.endpoint.mark();
     for function in STAGES {
         if function == fault.during {
             local.endpoint.inject_fault_after(
@@ -141,25 +152,24 @@ async fn run_scenario(fault: Fault) {
                 fault.code,
             );
         }
-        stage_with_retry(&local, &app, function, R2).await;
+        let runs = stage_with_retry(&local, &app, function, R2).await;
+        if function == fault.during {
+            // One run means the SDK's retries absorbed the fault inside the job; two mean the
+            // job failed and the operator's re-run converged.
+            assert_eq!(runs, fault.runs_needed(), "{} runs", function.as_str());
+        }
         // Traffic is never half-switched, whatever failed.
         let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
         assert!(alb.product.forward.sole_target().is_some());
     }
-    let hits = local
-        .endpoint
-        .calls()
+    let hits = local.endpoint.calls()[mark..]
         .iter()
         .filter(|c| {
             c.status == fault.status
                 && (c.action == fault.action || c.action.contains(fault.action))
         })
         .count();
-    assert!(
-        hits >= fault.times.min(1),
-        "the fault was injected ({} hits)",
-        hits
-    );
+    assert_eq!(hits, fault.times, "every injected fault was met");
     assert_converged(&local, &service, R2).await;
 }
 
@@ -176,30 +186,30 @@ use Function::{Cleanup as C, Provision as P, RegisterTarget as R, SwitchListener
 
 fault_tests! {
     run_instances_5xx_once_is_retried_by_the_sdk: fault("RunInstances", 0, 1, 500, "InternalError", P);
-    run_instances_5xx_fails_the_job: fault("RunInstances", 0, 2, 500, "InternalError", P);
+    run_instances_5xx_fails_the_job: fault("RunInstances", 0, 4, 500, "InternalError", P);
     run_instances_throttled: fault("RunInstances", 0, 2, 400, "RequestLimitExceeded", P);
-    second_launch_fails_after_the_first_succeeded: fault("RunInstances", 1, 2, 500, "InternalError", P);
+    second_launch_fails_after_the_first_succeeded: fault("RunInstances", 1, 4, 500, "InternalError", P);
     describe_instances_unavailable: fault("DescribeInstances", 0, 2, 503, "Unavailable", P);
-    associate_address_fails_after_launch: fault("AssociateAddress", 0, 2, 500, "InternalError", P);
-    dns_change_fails_in_provision: fault("rrset", 0, 2, 500, "InternalError", P);
+    associate_address_fails_after_launch: fault("AssociateAddress", 0, 4, 500, "InternalError", P);
+    dns_change_fails_in_provision: fault("rrset", 0, 4, 500, "InternalError", P);
     describe_target_groups_throttled: fault("DescribeTargetGroups", 0, 2, 400, "Throttling", R);
-    lock_claim_fails: fault("AddTags", 0, 2, 500, "InternalFailure", R);
-    register_targets_fails_after_the_claim: fault("RegisterTargets", 0, 2, 500, "InternalFailure", R);
+    lock_claim_fails: fault("AddTags", 0, 4, 500, "InternalFailure", R);
+    register_targets_fails_after_the_claim: fault("RegisterTargets", 0, 4, 500, "InternalFailure", R);
     target_health_unavailable: fault("DescribeTargetHealth", 0, 2, 503, "ServiceUnavailable", R);
-    pre_product_repoint_fails: fault("ModifyRule", 0, 2, 500, "InternalFailure", R);
+    pre_product_repoint_fails: fault("ModifyRule", 0, 4, 500, "InternalFailure", R);
     switch_modify_rule_5xx_once: fault("ModifyRule", 0, 1, 500, "InternalFailure", S);
-    switch_modify_rule_fails: fault("ModifyRule", 0, 2, 500, "InternalFailure", S);
-    pre_product_repoint_fails_after_the_switch: fault("ModifyRule", 1, 2, 500, "InternalFailure", S);
-    previous_tag_fails_after_the_switch: fault("AddTags", 0, 2, 500, "InternalFailure", S);
-    retag_fails_after_the_switch: fault("CreateTags", 0, 2, 500, "InternalError", S);
-    lock_release_fails_after_the_switch: fault("RemoveTags", 0, 2, 500, "InternalFailure", S);
-    eip_move_fails_after_the_switch: fault("AssociateAddress", 0, 2, 500, "InternalError", S);
-    dns_change_fails_after_the_switch: fault("rrset", 0, 2, 500, "InternalError", S);
+    switch_modify_rule_fails: fault("ModifyRule", 0, 4, 500, "InternalFailure", S);
+    pre_product_repoint_fails_after_the_switch: fault("ModifyRule", 1, 4, 500, "InternalFailure", S);
+    previous_tag_fails_after_the_switch: fault("AddTags", 0, 4, 500, "InternalFailure", S);
+    retag_fails_after_the_switch: fault("CreateTags", 0, 4, 500, "InternalError", S);
+    lock_release_fails_after_the_switch: fault("RemoveTags", 0, 4, 500, "InternalFailure", S);
+    eip_move_fails_after_the_switch: fault("AssociateAddress", 0, 4, 500, "InternalError", S);
+    dns_change_fails_after_the_switch: fault("rrset", 0, 4, 500, "InternalError", S);
     describe_rules_throttled_in_switch: fault("DescribeRules", 0, 2, 400, "Throttling", S);
-    notification_fails_but_the_switch_stands: fault("Publish", 0, 2, 500, "InternalError", S);
-    deregistration_fails_in_cleanup: fault("DeregisterTargets", 0, 2, 500, "InternalFailure", C);
-    termination_fails_after_deregistration: fault("TerminateInstances", 0, 2, 500, "InternalError", C);
-    dns_delete_fails_in_cleanup: fault("rrset", 0, 2, 500, "InternalError", C);
+    notification_fails_but_the_switch_stands: fault("Publish", 0, 4, 500, "InternalError", S);
+    deregistration_fails_in_cleanup: fault("DeregisterTargets", 0, 4, 500, "InternalFailure", C);
+    termination_fails_after_deregistration: fault("TerminateInstances", 0, 4, 500, "InternalError", C);
+    dns_delete_fails_in_cleanup: fault("rrset", 0, 4, 500, "InternalError", C);
 }
 
 #[tokio::test]
@@ -210,7 +220,7 @@ async fn an_acknowledgement_that_cannot_be_sent_fails_the_invocation_and_a_retry
     }
     local
         .endpoint
-        .inject_fault("PutJobSuccessResult", 2, 500, "InternalError");
+        .inject_fault("PutJobSuccessResult", 4, 500, "InternalError");
     let run = local
         .run_job(
             &app,
@@ -293,4 +303,36 @@ async fn a_failed_execution_is_cleaned_up_by_its_event_and_leaves_product_alone(
         "{:?}",
         local.endpoint.mutations(mark)
     );
+}
+
+#[tokio::test]
+async fn a_call_that_hangs_past_the_attempt_timeout_is_retried_within_the_job() {
+    let (local, _service, app) = setup().await;
+    // Longer than the 10 s attempt timeout, shorter than the 30 s one for the whole call.
+    local.endpoint.inject_hang(
+        "DescribeTargetGroups",
+        1,
+        std::time::Duration::from_secs(11),
+    );
+    let run = local
+        .run_job(
+            &app,
+            Function::Provision,
+            &json!({"service": SERVICE, "release": R1}),
+        )
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    assert_eq!(
+        run.acks.len(),
+        2,
+        "one launch and wait, one finish: no failed job"
+    );
+    let attempts: Vec<u16> = local
+        .endpoint
+        .calls()
+        .iter()
+        .filter(|c| c.action == "DescribeTargetGroups")
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(&attempts[..2], [0, 200], "the hung attempt, then its retry");
 }

@@ -13,13 +13,7 @@ const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
 const R3: &str = "33333333-aaaa-4bbb-8ccc-000000000003";
 
 async fn setup() -> (Local, ServiceFixture, cutover::App) {
-    let local = local(0).await;
-    let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
-    let app = local.app(&[(
-        "MOBILE_ZUM_API",
-        fixture::settings_json(&local.base, 2, 0, json!({})),
-    )]);
-    (local, service, app)
+    Local::with_service(2, 0, json!({})).await
 }
 
 fn params(release: &str) -> Value {

@@ -8,7 +8,6 @@ use cutover_tests::{fixture, local, world_snapshot, Local, ServiceFixture};
 use serde_json::{json, Value};
 
 const SERVICE: &str = "mobile-zum-api";
-const VARIABLE: &str = "MOBILE_ZUM_API";
 const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
 const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
 
@@ -21,11 +20,7 @@ fn rollback(release: &str) -> Value {
 }
 
 async fn setup(count: u32, eips: usize) -> (Local, ServiceFixture, cutover::App) {
-    let local = local(eips).await;
-    let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
-    let settings = fixture::settings_json(&local.base, count, eips, json!({}));
-    let app = local.app(&[(VARIABLE, settings)]);
-    (local, service, app)
+    Local::with_service(count, eips, json!({})).await
 }
 
 async fn release(local: &Local, app: &cutover::App, release: &str) {
@@ -57,6 +52,8 @@ async fn product_forward(local: &Local) -> String {
 #[tokio::test]
 async fn a_full_release_with_two_instances_eips_and_dns() {
     let (local, service, app) = setup(2, 2).await;
+    // Targets drain for 30 s (test clock) after deregistration, as on AWS; moto drops them at once.
+    local.endpoint.model_targets(0, 30);
     let aws = Aws::new(&local.config);
     let zone = format!("{SERVICE}.{}.", fixture::ZONE_NAME);
 
@@ -212,8 +209,32 @@ async fn a_full_release_with_two_instances_eips_and_dns() {
         .iter()
         .filter(|i| old.contains(&i.id))
         .all(|i| i.stage == Some(Stage::Retired) && i.retired_at.is_some()));
-    let run = local.run_job(&app, Function::Cleanup, &params(R2)).await;
+    let mark = local.endpoint.mark();
+    let run = local
+        .run_job_advancing(&app, Function::Cleanup, &params(R2), 10, 31)
+        .await;
     assert!(run.succeeded(), "{:?}", run.last());
+    assert!(
+        run.continuations() >= 1,
+        "waited for the drain: {:?}",
+        run.acks
+    );
+    let calls = local.endpoint.calls()[mark..].to_vec();
+    for id in &old {
+        let position = |action: &str, key: &str| {
+            calls.iter().position(|c| {
+                c.action == action && c.params.iter().any(|(k, v)| k.starts_with(key) && v == id)
+            })
+        };
+        let deregistered = position("DeregisterTargets", "Targets.member.").expect("deregistered");
+        let terminated = position("TerminateInstances", "InstanceId.").expect("terminated");
+        assert!(deregistered < terminated, "{id}: deregistered first");
+    }
+    assert!(
+        local.endpoint.terminated_while_in_a_group().is_empty(),
+        "terminated while draining: {:?}",
+        local.endpoint.terminated_while_in_a_group()
+    );
     let live = aws
         .instances(InstanceQuery::Service(SERVICE))
         .await

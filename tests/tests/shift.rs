@@ -13,12 +13,7 @@ const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
 const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
 
 async fn setup() -> (Local, ServiceFixture, cutover::App) {
-    let local = local(0).await;
-    let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
-    let app = local.app(&[(
-        "MOBILE_ZUM_API",
-        fixture::settings_json(&local.base, 2, 0, json!({"STICKY_S": 300})),
-    )]);
+    let (local, service, app) = Local::with_service(2, 0, json!({"STICKY_S": 300})).await;
     for release in [R1] {
         for function in [
             Function::Provision,

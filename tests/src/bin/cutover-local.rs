@@ -12,7 +12,9 @@ use cutover::aws::{Aws, InstanceQuery};
 use cutover::world::{short_arn, InstanceState};
 use cutover::Function;
 use cutover_tests::lambda::LambdaEmulator;
-use cutover_tests::{fixture, job_event, moto::repo_root, AckKind, Endpoint, ServiceFixture};
+use cutover_tests::{
+    fixture, job_event, moto::repo_root, play_action, AckKind, Endpoint, ServiceFixture,
+};
 use serde_json::{json, Value};
 
 const SERVICE: &str = "mobile-zum-api";
@@ -233,55 +235,56 @@ impl Demo {
     ) -> Result<(), String> {
         let started = Instant::now();
         let params = json!({"service": SERVICE, "release": release, "action": action});
-        let mut token: Option<String> = None;
-        let mut invocations = 0;
-        let ack = loop {
-            invocations += 1;
-            if invocations > 10 {
-                return Err(format!(
-                    "{} did not finish in 10 invocations",
-                    function.as_str()
-                ));
-            }
-            self.jobs += 1;
-            let job_id = format!("demo-job-{:03}", self.jobs);
+        let (work, emulator, endpoint) = (&self.work, &self.emulator, &self.endpoint);
+        let jobs = &mut self.jobs;
+        let next_job_id = || {
+            *jobs += 1;
+            format!("demo-job-{:03}", *jobs)
+        };
+        let run = play_action(endpoint, next_job_id, 10, |job_id, token| {
             let mut event = match sample {
                 Some(file) => cutover_tests::sample_event(file),
                 None => job_event(function, &job_id, &params, None),
             };
-            event["CodePipeline.job"]["id"] = Value::from(job_id.clone());
-            match &token {
-                Some(token) => {
-                    event["CodePipeline.job"]["data"]["continuationToken"] =
-                        Value::from(token.clone())
-                }
+            let job = &mut event["CodePipeline.job"];
+            job["id"] = Value::from(job_id.clone());
+            match token {
+                Some(token) => job["data"]["continuationToken"] = Value::from(token),
                 None => {
-                    if let Some(data) = event["CodePipeline.job"]["data"].as_object_mut() {
+                    if let Some(data) = job["data"].as_object_mut() {
                         data.remove("continuationToken");
                     }
                 }
             }
-            let file = self.work.join(format!("events/{job_id}.json"));
-            write_json(&file, &event)?;
-            let emulator = &self.emulator;
-            let invoked = tokio::task::block_in_place(|| emulator.invoke(function, &file));
-            invoked.map_err(|e| format!("cargo lambda invoke {}: {e}", function.as_str()))?;
-            let ack = self
-                .endpoint
-                .ack_for(&job_id)
-                .ok_or_else(|| format!("job {job_id} was not acknowledged"))?;
-            match &ack.continuation_token {
-                Some(next) => {
-                    println!(
-                        "   … {} continues: {}",
-                        function.as_str(),
-                        ack.summary.clone().unwrap_or_default()
-                    );
-                    token = Some(next.clone());
-                }
-                None => break ack,
-            }
+            let file = work.join(format!("events/{job_id}.json"));
+            let invoked = write_json(&file, &event).and_then(|()| {
+                tokio::task::block_in_place(|| emulator.invoke(function, &file).map(drop))
+                    .map_err(|e| format!("cargo lambda invoke {}: {e}", function.as_str()))
+            });
+            async move { invoked.map(|()| Value::Null) }
+        })
+        .await;
+        if let Some(error) = run.error {
+            return Err(error);
+        }
+        let invocations = run.acks.len();
+        let Some((ack, waits)) = run.acks.split_last() else {
+            return Err(format!("{} was never acknowledged", function.as_str()));
         };
+        for wait in waits {
+            println!(
+                "   … {} continues: {}",
+                function.as_str(),
+                wait.summary.clone().unwrap_or_default()
+            );
+        }
+        if ack.continuation_token.is_some() {
+            return Err(format!(
+                "{} did not finish in {invocations} invocations",
+                function.as_str()
+            ));
+        }
+        let ack = ack.clone();
         let took = started.elapsed().as_millis();
         let verdict = if ack.kind == AckKind::Success {
             "ok"

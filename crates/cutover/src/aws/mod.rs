@@ -13,6 +13,7 @@ pub use crate::port::InstanceQuery;
 use crate::port::{Acknowledgement, Cloud, Look, Seen};
 use crate::world::*;
 
+mod convert;
 mod execute;
 mod observe;
 mod pipeline;
