@@ -186,17 +186,16 @@ use Function::{Cleanup as C, Provision as P, RegisterTarget as R, SwitchListener
 
 fault_tests! {
     run_instances_5xx_once_is_retried_by_the_sdk: fault("RunInstances", 0, 1, 500, "InternalError", P);
-    run_instances_5xx_fails_the_job: fault("RunInstances", 0, 4, 500, "InternalError", P);
+    // Two launches run side by side and share the faults: eight exhaust both.
+    run_instances_5xx_fails_the_job: fault("RunInstances", 0, 8, 500, "InternalError", P);
     run_instances_throttled: fault("RunInstances", 0, 2, 400, "RequestLimitExceeded", P);
     second_launch_fails_after_the_first_succeeded: fault("RunInstances", 1, 4, 500, "InternalError", P);
     describe_instances_unavailable: fault("DescribeInstances", 0, 2, 503, "Unavailable", P);
-    associate_address_fails_after_launch: fault("AssociateAddress", 0, 4, 500, "InternalError", P);
     dns_change_fails_in_provision: fault("rrset", 0, 4, 500, "InternalError", P);
     describe_target_groups_throttled: fault("DescribeTargetGroups", 0, 2, 400, "Throttling", R);
     lock_claim_fails: fault("AddTags", 0, 4, 500, "InternalFailure", R);
     register_targets_fails_after_the_claim: fault("RegisterTargets", 0, 4, 500, "InternalFailure", R);
     target_health_unavailable: fault("DescribeTargetHealth", 0, 2, 503, "ServiceUnavailable", R);
-    pre_product_repoint_fails: fault("ModifyRule", 0, 4, 500, "InternalFailure", R);
     switch_modify_rule_5xx_once: fault("ModifyRule", 0, 1, 500, "InternalFailure", S);
     switch_modify_rule_fails: fault("ModifyRule", 0, 4, 500, "InternalFailure", S);
     pre_product_repoint_fails_after_the_switch: fault("ModifyRule", 1, 4, 500, "InternalFailure", S);
@@ -335,4 +334,35 @@ async fn a_call_that_hangs_past_the_attempt_timeout_is_retried_within_the_job() 
         .map(|c| c.status)
         .collect();
     assert_eq!(&attempts[..2], [0, 200], "the hung attempt, then its retry");
+}
+
+/// A second release's provision associates nothing (the addresses stay on the serving fleet
+/// until the switch), so this fault is met by the first release's provision.
+#[tokio::test]
+async fn an_address_that_cannot_be_associated_fails_provision_and_a_rerun_converges() {
+    let (local, service, app) = setup().await;
+    local
+        .endpoint
+        .inject_fault("AssociateAddress", 4, 500, "InternalError");
+    let runs = stage_with_retry(&local, &app, Function::Provision, R1).await;
+    assert_eq!(runs, 2, "the job failed once, the re-run associated");
+    for function in [
+        Function::RegisterTarget,
+        Function::SwitchListener,
+        Function::Cleanup,
+    ] {
+        assert_eq!(stage_with_retry(&local, &app, function, R1).await, 1);
+    }
+    assert_converged(&local, &service, R1).await;
+    let serving = Aws::new(&local.config)
+        .instances(InstanceQuery::Service(SERVICE))
+        .await
+        .unwrap();
+    let addresses = Aws::new(&local.config)
+        .addresses(&local.base.elastic_ips)
+        .await
+        .unwrap();
+    assert!(addresses.iter().all(|a| serving
+        .iter()
+        .any(|i| a.instance_id.as_ref() == Some(&i.id))));
 }

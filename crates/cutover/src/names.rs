@@ -76,6 +76,15 @@ pub fn is_settings_variable(variable: &str) -> bool {
 #[serde(transparent)]
 pub struct ReleaseId(String);
 
+/// A release id reads as the string it is (`as_deref()` on an `Option<ReleaseId>`).
+impl std::ops::Deref for ReleaseId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl ReleaseId {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let valid = !raw.is_empty()

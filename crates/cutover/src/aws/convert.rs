@@ -206,7 +206,9 @@ pub(super) fn instance_from_sdk(instance: &ec2t::Instance) -> Option<Instance> {
         state,
         service: tags.get(TAG_SERVICE)?.to_string(),
         stage: tags.get(TAG_STAGE).and_then(|s| Stage::parse(s)),
-        release: tags.get(TAG_RELEASE).map(|s| s.to_string()),
+        release: tags
+            .get(TAG_RELEASE)
+            .and_then(|s| crate::names::ReleaseId::parse(s).ok()),
         index: tags.get(TAG_INDEX).and_then(|s| s.parse().ok()),
         name: tags.get(TAG_NAME).map(|s| s.to_string()),
         private_ip: instance.private_ip_address().map(str::to_owned),

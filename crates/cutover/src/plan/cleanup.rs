@@ -93,9 +93,8 @@ fn wanted(input: &CleanupInput, instance: &Instance) -> bool {
             Some(Stage::PreProduct) => {
                 let locked = instance
                     .release
-                    .as_deref()
-                    .and_then(|r| ReleaseId::parse(r).ok())
-                    .is_some_and(|r| holds_lock(input.alb.product.lock.as_ref(), &r));
+                    .as_ref()
+                    .is_some_and(|r| holds_lock(input.alb.product.lock.as_ref(), r));
                 !locked
                     && instance
                         .launched_at
@@ -105,7 +104,7 @@ fn wanted(input: &CleanupInput, instance: &Instance) -> bool {
         },
         CleanupScope::FailedRelease(release) => {
             matches!(instance.stage, Some(Stage::PreProduct | Stage::Abandoned))
-                && instance.release.as_deref() == Some(release.as_str())
+                && instance.release.as_ref() == Some(release)
         }
     }
 }

@@ -173,7 +173,7 @@ fn refuse<T>(message: impl Into<String>) -> Result<T, Refusal> {
 fn of_release<'a>(instances: &'a [Instance], release: &ReleaseId) -> Vec<&'a Instance> {
     instances
         .iter()
-        .filter(|i| i.release.as_deref() == Some(release.as_str()))
+        .filter(|i| i.release.as_ref() == Some(release))
         .collect()
 }
 
@@ -223,14 +223,10 @@ fn stage_tags(
     if let Some(at) = retired_at {
         tags.insert(TAG_RETIRED_AT.to_owned(), at.to_string());
     }
-    let release = instance
-        .release
-        .as_deref()
-        .and_then(|r| ReleaseId::parse(r).ok());
-    if let (Some(release), Some(index)) = (release, instance.index) {
+    if let (Some(release), Some(index)) = (&instance.release, instance.index) {
         tags.insert(
             TAG_NAME.to_owned(),
-            instance_name(service, stage, &release, index),
+            instance_name(service, stage, release, index),
         );
     }
     tags

@@ -13,7 +13,7 @@ pub(super) fn instance_record_name(
     service: &ServiceName,
 ) -> Option<String> {
     let dns = dns?;
-    let release = ReleaseId::parse(instance.release.as_deref()?).ok()?;
+    let release = instance.release.as_ref()?;
     Some(format!(
         "{}.{}.{}",
         instance.index?,

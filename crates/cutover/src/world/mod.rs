@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::names::ReleaseId;
+
 mod step;
 
 pub use self::step::*;
@@ -140,7 +142,8 @@ pub struct Instance {
     pub state: InstanceState,
     pub service: String,
     pub stage: Option<Stage>,
-    pub release: Option<String>,
+    /// The `cutover:release` tag, parsed where it is read (an invalid one reads as none).
+    pub release: Option<ReleaseId>,
     /// Position within its release, 1-based; decides subnet, EIP and DNS name.
     pub index: Option<u32>,
     pub name: Option<String>,

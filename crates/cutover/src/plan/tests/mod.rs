@@ -48,7 +48,7 @@ pub(crate) fn instance(
         state,
         service: "api".into(),
         stage: Some(stage),
-        release: Some(release.into()),
+        release: Some(ReleaseId::parse(release).unwrap()),
         index: Some(index),
         name: Some(format!("api-{stage}-{release}-{index}")),
         private_ip: Some(format!("10.0.0.{index}{}", id.len())),
