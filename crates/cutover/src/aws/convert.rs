@@ -58,6 +58,21 @@ pub(super) fn route_of_service(
     }))
 }
 
+/// The session settings of an OIDC or a Cognito config (two SDK types, the same accessors).
+macro_rules! session_of {
+    ($config:expr) => {
+        AuthSession {
+            session_cookie_name: $config.session_cookie_name().map(str::to_owned),
+            scope: $config.scope().map(str::to_owned),
+            session_timeout: $config.session_timeout(),
+            extra_params: sorted($config.authentication_request_extra_params()),
+            on_unauthenticated_request: $config
+                .on_unauthenticated_request()
+                .map(|b| b.as_str().to_owned()),
+        }
+    };
+}
+
 /// The route's actions other than the forward, as cutover must send them back. Only
 /// authentication can stand in front of a forward; anything else is refused by name rather than
 /// dropped.
@@ -84,15 +99,7 @@ pub(super) fn kept_actions(
                     token_endpoint: c.token_endpoint().unwrap_or_default().to_owned(),
                     user_info_endpoint: c.user_info_endpoint().unwrap_or_default().to_owned(),
                     client_id: c.client_id().unwrap_or_default().to_owned(),
-                    session: AuthSession {
-                        session_cookie_name: c.session_cookie_name().map(str::to_owned),
-                        scope: c.scope().map(str::to_owned),
-                        session_timeout: c.session_timeout(),
-                        extra_params: sorted(c.authentication_request_extra_params()),
-                        on_unauthenticated_request: c
-                            .on_unauthenticated_request()
-                            .map(|b| b.as_str().to_owned()),
-                    },
+                    session: session_of!(c),
                 }
             }
             Some(elbt::ActionTypeEnum::AuthenticateCognito) => {
@@ -105,15 +112,7 @@ pub(super) fn kept_actions(
                     user_pool_arn: c.user_pool_arn().unwrap_or_default().to_owned(),
                     user_pool_client_id: c.user_pool_client_id().unwrap_or_default().to_owned(),
                     user_pool_domain: c.user_pool_domain().unwrap_or_default().to_owned(),
-                    session: AuthSession {
-                        session_cookie_name: c.session_cookie_name().map(str::to_owned),
-                        scope: c.scope().map(str::to_owned),
-                        session_timeout: c.session_timeout(),
-                        extra_params: sorted(c.authentication_request_extra_params()),
-                        on_unauthenticated_request: c
-                            .on_unauthenticated_request()
-                            .map(|b| b.as_str().to_owned()),
-                    },
+                    session: session_of!(c),
                 }
             }
             other => {

@@ -371,16 +371,33 @@ fn forward_action(forward: &Forward, order: Option<i32>) -> elbt::Action {
     action.build()
 }
 
-fn kept_action(kept: &KeptAction) -> elbt::Action {
-    let extra = |session: &AuthSession| {
-        (!session.extra_params.is_empty()).then(|| {
+/// Sets the session settings on an OIDC or a Cognito config builder (two SDK types, the same
+/// setters).
+macro_rules! with_session {
+    ($builder:expr, $session:expr, $behaviour:ty) => {{
+        let session: &AuthSession = $session;
+        let extra_params = (!session.extra_params.is_empty()).then(|| {
             session
                 .extra_params
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<HashMap<_, _>>()
-        })
-    };
+        });
+        $builder
+            .set_session_cookie_name(session.session_cookie_name.clone())
+            .set_scope(session.scope.clone())
+            .set_session_timeout(session.session_timeout)
+            .set_authentication_request_extra_params(extra_params)
+            .set_on_unauthenticated_request(
+                session
+                    .on_unauthenticated_request
+                    .as_deref()
+                    .map(<$behaviour>::from),
+            )
+    }};
+}
+
+fn kept_action(kept: &KeptAction) -> elbt::Action {
     let action = elbt::Action::builder().set_order(kept.order);
     match &kept.authenticate {
         Authenticate::Oidc {
@@ -390,53 +407,43 @@ fn kept_action(kept: &KeptAction) -> elbt::Action {
             user_info_endpoint,
             client_id,
             session,
-        } => action
-            .r#type(elbt::ActionTypeEnum::AuthenticateOidc)
-            .authenticate_oidc_config(
-                elbt::AuthenticateOidcActionConfig::builder()
-                    .issuer(issuer)
-                    .authorization_endpoint(authorization_endpoint)
-                    .token_endpoint(token_endpoint)
-                    .user_info_endpoint(user_info_endpoint)
-                    .client_id(client_id)
-                    // Describe calls never return the secret; ELB keeps the one it has.
-                    .use_existing_client_secret(true)
-                    .set_session_cookie_name(session.session_cookie_name.clone())
-                    .set_scope(session.scope.clone())
-                    .set_session_timeout(session.session_timeout)
-                    .set_authentication_request_extra_params(extra(session))
-                    .set_on_unauthenticated_request(
-                        session
-                            .on_unauthenticated_request
-                            .as_deref()
-                            .map(elbt::AuthenticateOidcActionConditionalBehaviorEnum::from),
-                    )
-                    .build(),
-            ),
+        } => {
+            let config = elbt::AuthenticateOidcActionConfig::builder()
+                .issuer(issuer)
+                .authorization_endpoint(authorization_endpoint)
+                .token_endpoint(token_endpoint)
+                .user_info_endpoint(user_info_endpoint)
+                .client_id(client_id)
+                // Describe calls never return the secret; ELB keeps the one it has.
+                .use_existing_client_secret(true);
+            let config = with_session!(
+                config,
+                session,
+                elbt::AuthenticateOidcActionConditionalBehaviorEnum
+            );
+            action
+                .r#type(elbt::ActionTypeEnum::AuthenticateOidc)
+                .authenticate_oidc_config(config.build())
+        }
         Authenticate::Cognito {
             user_pool_arn,
             user_pool_client_id,
             user_pool_domain,
             session,
-        } => action
-            .r#type(elbt::ActionTypeEnum::AuthenticateCognito)
-            .authenticate_cognito_config(
-                elbt::AuthenticateCognitoActionConfig::builder()
-                    .user_pool_arn(user_pool_arn)
-                    .user_pool_client_id(user_pool_client_id)
-                    .user_pool_domain(user_pool_domain)
-                    .set_session_cookie_name(session.session_cookie_name.clone())
-                    .set_scope(session.scope.clone())
-                    .set_session_timeout(session.session_timeout)
-                    .set_authentication_request_extra_params(extra(session))
-                    .set_on_unauthenticated_request(
-                        session
-                            .on_unauthenticated_request
-                            .as_deref()
-                            .map(elbt::AuthenticateCognitoActionConditionalBehaviorEnum::from),
-                    )
-                    .build(),
-            ),
+        } => {
+            let config = elbt::AuthenticateCognitoActionConfig::builder()
+                .user_pool_arn(user_pool_arn)
+                .user_pool_client_id(user_pool_client_id)
+                .user_pool_domain(user_pool_domain);
+            let config = with_session!(
+                config,
+                session,
+                elbt::AuthenticateCognitoActionConditionalBehaviorEnum
+            );
+            action
+                .r#type(elbt::ActionTypeEnum::AuthenticateCognito)
+                .authenticate_cognito_config(config.build())
+        }
     }
     .build()
 }

@@ -104,18 +104,11 @@ impl Aws {
         if allocation_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self
+        let request = self
             .ec2
             .describe_addresses()
-            .set_allocation_ids(Some(allocation_ids.to_vec()))
-            .send()
-            .await
-            .map_err(aws_error("DescribeAddresses"))?;
-        Ok(out
-            .addresses()
-            .iter()
-            .filter_map(address_from_sdk)
-            .collect())
+            .set_allocation_ids(Some(allocation_ids.to_vec()));
+        read_addresses(request).await
     }
 
     /// Addresses associated with any of these instances (cleanup releases them all).
@@ -123,23 +116,13 @@ impl Aws {
         if instance_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self
-            .ec2
-            .describe_addresses()
-            .filters(
-                ec2t::Filter::builder()
-                    .name("instance-id")
-                    .set_values(Some(instance_ids.to_vec()))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(aws_error("DescribeAddresses"))?;
-        Ok(out
-            .addresses()
-            .iter()
-            .filter_map(address_from_sdk)
-            .collect())
+        let request = self.ec2.describe_addresses().filters(
+            ec2t::Filter::builder()
+                .name("instance-id")
+                .set_values(Some(instance_ids.to_vec()))
+                .build(),
+        );
+        read_addresses(request).await
     }
 
     /// The service's blue/green target groups and product/pre-product routes, found by tags.
@@ -484,4 +467,18 @@ impl Aws {
             }
         }
     }
+}
+
+async fn read_addresses(
+    request: aws_sdk_ec2::operation::describe_addresses::builders::DescribeAddressesFluentBuilder,
+) -> Result<Vec<Address>, Error> {
+    let out = request
+        .send()
+        .await
+        .map_err(aws_error("DescribeAddresses"))?;
+    Ok(out
+        .addresses()
+        .iter()
+        .filter_map(address_from_sdk)
+        .collect())
 }
