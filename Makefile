@@ -11,7 +11,7 @@ BIN_DIR     := $(TARGET_DIR)/debug
 EVENT       ?= events/provision.json
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup build test demo serve lint lint-rust lint-infra bench package deploy deploy-service
+.PHONY: help setup build test demo serve rollback lint lint-rust lint-infra bench package deploy deploy-service
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,6 +37,11 @@ serve: setup build ## Keep a local AWS and the four functions running for invoke
 
 invoke-%: ## Invoke one function of `make serve`: make invoke-provision EVENT=events/provision.json
 	cargo-lambda lambda invoke $* --data-file $(EVENT) -A 127.0.0.1 -P $$(cat target/cutover-local/lambda-port)
+
+rollback: ## Roll a service back by hand against `make serve`: make rollback SERVICE=mobile-zum-api
+	@test -n "$(SERVICE)" || { echo "make rollback SERVICE=<service>"; exit 2; }
+	cargo-lambda lambda invoke switch-listener --data-ascii '{"service": "$(SERVICE)", "action": "rollback"}' \
+	  -A 127.0.0.1 -P $$(cat target/cutover-local/lambda-port)
 
 plan-%: ## Print what a function would do (dry run): make plan-switch-listener EVENT=events/switch-listener.json
 	@$(PYTHON) -c 'import json,sys; e=json.load(open(sys.argv[1])); c=e["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]; p=json.loads(c["UserParameters"]); p["dry_run"]=True; c["UserParameters"]=json.dumps(p); e["CodePipeline.job"]["id"]=e["CodePipeline.job"]["id"]+"-plan"; json.dump(e,open("target/cutover-local/plan-event.json","w"))' $(EVENT)

@@ -250,6 +250,18 @@ impl Endpoint {
             .clone()
     }
 
+    /// SNS messages published so far, parsed (`MessageStructure: json`): (subject, message).
+    pub fn published_messages(&self) -> Vec<(String, Value)> {
+        self.published()
+            .into_iter()
+            .map(|(subject, message)| {
+                let message = serde_json::from_str(&message)
+                    .unwrap_or_else(|e| panic!("{subject}: not a JSON message structure: {e}"));
+                (subject, message)
+            })
+            .collect()
+    }
+
     /// SNS messages published so far: (subject, message).
     pub fn published(&self) -> Vec<(String, String)> {
         self.calls()

@@ -149,6 +149,7 @@ impl Local {
             cloud: Aws::new(&self.production),
             topic_arn: Some(self.base.topic_arn.clone()),
             clock: Arc::new(move || now.load(Ordering::SeqCst)),
+            rollback_function: "cutover-switch-listener".to_owned(),
         }
     }
 

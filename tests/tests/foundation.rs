@@ -32,6 +32,10 @@ fn every_sample_event_parses() {
             }
             Invocation::PipelineExecution { state, .. } => assert_eq!(state, "FAILED", "{file}"),
             Invocation::Schedule => assert!(file.contains("schedule"), "{file}"),
+            Invocation::Rollback { service } => {
+                assert_eq!(service.as_str(), SERVICE, "{file}");
+                assert!(file.contains("rollback-by-hand"), "{file}");
+            }
         }
         seen += 1;
     }

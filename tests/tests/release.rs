@@ -561,3 +561,80 @@ async fn refusals_leave_the_world_unchanged() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_person_rolls_back_with_one_invocation_and_every_message_fits_the_chat_schema() {
+    let (local, service, app) = setup(1, 0).await;
+    release(&local, &app, R1).await;
+    release(&local, &app, R2).await;
+    let product = product_forward(&local).await;
+
+    // What `make rollback` and the `aws lambda invoke` line in every message send.
+    let mark = local.endpoint.mark();
+    let response = app
+        .handle(
+            Function::SwitchListener,
+            cutover_tests::sample_event("switch-listener-rollback-by-hand.json"),
+        )
+        .await
+        .expect("handled");
+    assert_eq!(response["result"]["outcome"], "succeeded", "{response}");
+    assert_eq!(modify_rule_calls(&local, mark, &service.product_rule), 1);
+    assert_ne!(product_forward(&local).await, product, "product moved back");
+    // Nothing for a pipeline to hear: no job, no acknowledgement.
+    assert_eq!(
+        local
+            .endpoint
+            .count(mark, &["PutJobSuccessResult", "PutJobFailureResult"]),
+        0
+    );
+
+    // A second rollback by hand goes back the other way (the roles swapped), still one call.
+    let mark = local.endpoint.mark();
+    app.handle(
+        Function::SwitchListener,
+        json!({"service": SERVICE, "action": "rollback"}),
+    )
+    .await
+    .expect("handled");
+    assert_eq!(modify_rule_calls(&local, mark, &service.product_rule), 1);
+    assert_eq!(product_forward(&local).await, product);
+
+    let messages = local.endpoint.published_messages();
+    assert!(messages.len() >= 8, "{}", messages.len());
+    let mut threads: std::collections::BTreeMap<String, usize> = Default::default();
+    for (subject, message) in &messages {
+        // MessageStructure json: text for email, the chat event by default.
+        let email = message["email"].as_str().expect("email text");
+        assert!(email.contains("service: mobile-zum-api"), "{email}");
+        let chat: Value = serde_json::from_str(message["default"].as_str().unwrap()).unwrap();
+        assert_eq!(chat["version"], "1.0", "{chat}");
+        assert_eq!(chat["source"], "custom");
+        let content = &chat["content"];
+        assert_eq!(content["textType"], "client-markdown");
+        assert!(
+            content["title"]
+                .as_str()
+                .is_some_and(|t| t.contains(SERVICE)),
+            "{chat}"
+        );
+        assert!(content["description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()));
+        let next = content["nextSteps"].as_array().unwrap();
+        assert!(
+            next.iter()
+                .any(|s| s.as_str().unwrap().contains(r#""action": "rollback""#)),
+            "every message carries the rollback command: {chat}"
+        );
+        let metadata = &chat["metadata"];
+        assert_eq!(metadata["summary"], json!(subject));
+        let thread = metadata["threadId"].as_str().unwrap().to_owned();
+        *threads.entry(thread).or_default() += 1;
+    }
+    // Each release's messages share a thread.
+    for release in [R1, R2] {
+        let thread = format!("cutover-{SERVICE}-{}", &release[..8]);
+        assert!(threads.get(&thread).is_some_and(|n| *n >= 3), "{threads:?}");
+    }
+}

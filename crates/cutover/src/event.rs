@@ -29,6 +29,17 @@ pub enum Invocation {
     },
     /// A scheduled EventBridge rule.
     Schedule,
+    /// A person rolling a service back: `{"service": "...", "action": "rollback"}`, invoked
+    /// directly (IAM decides who may). Product returns to the previous fleet in one call.
+    Rollback { service: ServiceName },
+}
+
+/// What a person sends to roll a service back.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    service: String,
+    action: Action,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -173,15 +184,37 @@ impl Invocation {
         if event.get("CodePipeline.job").is_some() {
             return parse_job(event);
         }
+        if event.get("action").is_some() {
+            return parse_rollback(event);
+        }
         match event.get("detail-type").and_then(Value::as_str) {
             Some(PIPELINE_EXECUTION_DETAIL_TYPE) => parse_pipeline_execution(event),
             Some(SCHEDULED_DETAIL_TYPE) => Ok(Invocation::Schedule),
             Some(other) => Err(BadEvent(format!("unsupported EventBridge detail-type `{other}`"))),
             None => Err(BadEvent(
-                "neither a CodePipeline job (`CodePipeline.job`) nor an EventBridge event (`detail-type`)".into(),
+                "neither a CodePipeline job (`CodePipeline.job`), an EventBridge event (`detail-type`) \
+                 nor a rollback (`{\"service\": ..., \"action\": \"rollback\"}`)"
+                    .into(),
             )),
         }
     }
+}
+
+fn parse_rollback(event: Value) -> Result<Invocation, BadEvent> {
+    let request: RollbackRequest = serde_json::from_value(event).map_err(|e| {
+        BadEvent(format!(
+            "a rollback is {{\"service\": ..., \"action\": \"rollback\"}}: {e}"
+        ))
+    })?;
+    if request.action != Action::Rollback {
+        return Err(BadEvent(
+            "only `\"action\": \"rollback\"` may be invoked directly; releases go through the pipeline"
+                .into(),
+        ));
+    }
+    let service =
+        ServiceName::parse(&request.service).map_err(|e| BadEvent(format!("service: {e}")))?;
+    Ok(Invocation::Rollback { service })
 }
 
 fn parse_job(event: Value) -> Result<Invocation, BadEvent> {

@@ -26,7 +26,7 @@ pub fn init_logging() {
 /// The whole of a function's `main`: build everything once at cold start, then serve invocations.
 pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
     init_logging();
-    let app = App::from_env().await;
+    let app = App::from_env(function).await;
     let app = &app;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {

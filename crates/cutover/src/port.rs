@@ -6,7 +6,7 @@ use std::future::Future;
 
 use crate::error::Error;
 use crate::names::ServiceName;
-use crate::run::Function;
+use crate::run::{Function, Notification};
 use crate::settings::ServiceSettings;
 use crate::world::{Address, Alb, Dns, Instance, Step};
 
@@ -77,7 +77,6 @@ pub trait Cloud: Clone + Send + Sync + 'static {
     fn publish(
         &self,
         topic: &str,
-        subject: &str,
-        message: &str,
+        notification: &Notification,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 }

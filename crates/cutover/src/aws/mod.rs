@@ -141,7 +141,12 @@ impl Cloud for Aws {
         }
     }
 
-    async fn publish(&self, topic: &str, subject: &str, message: &str) -> Result<(), Error> {
-        self.publish(topic, subject, message).await
+    async fn publish(
+        &self,
+        topic: &str,
+        notification: &crate::run::Notification,
+    ) -> Result<(), Error> {
+        self.publish(topic, &notification.subject, &notification.message())
+            .await
     }
 }

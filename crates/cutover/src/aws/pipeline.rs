@@ -54,6 +54,8 @@ impl Aws {
             .publish()
             .topic_arn(topic_arn)
             .subject(truncate(subject, 100))
+            // `message` is a JSON object of one message per protocol, `default` for the rest.
+            .message_structure("json")
             .message(message)
             .send()
             .await

@@ -144,6 +144,7 @@ pub(super) fn plan_for(
     let (function, request) = match work {
         Work::Job { function, request } => (*function, *request),
         Work::Cleanup { service, scope } => return cleanup(service, scope.clone()),
+        Work::Rollback { service } => return roll_back(service, settings, seen, now),
     };
     let (service, release) = (&request.service, &request.release);
     let progress = request.progress.as_ref();
@@ -186,6 +187,37 @@ pub(super) fn plan_for(
     }
 }
 
+/// The release serving product now, rolled back: product to the other slot, in one call.
+fn roll_back(service: &ServiceName, settings: &ServiceSettings, seen: &Seen, now: u64) -> Planned {
+    let serving = seen
+        .alb
+        .product_slot()
+        .map_err(|why| plan::Refusal(format!("cannot roll back {service}: {why}")))?;
+    let release = seen
+        .instances
+        .iter()
+        .filter(|i| seen.alb.slot(serving).has(&i.id))
+        .find_map(|i| i.release.clone())
+        .ok_or_else(|| {
+            plan::Refusal(format!(
+                "cannot roll back {service}: no release of it serves product from the {serving} slot"
+            ))
+        })?;
+    plan::switch(&plan::SwitchInput {
+        service,
+        release: &release,
+        action: crate::event::Action::Rollback,
+        settings,
+        alb: &seen.alb,
+        instances: &seen.instances,
+        addresses: &seen.addresses,
+        dns: seen.dns.as_ref(),
+        strategy: crate::event::Strategy::AllAtOnce,
+        progress: None,
+        now,
+    })
+}
+
 /// What a converge loop works on.
 pub(super) enum Work<'a> {
     /// A CodePipeline job of one function.
@@ -198,13 +230,15 @@ pub(super) enum Work<'a> {
         service: &'a ServiceName,
         scope: CleanupScope,
     },
+    /// A rollback by hand of whatever release serves product.
+    Rollback { service: &'a ServiceName },
 }
 
 impl Work<'_> {
     pub(super) fn service(&self) -> &ServiceName {
         match self {
             Work::Job { request, .. } => &request.service,
-            Work::Cleanup { service, .. } => service,
+            Work::Cleanup { service, .. } | Work::Rollback { service } => service,
         }
     }
 
@@ -212,6 +246,7 @@ impl Work<'_> {
         match self {
             Work::Job { function, .. } => *function,
             Work::Cleanup { .. } => Function::Cleanup,
+            Work::Rollback { .. } => Function::SwitchListener,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -22,9 +22,11 @@ use crate::settings::{Registry, ServiceSettings};
 use crate::world::Step;
 
 mod converge;
+mod notification;
 mod outcome;
 
 use self::converge::*;
+pub use self::notification::*;
 pub use self::outcome::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -136,6 +138,16 @@ pub struct App<C = Aws> {
     pub cloud: C,
     pub topic_arn: Option<String>,
     pub clock: Clock,
+    /// The switch-listener function a person invokes to roll back (named in every message).
+    pub rollback_function: String,
+}
+
+/// The deployed switch-listener's name, from this function's own (`<stack>-<function>`).
+pub fn rollback_function_name(own_name: Option<&str>, function: Function) -> String {
+    let prefix = own_name
+        .and_then(|name| name.strip_suffix(&format!("-{}", function.as_str())))
+        .unwrap_or("cutover");
+    format!("{prefix}-{}", Function::SwitchListener.as_str())
 }
 
 pub fn system_clock() -> Clock {
@@ -148,7 +160,7 @@ pub fn system_clock() -> Clock {
 }
 
 impl App<Aws> {
-    pub async fn from_env() -> Self {
+    pub async fn from_env(function: Function) -> Self {
         let config = crate::aws::load_config().await;
         App {
             registry: Registry::from_env(),
@@ -157,6 +169,10 @@ impl App<Aws> {
                 .ok()
                 .filter(|t| !t.is_empty()),
             clock: system_clock(),
+            rollback_function: rollback_function_name(
+                std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok().as_deref(),
+                function,
+            ),
         }
     }
 }
@@ -209,9 +225,14 @@ impl<C: Cloud> App<C> {
             Invocation::Schedule if function == Function::Cleanup => {
                 self.sweep().instrument(tracing::info_span!("sweep")).await
             }
+            Invocation::Rollback { service } if function == Function::SwitchListener => {
+                let span = tracing::info_span!("rollback", service = %service);
+                Box::pin(self.roll_back(&service).instrument(span)).await
+            }
             _ => {
                 let bad = BadEvent(format!(
-                    "{} only accepts CodePipeline job events",
+                    "{} does not accept this event (cleanup takes pipeline-execution and schedule \
+                     events, switch-listener a rollback; every function takes CodePipeline jobs)",
                     function.as_str()
                 ));
                 warn!(%bad, "rejected event");
@@ -227,6 +248,7 @@ impl<C: Cloud> App<C> {
         request: Result<JobRequest, BadEvent>,
         deadline: Option<SystemTime>,
     ) -> Result<Value, Error> {
+        let started = Instant::now();
         let outcome = match &request {
             Ok(request) => Box::pin(self.run_job(function, request, deadline)).await,
             Err(bad) => Outcome::Failed {
@@ -257,8 +279,14 @@ impl<C: Cloud> App<C> {
         if let Ok(request) = &request {
             // A wait is not news, and a dry run is for whoever asked for it, not the channel.
             if !matches!(outcome, Outcome::Continuing { .. } | Outcome::DryRun { .. }) {
-                self.notify(function, &request.service, Some(&request.release), &outcome)
-                    .await;
+                self.notify(
+                    function,
+                    &request.service,
+                    Some(&request.release),
+                    &outcome,
+                    started,
+                )
+                .await;
             }
         }
         Ok(json!({ "job_id": job_id, "acknowledged": acknowledged, "result": outcome }))
@@ -345,12 +373,43 @@ impl<C: Cloud> App<C> {
         }
     }
 
+    /// A rollback by hand: product back to the previous fleet in one call, told to the team.
+    async fn roll_back(&self, service: &ServiceName) -> Result<Value, Error> {
+        let started = Instant::now();
+        let work = Work::Rollback { service };
+        let Converged { stop, steps } = self.converge(&work, None).await;
+        let outcome = match stop {
+            Stop::Done { summary, notes, .. } => Outcome::Succeeded {
+                summary,
+                output_variables: BTreeMap::new(),
+                steps,
+                notes,
+            },
+            Stop::Refused(message) | Stop::Aborted(message) => Outcome::Failed { message, steps },
+            Stop::Broke(error) => Outcome::Failed {
+                message: error.to_string(),
+                steps,
+            },
+            Stop::Waiting { phase, .. } => Outcome::Failed {
+                message: format!(
+                    "the rollback of {service} stopped waiting for {phase}; run it again"
+                ),
+                steps,
+            },
+            Stop::Planned(planned) => dry_run(planned),
+        };
+        self.notify(Function::SwitchListener, service, None, &outcome, started)
+            .await;
+        Ok(json!({ "service": service, "result": outcome }))
+    }
+
     /// A pipeline execution ended without releasing: remove its pre-product instances.
     async fn cleanup_failed_release(
         &self,
         release: &ReleaseId,
         state: &str,
     ) -> Result<Value, Error> {
+        let started = Instant::now();
         if !matches!(state, "FAILED" | "CANCELED" | "SUPERSEDED" | "STOPPED") {
             info!("pipeline execution is {state}: nothing to clean up");
             return Ok(json!({ "ignored": state }));
@@ -367,7 +426,7 @@ impl<C: Cloud> App<C> {
                     let outcome = self
                         .cleanup_service(&name, CleanupScope::FailedRelease(release.clone()))
                         .await;
-                    self.notify(Function::Cleanup, &name, Some(release), &outcome)
+                    self.notify(Function::Cleanup, &name, Some(release), &outcome, started)
                         .await;
                     outcome
                 }
@@ -383,6 +442,7 @@ impl<C: Cloud> App<C> {
 
     /// The scheduled sweep: every service's retired instances past their bake time.
     async fn sweep(&self) -> Result<Value, Error> {
+        let started = Instant::now();
         let instances = self.cloud.instances(InstanceQuery::AllServices).await?;
         let services: BTreeSet<String> = instances.iter().map(|i| i.service.clone()).collect();
         let mut results = BTreeMap::new();
@@ -393,7 +453,8 @@ impl<C: Cloud> App<C> {
             let outcome = self.cleanup_service(&name, CleanupScope::Expired).await;
             let changed = matches!(&outcome, Outcome::Succeeded { steps, .. } if !steps.is_empty());
             if changed || matches!(outcome, Outcome::Failed { .. }) {
-                self.notify(Function::Cleanup, &name, None, &outcome).await;
+                self.notify(Function::Cleanup, &name, None, &outcome, started)
+                    .await;
             }
             results.insert(service, outcome);
         }
@@ -407,10 +468,18 @@ impl<C: Cloud> App<C> {
         service: &ServiceName,
         release: Option<&ReleaseId>,
         outcome: &Outcome,
+        started: Instant,
     ) {
         let Some(topic) = &self.topic_arn else { return };
-        let (subject, message) = notification(function, service, release, outcome);
-        if let Err(error) = self.cloud.publish(topic, &subject, &message).await {
+        let message = notification(
+            function,
+            service,
+            release,
+            outcome,
+            started.elapsed(),
+            &self.rollback_function,
+        );
+        if let Err(error) = self.cloud.publish(topic, &message).await {
             error!(%error, topic, "could not publish the notification; the outcome stands");
         }
     }

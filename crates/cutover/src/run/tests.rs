@@ -126,12 +126,12 @@ impl Cloud for FakeCloud {
         Ok(first)
     }
 
-    async fn publish(&self, _topic: &str, subject: &str, _message: &str) -> Result<(), Error> {
+    async fn publish(&self, _topic: &str, notification: &Notification) -> Result<(), Error> {
         let mut world = self.world();
         if world.fail_publish {
             return Err(aws_error("Publish"));
         }
-        world.published.push(subject.to_owned());
+        world.published.push(notification.subject.clone());
         Ok(())
     }
 }
@@ -145,6 +145,7 @@ fn app(cloud: &FakeCloud, count: u32) -> App<FakeCloud> {
         cloud: cloud.clone(),
         topic_arn: Some(TOPIC.to_owned()),
         clock: Arc::new(|| NOW),
+        rollback_function: "cutover-switch-listener".to_owned(),
     }
 }
 
