@@ -326,7 +326,7 @@ impl Received {
         let params = if target.is_empty() {
             form_params(body)
         } else {
-            Vec::new()
+            json_params(body)
         };
         let action = if let Some((_, operation)) = target.split_once('.') {
             operation.to_owned()
@@ -607,6 +607,21 @@ fn credential_scope_service(authorization: &str) -> Option<String> {
         .split('/')
         .nth(3)
         .map(str::to_owned)
+}
+
+/// The top-level scalar fields of a JSON-protocol request (SSM's `Name`, `Path`, …).
+fn json_params(body: &[u8]) -> Vec<(String, String)> {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .filter_map(|(key, value)| match value {
+            Value::String(text) => Some((key, text)),
+            Value::Bool(_) | Value::Number(_) => Some((key, value.to_string())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn form_params(body: &[u8]) -> Vec<(String, String)> {

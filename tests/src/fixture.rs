@@ -76,6 +76,7 @@ pub struct Clients {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub route53: aws_sdk_route53::Client,
     pub sns: aws_sdk_sns::Client,
+    pub ssm: aws_sdk_ssm::Client,
 }
 
 impl Clients {
@@ -85,6 +86,7 @@ impl Clients {
             elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
             route53: aws_sdk_route53::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
+            ssm: aws_sdk_ssm::Client::new(config),
         }
     }
 }
@@ -433,6 +435,20 @@ pub async fn zone_records(
             )
         })
         .collect()
+}
+
+/// A service's settings as the SSM parameter `/cutover/<service>` (created or overwritten).
+pub async fn put_settings_parameter(clients: &Clients, service: &str, value: &str) {
+    clients
+        .ssm
+        .put_parameter()
+        .name(format!("/cutover/{service}"))
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("PutParameter");
 }
 
 fn truncate_name(service: &str) -> &str {

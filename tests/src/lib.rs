@@ -150,6 +150,7 @@ impl Local {
             topic_arn: Some(self.base.topic_arn.clone()),
             clock: Arc::new(move || now.load(Ordering::SeqCst)),
             rollback_function: "cutover-switch-listener".to_owned(),
+            parameters: Default::default(),
         }
     }
 

@@ -86,13 +86,13 @@ fn cases() -> Vec<Case> {
             name: "schedule sent to provision",
             function: Provision,
             input: Input::Event(sample_event("cleanup-schedule.json")),
-            expect: "only accepts CodePipeline job events",
+            expect: "does not accept this event",
         },
         Case {
             name: "execution event sent to switch",
             function: SwitchListener,
             input: Input::Event(sample_event("cleanup-pipeline-failed.json")),
-            expect: "only accepts CodePipeline job events",
+            expect: "does not accept this event",
         },
         Case {
             name: "execution event without execution-id",

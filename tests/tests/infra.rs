@@ -420,10 +420,10 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
     let (shared, service) = (load("template.yaml"), load("service.yaml"));
     let local = local(2).await;
     fixture::seed_service(&local.clients, &local.base, "mobile-zum-api", 10).await;
-    let app = local.app(&[(
-        "MOBILE_ZUM_API",
-        fixture::settings_json(&local.base, 1, 1, json!({})),
-    )]);
+    // Settings from the service's parameter, as its stack creates it.
+    let settings = fixture::settings_json(&local.base, 1, 1, json!({}));
+    fixture::put_settings_parameter(&local.clients, "mobile-zum-api", &settings).await;
+    let app = local.app(&[]);
     let mut seen: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut made: Vec<(Function, Call)> = Vec::new();
     let steps = [
@@ -531,6 +531,8 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
         "elasticloadbalancing:AddTags listener-rule",
         "route53:ChangeResourceRecordSets hostedzone",
         "sns:Publish cutover-releases",
+        "ssm:GetParametersByPath parameter",
+        "ssm:GetParameter parameter",
     ] {
         assert!(
             checked.contains(needed),
@@ -828,6 +830,14 @@ mod iam {
                     vec![plain(&format!("arn:aws:route53:::hostedzone/{zone}"))]
                 }
                 "sns" => vec![plain(call.param("TopicArn").unwrap_or_default())],
+                "ssm" => {
+                    // A path is authorised as `parameter/cutover`, a name as its own ARN.
+                    let name = call
+                        .param("Path")
+                        .or(call.param("Name"))
+                        .unwrap_or_default();
+                    vec![plain(&self.arn("ssm", &format!("parameter{name}")))]
+                }
                 _ => vec![plain("*")],
             }
         }

@@ -53,7 +53,22 @@ pub enum Acknowledgement {
     },
 }
 
+/// Which settings parameters to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Parameters<'a> {
+    /// Every parameter under `/cutover` (one paginated read).
+    All,
+    /// One parameter by name; absent when it does not exist.
+    One(&'a str),
+}
+
 pub trait Cloud: Clone + Send + Sync + 'static {
+    /// Settings parameters: `(name, value)` pairs.
+    fn parameters(
+        &self,
+        which: Parameters<'_>,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, Error>> + Send;
+
     /// What `look.function` must see to plan: the reads each function makes are decided by the
     /// adapter, in one place.
     fn observe(&self, look: Look<'_>) -> impl Future<Output = Result<Seen, Error>> + Send;

@@ -10,12 +10,13 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
 pub use crate::port::InstanceQuery;
-use crate::port::{Acknowledgement, Cloud, Look, Seen};
+use crate::port::{Acknowledgement, Cloud, Look, Parameters, Seen};
 use crate::world::*;
 
 mod convert;
 mod execute;
 mod observe;
+mod parameters;
 mod pipeline;
 
 #[derive(Debug, Clone)]
@@ -25,6 +26,7 @@ pub struct Aws {
     route53: aws_sdk_route53::Client,
     codepipeline: aws_sdk_codepipeline::Client,
     sns: aws_sdk_sns::Client,
+    ssm: aws_sdk_ssm::Client,
 }
 
 /// Attempts per AWS call (the first and three retries), with exponential back-off and jitter:
@@ -105,11 +107,16 @@ impl Aws {
             route53: aws_sdk_route53::Client::new(config),
             codepipeline: aws_sdk_codepipeline::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
+            ssm: aws_sdk_ssm::Client::new(config),
         }
     }
 }
 
 impl Cloud for Aws {
+    async fn parameters(&self, which: Parameters<'_>) -> Result<Vec<(String, String)>, Error> {
+        self.settings_parameters(which).await
+    }
+
     async fn observe(&self, look: Look<'_>) -> Result<Seen, Error> {
         self.observe(look).await
     }

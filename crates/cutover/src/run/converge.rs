@@ -13,17 +13,24 @@ impl<C: Cloud> App<C> {
     ) -> Converged {
         let mut steps = Vec::new();
         let stop = |stop: Stop, steps: Vec<String>| Converged { stop, steps };
-        let settings = match self.registry.get(work.service()) {
-            Ok(settings) => settings,
-            Err(lookup) => return stop(Stop::Refused(lookup.to_string()), steps),
+        let refused = |why: String| match work.dry_run() {
+            true => Stop::Planned(Err(plan::Refusal(why))),
+            false => Stop::Refused(why),
         };
+        let (mut settings, source) = match self.settings_of(work.service()).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(unusable)) => return stop(refused(unusable), steps),
+            Err(error) => return stop(Stop::Broke(error), steps),
+        };
+        info!(source = %source, "settings");
         for round in 0..MAX_ROUNDS {
             // Every invocation does its first round, so a short deadline still makes progress.
             if round > 0 && out_of_time(deadline) {
                 return stop(Stop::waiting(Phase::Handover), steps);
             }
-            let planned = match self.observe_and_plan(work, settings).await {
-                Ok(planned) => planned,
+            let planned = match self.observe_and_plan(work, &mut settings, &source).await {
+                Ok(Ok(planned)) => planned,
+                Ok(Err(unusable)) => return stop(refused(unusable), steps),
                 Err(error) => return stop(Stop::Broke(error), steps),
             };
             if work.dry_run() {
@@ -53,19 +60,73 @@ impl<C: Cloud> App<C> {
         stop(Stop::waiting(Phase::Convergence), steps)
     }
 
-    /// What the work needs to see (the port decides which reads that takes), and the plan.
+    /// What the work needs to see (the port decides which reads that takes), and the plan. A
+    /// service whose settings are a parameter re-reads it beside those reads, so an edited
+    /// parameter takes effect without a cold start (a changed one means one more look).
     pub(super) async fn observe_and_plan(
         &self,
         work: &Work<'_>,
-        settings: &ServiceSettings,
-    ) -> Result<Planned, Error> {
-        let look = Look {
+        settings: &mut ServiceSettings,
+        source: &Source,
+    ) -> Result<Result<Planned, String>, Error> {
+        let look = |settings| Look {
             function: work.function(),
             service: work.service(),
             settings,
         };
-        let seen = self.cloud.observe(look).await?;
-        Ok(plan_for(work, settings, &seen, (self.clock)()))
+        let seen = match source {
+            Source::Variable(_) => self.cloud.observe(look(settings)).await?,
+            Source::Parameter(name) => {
+                let current = settings.clone();
+                let (seen, fresh) = tokio::join!(
+                    self.cloud.observe(look(&current)),
+                    self.cloud.parameters(Parameters::One(name))
+                );
+                let fresh = fresh?;
+                let value = fresh.first().map(|(_, value)| value.as_str());
+                match self.parameters.put(name, value) {
+                    Some(Ok(fresh)) if fresh == *settings => seen?,
+                    Some(Ok(fresh)) => {
+                        *settings = fresh;
+                        self.cloud.observe(look(settings)).await?
+                    }
+                    Some(Err(invalid)) => return Ok(Err(invalid.to_string())),
+                    None => return Ok(Err(format!("parameter {name} was deleted"))),
+                }
+            }
+        };
+        Ok(Ok(plan_for(work, settings, &seen, (self.clock)())))
+    }
+
+    /// A service's settings: its variable, else its parameter (all of them read on first use,
+    /// and once more for a service not known yet). `Ok(Err(..))`: none usable, and why.
+    pub(super) async fn settings_of(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Result<(ServiceSettings, Source), String>, Error> {
+        let unknown = match self.registry.get(service) {
+            Ok(settings) => {
+                let variable = service.settings_variable();
+                return Ok(Ok((settings.clone(), Source::Variable(variable))));
+            }
+            Err(LookupError::Invalid(invalid)) => return Ok(Err(invalid.to_string())),
+            Err(unknown @ LookupError::Unknown { .. }) => unknown,
+        };
+        let name = parameter_name(service);
+        if !self.parameters.loaded() {
+            let all = self.cloud.parameters(Parameters::All).await?;
+            self.parameters.fill(all);
+        }
+        if !self.parameters.contains(&name) {
+            let one = self.cloud.parameters(Parameters::One(&name)).await?;
+            self.parameters
+                .put(&name, one.first().map(|(_, value)| value.as_str()));
+        }
+        Ok(match self.parameters.get(&name) {
+            Some(Ok(settings)) => Ok((settings, Source::Parameter(name))),
+            Some(Err(invalid)) => Err(invalid.to_string()),
+            None => Err(unknown.to_string()),
+        })
     }
 
     /// Carries out the steps in order; consecutive launches run side by side, at most

@@ -16,9 +16,11 @@ use crate::error::Error;
 use crate::event::{BadEvent, Invocation, JobRequest};
 use crate::names::{ReleaseId, ServiceName};
 use crate::plan::{self, CleanupScope, Next, Plan, Planned};
-use crate::port::{Acknowledgement, Cloud, InstanceQuery, Look, Seen};
+use crate::port::{Acknowledgement, Cloud, InstanceQuery, Look, Parameters, Seen};
 use crate::progress::{Phase, Progress};
-use crate::settings::{Registry, ServiceSettings};
+use crate::settings::{
+    parameter_name, LookupError, ParameterCache, Registry, ServiceSettings, Source,
+};
 use crate::world::Step;
 
 mod converge;
@@ -49,6 +51,8 @@ const COMMON_ACTIONS: &[&str] = &[
     "codepipeline:PutJobSuccessResult",
     "codepipeline:PutJobFailureResult",
     "sns:Publish",
+    "ssm:GetParametersByPath",
+    "ssm:GetParameter",
 ];
 const DNS_ACTIONS: &[&str] = &[
     "route53:GetHostedZone",
@@ -140,6 +144,8 @@ pub struct App<C = Aws> {
     pub clock: Clock,
     /// The switch-listener function a person invokes to roll back (named in every message).
     pub rollback_function: String,
+    /// Settings read from SSM parameters, kept while the function stays warm.
+    pub parameters: ParameterCache,
 }
 
 /// The deployed switch-listener's name, from this function's own (`<stack>-<function>`).
@@ -173,6 +179,7 @@ impl App<Aws> {
                 std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok().as_deref(),
                 function,
             ),
+            parameters: ParameterCache::default(),
         }
     }
 }

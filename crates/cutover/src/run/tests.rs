@@ -78,6 +78,10 @@ impl FakeCloud {
 }
 
 impl Cloud for FakeCloud {
+    async fn parameters(&self, _which: Parameters<'_>) -> Result<Vec<(String, String)>, Error> {
+        Ok(Vec::new())
+    }
+
     async fn observe(&self, _look: Look<'_>) -> Result<Seen, Error> {
         let mut world = self.world();
         world.observations += 1;
@@ -146,6 +150,7 @@ fn app(cloud: &FakeCloud, count: u32) -> App<FakeCloud> {
         topic_arn: Some(TOPIC.to_owned()),
         clock: Arc::new(|| NOW),
         rollback_function: "cutover-switch-listener".to_owned(),
+        parameters: Default::default(),
     }
 }
 
