@@ -77,6 +77,7 @@ pub struct Clients {
     pub route53: aws_sdk_route53::Client,
     pub sns: aws_sdk_sns::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 impl Clients {
@@ -87,6 +88,7 @@ impl Clients {
             route53: aws_sdk_route53::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
         }
     }
 }
@@ -449,6 +451,39 @@ pub async fn put_settings_parameter(clients: &Clients, service: &str, value: &st
         .send()
         .await
         .expect("PutParameter");
+}
+
+/// A 5xx alarm on the service's load balancer, then set to `state` (OK, ALARM, …).
+pub async fn put_alarm(clients: &Clients, name: &str, state: &str) {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Statistic};
+    clients
+        .cloudwatch
+        .put_metric_alarm()
+        .alarm_name(name)
+        .namespace("AWS/ApplicationELB")
+        .metric_name("HTTPCode_Target_5XX_Count")
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(5.0)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .expect("PutMetricAlarm");
+    set_alarm(clients, name, state).await;
+}
+
+/// What CloudWatch would do when the metric crosses (or leaves) the threshold.
+pub async fn set_alarm(clients: &Clients, name: &str, state: &str) {
+    clients
+        .cloudwatch
+        .set_alarm_state()
+        .alarm_name(name)
+        .state_value(aws_sdk_cloudwatch::types::StateValue::from(state))
+        .state_reason("set by the test")
+        .send()
+        .await
+        .expect("SetAlarmState");
 }
 
 fn truncate_name(service: &str) -> &str {

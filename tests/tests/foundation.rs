@@ -32,6 +32,13 @@ fn every_sample_event_parses() {
             }
             Invocation::PipelineExecution { state, .. } => assert_eq!(state, "FAILED", "{file}"),
             Invocation::Schedule => assert!(file.contains("schedule"), "{file}"),
+            Invocation::AlarmChange { alarm, state } => {
+                assert_eq!(
+                    (alarm.as_str(), state.as_str()),
+                    ("cutover-mobile-zum-api-5xx", "ALARM")
+                );
+                assert!(file.contains("alarm"), "{file}");
+            }
             Invocation::Rollback { service } => {
                 assert_eq!(service.as_str(), SERVICE, "{file}");
                 assert!(file.contains("rollback-by-hand"), "{file}");

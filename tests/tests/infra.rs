@@ -402,6 +402,10 @@ fn the_example_service_is_tagged_the_way_cutover_finds_it() {
 
 /// IAM action for a call recorded at the endpoint.
 fn iam_action(call: &Call) -> String {
+    // CloudWatch signs as `monitoring`; its IAM prefix is `cloudwatch`.
+    if call.service == "monitoring" {
+        return format!("cloudwatch:{}", call.action);
+    }
     if call.service == "route53" {
         let action = if call.action.starts_with("POST") {
             "ChangeResourceRecordSets"
@@ -420,8 +424,14 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
     let (shared, service) = (load("template.yaml"), load("service.yaml"));
     let local = local(2).await;
     fixture::seed_service(&local.clients, &local.base, "mobile-zum-api", 10).await;
-    // Settings from the service's parameter, as its stack creates it.
-    let settings = fixture::settings_json(&local.base, 1, 1, json!({}));
+    // Settings from the service's parameter, as its stack creates it, with an alarm to read.
+    fixture::put_alarm(&local.clients, "cutover-mobile-zum-api-5xx", "OK").await;
+    let settings = fixture::settings_json(
+        &local.base,
+        1,
+        1,
+        json!({"ALARMS": ["cutover-mobile-zum-api-5xx"]}),
+    );
     fixture::put_settings_parameter(&local.clients, "mobile-zum-api", &settings).await;
     let app = local.app(&[]);
     let mut seen: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
@@ -533,6 +543,7 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
         "sns:Publish cutover-releases",
         "ssm:GetParametersByPath parameter",
         "ssm:GetParameter parameter",
+        "cloudwatch:DescribeAlarms *",
     ] {
         assert!(
             checked.contains(needed),

@@ -29,6 +29,8 @@ pub enum Invocation {
     },
     /// A scheduled EventBridge rule.
     Schedule,
+    /// `CloudWatch Alarm State Change`: an alarm some service's `ALARMS` may name.
+    AlarmChange { alarm: String, state: String },
     /// A person rolling a service back: `{"service": "...", "action": "rollback"}`, invoked
     /// directly (IAM decides who may). Product returns to the previous fleet in one call.
     Rollback { service: ServiceName },
@@ -158,6 +160,8 @@ pub struct JobRequest {
     pub action: Action,
     pub strategy: Strategy,
     pub dry_run: bool,
+    /// Switch even while one of the service's alarms is in ALARM (shipping a fix in an incident).
+    pub ignore_alarms: bool,
     /// Where an earlier invocation of this job left off.
     pub progress: Option<Progress>,
 }
@@ -174,8 +178,11 @@ struct UserParameters {
     strategy: Option<String>,
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    ignore_alarms: bool,
 }
 
+pub const ALARM_STATE_CHANGE_DETAIL_TYPE: &str = "CloudWatch Alarm State Change";
 pub const PIPELINE_EXECUTION_DETAIL_TYPE: &str = "CodePipeline Pipeline Execution State Change";
 pub const SCHEDULED_DETAIL_TYPE: &str = "Scheduled Event";
 
@@ -190,6 +197,7 @@ impl Invocation {
         match event.get("detail-type").and_then(Value::as_str) {
             Some(PIPELINE_EXECUTION_DETAIL_TYPE) => parse_pipeline_execution(event),
             Some(SCHEDULED_DETAIL_TYPE) => Ok(Invocation::Schedule),
+            Some(ALARM_STATE_CHANGE_DETAIL_TYPE) => parse_alarm_change(&event),
             Some(other) => Err(BadEvent(format!("unsupported EventBridge detail-type `{other}`"))),
             None => Err(BadEvent(
                 "neither a CodePipeline job (`CodePipeline.job`), an EventBridge event (`detail-type`) \
@@ -198,6 +206,21 @@ impl Invocation {
             )),
         }
     }
+}
+
+fn parse_alarm_change(event: &Value) -> Result<Invocation, BadEvent> {
+    let field = |pointer: &str| {
+        event
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| BadEvent(format!("alarm state change: `{pointer}` is missing")))
+    };
+    Ok(Invocation::AlarmChange {
+        alarm: field("/detail/alarmName")?,
+        state: field("/detail/state/value")?,
+    })
 }
 
 fn parse_rollback(event: Value) -> Result<Invocation, BadEvent> {
@@ -270,6 +293,7 @@ fn job_request(event: &CodePipelineJobEvent) -> Result<JobRequest, BadEvent> {
             .map_err(|e| BadEvent(format!("UserParameters.{e}")))?
             .unwrap_or_default(),
         dry_run: params.dry_run,
+        ignore_alarms: params.ignore_alarms,
         progress,
     })
 }

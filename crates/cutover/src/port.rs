@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::names::ServiceName;
 use crate::run::{Function, Notification};
 use crate::settings::ServiceSettings;
-use crate::world::{Address, Alb, Dns, Instance, Step};
+use crate::world::{Address, Alarm, Alb, Dns, Instance, Step};
 
 /// Which instances to read.
 #[derive(Debug, Clone)]
@@ -37,6 +37,9 @@ pub struct Seen {
     /// The settings' addresses (provision, switch-listener) or those held by the service's
     /// instances (cleanup).
     pub addresses: Vec<Address>,
+    /// The service's `ALARMS` that exist, for the functions that answer to them (switch-listener,
+    /// cleanup).
+    pub alarms: Vec<Alarm>,
 }
 
 /// How a CodePipeline job ends (or goes on).

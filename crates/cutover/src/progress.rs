@@ -22,6 +22,8 @@ pub enum Phase {
     Drained,
     /// Switch-listener: a gradual shift's hold to end.
     Shift,
+    /// Cleanup: the service's alarms to leave ALARM before the retired fleet goes.
+    Alarm,
     /// Any function: the Lambda deadline came first; the next invocation goes on.
     Handover,
     /// Any function: more rounds were needed than one invocation makes.
@@ -37,6 +39,7 @@ impl Phase {
             Phase::Healthy => "healthy",
             Phase::Drained => "drained",
             Phase::Shift => "shift",
+            Phase::Alarm => "alarm",
             Phase::Handover => "handover",
             Phase::Convergence => "convergence",
         }

@@ -110,6 +110,16 @@ impl ParameterCache {
         self.inner.lock().unwrap().by_name.get(name).cloned()
     }
 
+    /// Every parameter read so far, parsed.
+    pub fn entries(&self) -> Vec<(String, Result<ServiceSettings, SettingsError>)> {
+        let state = self.inner.lock().unwrap();
+        state
+            .by_name
+            .iter()
+            .map(|(name, parsed)| (name.clone(), parsed.clone()))
+            .collect()
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.inner.lock().unwrap().by_name.contains_key(name)
     }
@@ -131,6 +141,8 @@ pub struct ServiceSettings {
     pub bake_s: u64,
     pub sticky_s: Option<u32>,
     pub tags: BTreeMap<String, String>,
+    /// CloudWatch alarms that gate a switch and watch the bake window.
+    pub alarms: Vec<String>,
 }
 
 pub const DEFAULT_HEALTH_TIMEOUT_S: u64 = 600;
@@ -152,6 +164,7 @@ const KNOWN_KEYS: &[&str] = &[
     "BAKE_S",
     "STICKY_S",
     "TAGS",
+    "ALARMS",
 ];
 
 impl ServiceSettings {
@@ -206,6 +219,7 @@ impl ServiceSettings {
                 .unwrap_or(DEFAULT_BAKE_S),
             sticky_s: reader.integer("STICKY_S", 1, 604_800)?.map(|s| s as u32),
             tags: reader.tags()?,
+            alarms: reader.names("ALARMS")?,
         })
     }
 }
@@ -336,6 +350,40 @@ impl Reader<'_> {
     }
 
     /// A list of ids, a single id, or (the seed's form) a string holding a Python/JSON list.
+    /// A list of names (or one name, or a Python list literal): CloudWatch alarm names are
+    /// 1-255 characters of anything but control characters.
+    fn names(&self, key: &str) -> Result<Vec<String>, SettingsError> {
+        let Some(value) = self.present(key) else {
+            return Ok(Vec::new());
+        };
+        let items: Vec<Value> = match value {
+            Value::Array(items) => items.clone(),
+            Value::String(s) if s.trim_start().starts_with(['[', '(']) => match python_list(s) {
+                Some(items) => items,
+                None => return Err(self.error(key, format!("`{s}` is not a list literal"))),
+            },
+            Value::String(_) => vec![value.clone()],
+            other => {
+                return Err(self.error(
+                    key,
+                    format!("must be a name or a list of names, found {}", kind(other)),
+                ))
+            }
+        };
+        let mut names: Vec<String> = Vec::with_capacity(items.len());
+        for item in &items {
+            let name = self.string(key, item)?;
+            if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+                return Err(self.error(key, format!("`{name}` is not an alarm name")));
+            }
+            if names.iter().any(|n| n == name) {
+                return Err(self.error(key, format!("`{name}` is listed twice")));
+            }
+            names.push(name.to_owned());
+        }
+        Ok(names)
+    }
+
     fn id_list(
         &self,
         key: &str,

@@ -23,9 +23,14 @@ const VARIABLE: &str = "MOBILE_ZUM_API";
 const RELEASE: &str = "a1b2c3d4-5678-90ab-cdef-111122223333";
 /// The release already serving when the demo starts.
 const FIRST_RELEASE: &str = "f00dcafe-0000-4000-8000-000000000001";
+/// The alarm in `events/switch-listener-alarm.json`, in the service's `ALARMS`.
+const ALARM: &str = "cutover-mobile-zum-api-5xx";
+/// How long the demo keeps a replaced fleet for rollback (wall-clock seconds).
+const BAKE_S: u64 = 10;
 
 struct Demo {
     endpoint: Endpoint,
+    clients: fixture::Clients,
     emulator: LambdaEmulator,
     aws: Aws,
     base: fixture::Base,
@@ -71,7 +76,9 @@ async fn start() -> Result<Started, String> {
     let clients = fixture::Clients::new(&config);
     let base = fixture::seed_base(&clients, 2).await;
     let service = fixture::seed_service(&clients, &base, SERVICE, 10).await;
-    let settings = fixture::settings_json(&base, 2, 2, json!({"BAKE_S": 0}));
+    fixture::put_alarm(&clients, ALARM, "OK").await;
+    let settings =
+        fixture::settings_json(&base, 2, 2, json!({"BAKE_S": BAKE_S, "ALARMS": [ALARM]}));
     let work = repo_root().join("target/cutover-local");
     let env: Vec<(String, String)> = [
         ("AWS_ENDPOINT_URL", endpoint.url.as_str()),
@@ -89,6 +96,7 @@ async fn start() -> Result<Started, String> {
     let emulator = LambdaEmulator::start(&env, &work.join("logs"))?;
     let demo = Demo {
         endpoint,
+        clients,
         emulator,
         aws: Aws::new(&config),
         base,
@@ -192,8 +200,26 @@ async fn demo(assume_yes: bool) -> Result<(), String> {
         "release",
     )
     .await?;
-    demo.stage(Function::Cleanup, RELEASE, Some("cleanup.json"), "release")
+    demo.snapshot().await?;
+
+    println!("\n== {ALARM} goes to ALARM inside the bake: switch-listener rolls back by itself ==");
+    fixture::set_alarm(&demo.clients, ALARM, "ALARM").await;
+    demo.event(Function::SwitchListener, "switch-listener-alarm.json")
         .await?;
+    demo.snapshot().await?;
+
+    println!(
+        "\n== the alarm clears: release again, then clean up once the bake ({BAKE_S}s) is over =="
+    );
+    fixture::set_alarm(&demo.clients, ALARM, "OK").await;
+    demo.stage(
+        Function::SwitchListener,
+        RELEASE,
+        Some("switch-listener.json"),
+        "release",
+    )
+    .await?;
+    demo.clean_up_after_the_bake().await?;
     demo.snapshot().await?;
 
     demo.verify_final_state().await?;
@@ -306,11 +332,7 @@ impl Demo {
                 println!("      output {key} = {value}");
             }
         }
-        let published = self.endpoint.published();
-        for (subject, _) in &published[self.published_seen..] {
-            println!("      SNS: {subject}");
-        }
-        self.published_seen = published.len();
+        self.print_notifications();
         if ack.kind != AckKind::Success {
             return Err(format!(
                 "{} failed: {}",
@@ -386,6 +408,73 @@ impl Demo {
             );
         }
         Ok(())
+    }
+
+    fn print_notifications(&mut self) {
+        let published = self.endpoint.published();
+        for (subject, _) in &published[self.published_seen..] {
+            println!("      SNS: {subject}");
+        }
+        self.published_seen = published.len();
+    }
+
+    /// An EventBridge event from `events/`, through `cargo lambda invoke`.
+    async fn event(&mut self, function: Function, sample: &str) -> Result<(), String> {
+        let started = Instant::now();
+        let file = self.work.join(format!("events/{sample}"));
+        write_json(&file, &cutover_tests::sample_event(sample))?;
+        let emulator = &self.emulator;
+        let response = tokio::task::block_in_place(|| emulator.invoke(function, &file))
+            .map_err(|e| format!("cargo lambda invoke {}: {e}", function.as_str()))?;
+        let response: Value = serde_json::from_str(&response).unwrap_or(Value::Null);
+        let result = &response["services"][SERVICE];
+        let verdict = if result["outcome"] == "succeeded" {
+            "ok"
+        } else {
+            "FAILED"
+        };
+        println!(
+            "\n[{verdict}] {:<15} {}  ({} ms)",
+            function.as_str(),
+            result["summary"]
+                .as_str()
+                .or(result["message"].as_str())
+                .unwrap_or("no service names this alarm"),
+            started.elapsed().as_millis()
+        );
+        self.print_notifications();
+        if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(format!("{} failed: {result}", function.as_str()))
+        }
+    }
+
+    /// Cleanup once the bake of the replaced fleet is over (retried briefly: the bake is
+    /// measured from the switch, on the wall clock).
+    async fn clean_up_after_the_bake(&mut self) -> Result<(), String> {
+        println!("   … waiting {BAKE_S}s: the replaced fleet is kept for rollback until then");
+        tokio::time::sleep(std::time::Duration::from_secs(BAKE_S)).await;
+        for _ in 0..10 {
+            self.stage(Function::Cleanup, RELEASE, Some("cleanup.json"), "release")
+                .await?;
+            let instances = self
+                .aws
+                .instances(InstanceQuery::Service(SERVICE))
+                .await
+                .map_err(|e| e.to_string())?;
+            if instances
+                .iter()
+                .all(|i| i.release.as_deref() == Some(RELEASE))
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        Err(format!(
+            "the first release was still alive {}s after its bake",
+            BAKE_S + 10
+        ))
     }
 
     async fn verify_final_state(&self) -> Result<(), String> {

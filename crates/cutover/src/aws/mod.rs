@@ -27,6 +27,7 @@ pub struct Aws {
     codepipeline: aws_sdk_codepipeline::Client,
     sns: aws_sdk_sns::Client,
     ssm: aws_sdk_ssm::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 /// Attempts per AWS call (the first and three retries), with exponential back-off and jitter:
@@ -108,6 +109,7 @@ impl Aws {
             codepipeline: aws_sdk_codepipeline::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
         }
     }
 }

@@ -38,12 +38,56 @@ impl Aws {
             }
             Function::RegisterTarget => Vec::new(),
         };
+        let answers_to_alarms =
+            matches!(look.function, Function::SwitchListener | Function::Cleanup);
+        let alarms = if answers_to_alarms {
+            self.alarms(&look.settings.alarms).await?
+        } else {
+            Vec::new()
+        };
         Ok(Seen {
             alb,
             instances,
             dns,
             addresses,
+            alarms,
         })
+    }
+
+    /// The named alarms that exist (metric and composite), with their states.
+    pub async fn alarms(&self, names: &[String]) -> Result<Vec<Alarm>, Error> {
+        use aws_sdk_cloudwatch::types::AlarmType;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut alarms = Vec::new();
+        // DescribeAlarms takes at most 100 names.
+        for batch in names.chunks(100) {
+            let out = self
+                .cloudwatch
+                .describe_alarms()
+                .set_alarm_names(Some(batch.to_vec()))
+                .alarm_types(AlarmType::MetricAlarm)
+                .alarm_types(AlarmType::CompositeAlarm)
+                .send()
+                .await
+                .map_err(aws_error("DescribeAlarms"))?;
+            let metric = out
+                .metric_alarms()
+                .iter()
+                .map(|a| (a.alarm_name(), a.state_value().map(|s| s.as_str())));
+            let composite = out
+                .composite_alarms()
+                .iter()
+                .map(|a| (a.alarm_name(), a.state_value().map(|s| s.as_str())));
+            alarms.extend(metric.chain(composite).filter_map(|(name, state)| {
+                Some(Alarm {
+                    name: name?.to_owned(),
+                    state: AlarmState::parse(state?)?,
+                })
+            }));
+        }
+        Ok(alarms)
     }
 
     /// Live (not terminated) instances carrying a `cutover:service` tag.

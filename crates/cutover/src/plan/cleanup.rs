@@ -18,6 +18,9 @@ pub struct CleanupInput<'a> {
     pub instances: &'a [Instance],
     pub addresses: &'a [Address],
     pub dns: Option<&'a Dns>,
+    /// The service's alarms: none of the retired fleet goes while one is in ALARM.
+    pub alarms: &'a [Alarm],
+    pub progress: Option<&'a Progress>,
     pub now: u64,
 }
 
@@ -40,6 +43,9 @@ pub fn cleanup(input: &CleanupInput) -> Planned {
         }
     }
     notes.extend(baking_note(input, &chosen));
+    if let Some(hold) = hold_while_alarms_fire(input, &chosen) {
+        return hold.map(|plan| plan.noting(notes));
+    }
     let mut steps = Vec::new();
     if let CleanupScope::FailedRelease(release) = &input.scope {
         if holds_lock(alb.product.lock.as_ref(), release) {
@@ -79,6 +85,35 @@ pub fn cleanup(input: &CleanupInput) -> Planned {
         return Ok(plan.with_steps(steps).with_notes(notes));
     }
     Ok(terminate(input, &chosen, steps, notes))
+}
+
+/// The retired fleet is what rollback needs: while one of the service's alarms is in ALARM it
+/// stays, and the job waits (within CodePipeline's action limit, then fails, keeping it).
+fn hold_while_alarms_fire(input: &CleanupInput, chosen: &[&Instance]) -> Option<Planned> {
+    let firing: Vec<&str> = input
+        .alarms
+        .iter()
+        .filter(|a| a.state == AlarmState::Alarm)
+        .map(|a| a.name.as_str())
+        .collect();
+    let retired = chosen.iter().any(|i| i.stage == Some(Stage::Retired));
+    if firing.is_empty() || !retired {
+        return None;
+    }
+    let firing = firing.join(", ");
+    let waited = input
+        .progress
+        .filter(|p| p.phase == Phase::Alarm)
+        .map_or(0, |p| p.waited(input.now));
+    if waited > MAX_ACTION_WAIT_S {
+        return Some(refuse(format!(
+            "alarm {firing} has been in ALARM for {waited}s: the retired fleet of {} is kept for rollback",
+            input.service
+        )));
+    }
+    Some(Ok(Plan::wait(Phase::Alarm).with_notes(vec![format!(
+        "alarm {firing} is in ALARM: the retired fleet is kept for rollback"
+    )])))
 }
 
 /// Whether `instance` is one this cleanup removes (before the product-slot guard).

@@ -146,6 +146,12 @@ impl Plan {
         self
     }
 
+    /// More notes, after those it has.
+    pub fn noting(mut self, notes: Vec<String>) -> Self {
+        self.notes.extend(notes);
+        self
+    }
+
     pub fn with_outputs(mut self, outputs: BTreeMap<String, String>) -> Self {
         self.outputs = outputs;
         self

@@ -13,6 +13,10 @@ pub struct SwitchInput<'a> {
     pub addresses: &'a [Address],
     pub dns: Option<&'a Dns>,
     pub strategy: Strategy,
+    /// The service's `ALARMS` that exist, with their states.
+    pub alarms: &'a [Alarm],
+    /// Switch even while an alarm is in ALARM (shipping a fix during an incident).
+    pub ignore_alarms: bool,
     pub progress: Option<&'a Progress>,
     pub now: u64,
 }
@@ -67,9 +71,17 @@ pub fn switch(input: &SwitchInput) -> Planned {
             ));
         }
     }
+    let mut alarm_notes = Vec::new();
+    if input.action == Action::Release && !product_at_to {
+        // Before every step of a release, and before the last: the alarms must be quiet.
+        match alarm_gate(input, release_slot, share)? {
+            AlarmGate::Quiet(notes) => alarm_notes = notes,
+            AlarmGate::RolledBack(plan) => return Ok(plan),
+        }
+    }
     if input.action == Action::Release && input.strategy.is_gradual() && !product_at_to {
         if let Some(step) = gradual_step(input, release_slot, share) {
-            return step;
+            return step.map(|plan| plan.noting(alarm_notes));
         }
     }
     let current = if product_at_to { to } else { to.other() };
@@ -87,7 +99,56 @@ pub fn switch(input: &SwitchInput) -> Planned {
         to.other()
     ))
     .with_steps(cutover.steps)
-    .with_notes(cutover.notes))
+    .with_notes(cutover.notes)
+    .noting(alarm_notes))
+}
+
+enum AlarmGate {
+    /// Nothing fires (or the release ignores alarms); notes for alarms without data.
+    Quiet(Vec<String>),
+    /// An alarm fired mid-shift: product back to 100% of the old slot.
+    RolledBack(Plan),
+}
+
+/// A release moves product only while the service's alarms are quiet. One that does not exist
+/// refuses the switch, naming it; one in ALARM refuses it before anything moved, or mid-shift
+/// rolls product back in one call; `INSUFFICIENT_DATA` is only noted.
+fn alarm_gate(input: &SwitchInput, new: Slot, share: i32) -> Result<AlarmGate, Refusal> {
+    let named = |state: AlarmState| -> Vec<&str> {
+        input
+            .alarms
+            .iter()
+            .filter(|a| a.state == state)
+            .map(|a| a.name.as_str())
+            .collect()
+    };
+    if let Some(missing) = input
+        .settings
+        .alarms
+        .iter()
+        .find(|name| !input.alarms.iter().any(|a| &a.name == *name))
+    {
+        return refuse(format!(
+            "alarm `{missing}` (ALARMS of {}) does not exist in CloudWatch",
+            input.service
+        ));
+    }
+    let firing = named(AlarmState::Alarm);
+    let notes = named(AlarmState::InsufficientData)
+        .iter()
+        .map(|name| format!("alarm `{name}` has insufficient data; not gating"))
+        .collect();
+    if firing.is_empty() || input.ignore_alarms {
+        return Ok(AlarmGate::Quiet(notes));
+    }
+    let why = format!("alarm {} is in ALARM", firing.join(", "));
+    if share > 0 {
+        return Ok(AlarmGate::RolledBack(abort_shift(input, new, share, &why)));
+    }
+    refuse(format!(
+        "{why}: the switch of release {} did not move product (set \"ignore_alarms\": true to ship a fix during an incident)",
+        input.release
+    ))
 }
 
 /// The new slot's percentage of product traffic, if product forwards only to the two slots.

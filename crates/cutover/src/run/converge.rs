@@ -190,7 +190,7 @@ pub(super) fn plan_for(
     seen: &Seen,
     now: u64,
 ) -> Planned {
-    let cleanup = |service, scope| {
+    let cleanup = |service, scope, progress| {
         plan::cleanup(&plan::CleanupInput {
             service,
             scope,
@@ -199,13 +199,18 @@ pub(super) fn plan_for(
             instances: &seen.instances,
             addresses: &seen.addresses,
             dns: seen.dns.as_ref(),
+            alarms: &seen.alarms,
+            progress,
             now,
         })
     };
     let (function, request) = match work {
         Work::Job { function, request } => (*function, *request),
-        Work::Cleanup { service, scope } => return cleanup(service, scope.clone()),
+        Work::Cleanup { service, scope } => return cleanup(service, scope.clone(), None),
         Work::Rollback { service } => return roll_back(service, settings, seen, now),
+        Work::AlarmRollback { service, alarm } => {
+            return alarm_roll_back(service, alarm, settings, seen, now)
+        }
     };
     let (service, release) = (&request.service, &request.release);
     let progress = request.progress.as_ref();
@@ -241,10 +246,58 @@ pub(super) fn plan_for(
             addresses: &seen.addresses,
             dns: seen.dns.as_ref(),
             strategy: request.strategy,
+            alarms: &seen.alarms,
+            ignore_alarms: request.ignore_alarms,
             progress,
             now,
         }),
-        Function::Cleanup => cleanup(service, CleanupScope::Expired),
+        Function::Cleanup => cleanup(service, CleanupScope::Expired, progress),
+    }
+}
+
+/// An alarm of the service fired. Inside the bake window (the fleet product left still stands
+/// in the other slot, and the serving fleet is the newer one) product goes back to it in one
+/// call; otherwise nothing moves, and the team is told. A replay finds it rolled back already.
+fn alarm_roll_back(
+    service: &ServiceName,
+    alarm: &str,
+    settings: &ServiceSettings,
+    seen: &Seen,
+    now: u64,
+) -> Planned {
+    let serving = seen.alb.product_slot().map_err(|why| {
+        plan::Refusal(format!(
+            "alarm {alarm}: cannot tell what serves {service}: {why}"
+        ))
+    })?;
+    let newest = |slot: crate::world::Slot, stage: crate::world::Stage| {
+        seen.instances
+            .iter()
+            .filter(|i| seen.alb.slot(slot).has(&i.id) && i.stage == Some(stage))
+            .filter(|i| {
+                stage != crate::world::Stage::Retired
+                    || i.retired_at
+                        .is_some_and(|at| at.saturating_add(settings.bake_s) > now)
+            })
+            .filter_map(|i| i.launched_at)
+            .max()
+    };
+    let product = newest(serving, crate::world::Stage::Product);
+    let baking = newest(serving.other(), crate::world::Stage::Retired);
+    match (product, baking) {
+        (Some(product), Some(baking)) if product > baking => {
+            let plan = roll_back(service, settings, seen, now)?;
+            Ok(plan.noting(vec![format!(
+                "alarm {alarm} went to ALARM inside the bake window: rolled back"
+            )]))
+        }
+        (Some(_), Some(_)) => Ok(Plan::done(format!(
+            "alarm {alarm} is in ALARM; {service} was already rolled back, nothing moved"
+        ))),
+        _ => Ok(Plan::done(format!(
+            "alarm {alarm} is in ALARM outside the bake window of {service} (no previous fleet \
+             stands to roll back to): nothing moved"
+        ))),
     }
 }
 
@@ -274,6 +327,8 @@ fn roll_back(service: &ServiceName, settings: &ServiceSettings, seen: &Seen, now
         addresses: &seen.addresses,
         dns: seen.dns.as_ref(),
         strategy: crate::event::Strategy::AllAtOnce,
+        alarms: &seen.alarms,
+        ignore_alarms: true,
         progress: None,
         now,
     })
@@ -293,13 +348,20 @@ pub(super) enum Work<'a> {
     },
     /// A rollback by hand of whatever release serves product.
     Rollback { service: &'a ServiceName },
+    /// A rollback because one of the service's alarms fired, if inside its bake window.
+    AlarmRollback {
+        service: &'a ServiceName,
+        alarm: &'a str,
+    },
 }
 
 impl Work<'_> {
     pub(super) fn service(&self) -> &ServiceName {
         match self {
             Work::Job { request, .. } => &request.service,
-            Work::Cleanup { service, .. } | Work::Rollback { service } => service,
+            Work::Cleanup { service, .. }
+            | Work::Rollback { service }
+            | Work::AlarmRollback { service, .. } => service,
         }
     }
 
@@ -307,7 +369,7 @@ impl Work<'_> {
         match self {
             Work::Job { function, .. } => *function,
             Work::Cleanup { .. } => Function::Cleanup,
-            Work::Rollback { .. } => Function::SwitchListener,
+            Work::Rollback { .. } | Work::AlarmRollback { .. } => Function::SwitchListener,
         }
     }
 

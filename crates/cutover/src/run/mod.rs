@@ -81,6 +81,7 @@ impl Function {
             ],
             Function::SwitchListener => &[
                 "ec2:DescribeAddresses",
+                "cloudwatch:DescribeAlarms",
                 "ec2:CreateTags",
                 "ec2:DeleteTags",
                 "ec2:AssociateAddress",
@@ -91,6 +92,7 @@ impl Function {
             ],
             Function::Cleanup => &[
                 "ec2:DescribeAddresses",
+                "cloudwatch:DescribeAlarms",
                 "ec2:CreateTags",
                 "ec2:TerminateInstances",
                 "ec2:DisassociateAddress",
@@ -231,6 +233,10 @@ impl<C: Cloud> App<C> {
             }
             Invocation::Schedule if function == Function::Cleanup => {
                 self.sweep().instrument(tracing::info_span!("sweep")).await
+            }
+            Invocation::AlarmChange { alarm, state } if function == Function::SwitchListener => {
+                let span = tracing::info_span!("alarm", alarm = %alarm, state = %state);
+                Box::pin(self.alarm_changed(&alarm, &state).instrument(span)).await
             }
             Invocation::Rollback { service } if function == Function::SwitchListener => {
                 let span = tracing::info_span!("rollback", service = %service);
@@ -383,9 +389,73 @@ impl<C: Cloud> App<C> {
     /// A rollback by hand: product back to the previous fleet in one call, told to the team.
     async fn roll_back(&self, service: &ServiceName) -> Result<Value, Error> {
         let started = Instant::now();
-        let work = Work::Rollback { service };
-        let Converged { stop, steps } = self.converge(&work, None).await;
-        let outcome = match stop {
+        let outcome = self.rollback_outcome(&Work::Rollback { service }).await;
+        self.notify(Function::SwitchListener, service, None, &outcome, started)
+            .await;
+        Ok(json!({ "service": service, "result": outcome }))
+    }
+
+    /// An alarm changed state. In ALARM, every service whose `ALARMS` name it is rolled back if
+    /// it is inside its bake window, and told either way; other states change nothing.
+    async fn alarm_changed(&self, alarm: &str, state: &str) -> Result<Value, Error> {
+        if state != "ALARM" {
+            info!("alarm state {state}: nothing to do");
+            return Ok(json!({ "alarm": alarm, "state": state, "services": {} }));
+        }
+        let mut results = BTreeMap::new();
+        for service in self.services_naming(alarm).await? {
+            let started = Instant::now();
+            let work = Work::AlarmRollback {
+                service: &service,
+                alarm,
+            };
+            let outcome = self.rollback_outcome(&work).await;
+            self.notify(Function::SwitchListener, &service, None, &outcome, started)
+                .await;
+            results.insert(service.to_string(), outcome);
+        }
+        if results.is_empty() {
+            warn!("no service's ALARMS names this alarm");
+        }
+        Ok(json!({ "alarm": alarm, "state": state, "services": results }))
+    }
+
+    /// Services whose settings (variables, then parameters) name `alarm` in their `ALARMS`.
+    async fn services_naming(&self, alarm: &str) -> Result<Vec<ServiceName>, Error> {
+        if !self.parameters.loaded() {
+            let all = self.cloud.parameters(Parameters::All).await?;
+            self.parameters.fill(all);
+        }
+        let names_it = |parsed: &Result<ServiceSettings, _>| {
+            parsed
+                .as_ref()
+                .is_ok_and(|s: &ServiceSettings| s.alarms.iter().any(|a| a == alarm))
+        };
+        let from_variables = self
+            .registry
+            .variables()
+            .filter(|(_, parsed)| names_it(parsed))
+            .map(|(variable, _)| variable.to_ascii_lowercase().replace('_', "-"));
+        let from_parameters = self
+            .parameters
+            .entries()
+            .into_iter()
+            .filter(|(_, parsed)| names_it(parsed))
+            .filter_map(|(name, _)| {
+                name.strip_prefix(&format!("{}/", crate::settings::PARAMETER_PATH))
+                    .map(str::to_owned)
+            });
+        let services: BTreeSet<String> = from_variables.chain(from_parameters).collect();
+        Ok(services
+            .iter()
+            .filter_map(|s| ServiceName::parse(s).ok())
+            .collect())
+    }
+
+    /// A rollback (by hand or by an alarm), converged and told as an outcome: it never waits.
+    async fn rollback_outcome(&self, work: &Work<'_>) -> Outcome {
+        let Converged { stop, steps } = self.converge(work, None).await;
+        match stop {
             Stop::Done { summary, notes, .. } => Outcome::Succeeded {
                 summary,
                 output_variables: BTreeMap::new(),
@@ -399,15 +469,13 @@ impl<C: Cloud> App<C> {
             },
             Stop::Waiting { phase, .. } => Outcome::Failed {
                 message: format!(
-                    "the rollback of {service} stopped waiting for {phase}; run it again"
+                    "the rollback of {} stopped waiting for {phase}; run it again",
+                    work.service()
                 ),
                 steps,
             },
             Stop::Planned(planned) => dry_run(planned),
-        };
-        self.notify(Function::SwitchListener, service, None, &outcome, started)
-            .await;
-        Ok(json!({ "service": service, "result": outcome }))
+        }
     }
 
     /// A pipeline execution ended without releasing: remove its pre-product instances.

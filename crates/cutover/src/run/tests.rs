@@ -49,6 +49,7 @@ impl FakeCloud {
                 instances,
                 dns: None,
                 addresses: Vec::new(),
+                alarms: Vec::new(),
             },
             launched: InstanceState::Running,
             executed: Vec::new(),

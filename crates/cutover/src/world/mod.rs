@@ -409,6 +409,32 @@ impl Alb {
     }
 }
 
+/// A CloudWatch alarm a service's releases answer to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alarm {
+    pub name: String,
+    pub state: AlarmState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlarmState {
+    Ok,
+    Alarm,
+    InsufficientData,
+}
+
+impl AlarmState {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "OK" => Some(AlarmState::Ok),
+            "ALARM" => Some(AlarmState::Alarm),
+            "INSUFFICIENT_DATA" => Some(AlarmState::InsufficientData),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Address {
     pub allocation_id: String,

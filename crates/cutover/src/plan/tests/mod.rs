@@ -200,6 +200,8 @@ fn switch_plan(action: Action, alb: &Alb, instances: &[Instance]) -> Planned {
         addresses: &[],
         dns: None,
         strategy: Strategy::AllAtOnce,
+        alarms: &[],
+        ignore_alarms: false,
         progress: None,
         now: NOW,
     })
@@ -232,6 +234,8 @@ fn cleanup_plan(
         instances,
         addresses,
         dns: Some(&dns),
+        alarms: &[],
+        progress: None,
         now: NOW,
     })
 }
@@ -252,6 +256,8 @@ fn shift_plan(
         addresses: &[],
         dns: None,
         strategy: Strategy::parse(strategy).unwrap(),
+        alarms: &[],
+        ignore_alarms: false,
         progress,
         now: NOW,
     })
