@@ -210,7 +210,17 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
         2
     );
 
-    // Past the bake window the alarm only notifies: nothing moves.
+    // The alarm clears and the fix ships (R2 again); R1's fleet now bakes.
+    fixture::set_alarm(&local.clients, ALARM, "OK").await;
+    let run = local
+        .run_job(&app, Function::SwitchListener, &params(R2))
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    assert_eq!(product(&local).await, r2_slot);
+
+    // Past that bake the alarm fires again: outside the bake window it only notifies.
+    local.advance(601);
+    fixture::set_alarm(&local.clients, ALARM, "ALARM").await;
     let mark = local.endpoint.mark();
     let told = local.endpoint.published().len();
     let response = app.handle(Function::SwitchListener, event).await.unwrap();
@@ -220,6 +230,7 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
     assert!(summary.contains("outside the bake window"), "{response}");
     assert!(local.endpoint.mutations(mark).is_empty());
     assert_eq!(local.endpoint.published().len(), told + 1);
+    assert_eq!(product(&local).await, r2_slot);
 
     // The alarm clears: the retired fleet goes.
     fixture::set_alarm(&local.clients, ALARM, "OK").await;
@@ -230,4 +241,5 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
         .await
         .unwrap();
     assert_eq!(live.len(), 1, "{live:?}");
+    assert!(live.iter().all(|i| i.release.as_deref() == Some(R2)));
 }

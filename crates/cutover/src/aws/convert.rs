@@ -48,6 +48,7 @@ pub(super) fn route_of_service(
     Ok(Some(Route {
         kept_actions: kept_actions(&arn, &actions)?,
         previous: tags.get(TAG_PREVIOUS).cloned(),
+        rolled_back: tags.get(TAG_ROLLED_BACK).cloned(),
         lock: tags.get(TAG_LOCK).and_then(|v| Lock::parse(v)),
         arn,
         role,

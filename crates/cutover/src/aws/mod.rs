@@ -27,6 +27,7 @@ pub struct Aws {
     codepipeline: aws_sdk_codepipeline::Client,
     sns: aws_sdk_sns::Client,
     ssm: aws_sdk_ssm::Client,
+    #[cfg(feature = "alarms")]
     cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
@@ -109,6 +110,7 @@ impl Aws {
             codepipeline: aws_sdk_codepipeline::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            #[cfg(feature = "alarms")]
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
         }
     }

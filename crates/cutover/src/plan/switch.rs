@@ -307,10 +307,24 @@ fn cutover_steps(input: &SwitchInput, current: Slot, to: Slot) -> Result<Cutover
     if alb.pre_product.forward != pre_product {
         steps.push(alb.pre_product.repoint(pre_product));
     }
+    let mut route_tags = BTreeMap::new();
     if alb.product.previous.as_deref() != Some(from.arn.as_str()) {
+        route_tags.insert(TAG_PREVIOUS.to_owned(), from.arn.clone());
+    }
+    match input.action {
+        Action::Rollback if alb.product.rolled_back.as_deref() != Some(input.release.as_str()) => {
+            route_tags.insert(TAG_ROLLED_BACK.to_owned(), input.release.to_string());
+        }
+        Action::Release if alb.product.rolled_back.is_some() => steps.push(Step::UntagRoute {
+            route: alb.product.arn.clone(),
+            keys: vec![TAG_ROLLED_BACK.to_owned()],
+        }),
+        _ => {}
+    }
+    if !route_tags.is_empty() {
         steps.push(Step::TagRoute {
             route: alb.product.arn.clone(),
-            tags: BTreeMap::from([(TAG_PREVIOUS.to_owned(), from.arn.clone())]),
+            tags: route_tags,
         });
     }
     let promoted: Vec<&Instance> = input

@@ -256,8 +256,9 @@ pub(super) fn plan_for(
 }
 
 /// An alarm of the service fired. Inside the bake window (the fleet product left still stands
-/// in the other slot, and the serving fleet is the newer one) product goes back to it in one
-/// call; otherwise nothing moves, and the team is told. A replay finds it rolled back already.
+/// in the other slot) product goes back to it in one call; otherwise nothing moves, and the team
+/// is told. Product that is itself a rollback (`cutover:rolled-back`) is never rolled back by an
+/// alarm: a replayed event, or an alarm still firing after a rollback by hand, moves nothing.
 fn alarm_roll_back(
     service: &ServiceName,
     alarm: &str,
@@ -270,35 +271,28 @@ fn alarm_roll_back(
             "alarm {alarm}: cannot tell what serves {service}: {why}"
         ))
     })?;
-    let newest = |slot: crate::world::Slot, stage: crate::world::Stage| {
-        seen.instances
-            .iter()
-            .filter(|i| seen.alb.slot(slot).has(&i.id) && i.stage == Some(stage))
-            .filter(|i| {
-                stage != crate::world::Stage::Retired
-                    || i.retired_at
-                        .is_some_and(|at| at.saturating_add(settings.bake_s) > now)
-            })
-            .filter_map(|i| i.launched_at)
-            .max()
-    };
-    let product = newest(serving, crate::world::Stage::Product);
-    let baking = newest(serving.other(), crate::world::Stage::Retired);
-    match (product, baking) {
-        (Some(product), Some(baking)) if product > baking => {
-            let plan = roll_back(service, settings, seen, now)?;
-            Ok(plan.noting(vec![format!(
-                "alarm {alarm} went to ALARM inside the bake window: rolled back"
-            )]))
-        }
-        (Some(_), Some(_)) => Ok(Plan::done(format!(
-            "alarm {alarm} is in ALARM; {service} was already rolled back, nothing moved"
-        ))),
-        _ => Ok(Plan::done(format!(
+    if let Some(from) = &seen.alb.product.rolled_back {
+        return Ok(Plan::done(format!(
+            "alarm {alarm} is in ALARM; {service} was already rolled back from release {from}, \
+             nothing moved"
+        )));
+    }
+    let baking = seen.instances.iter().any(|i| {
+        seen.alb.slot(serving.other()).has(&i.id)
+            && i.stage == Some(crate::world::Stage::Retired)
+            && i.retired_at
+                .is_some_and(|at| at.saturating_add(settings.bake_s) > now)
+    });
+    if !baking {
+        return Ok(Plan::done(format!(
             "alarm {alarm} is in ALARM outside the bake window of {service} (no previous fleet \
              stands to roll back to): nothing moved"
-        ))),
+        )));
     }
+    let plan = roll_back(service, settings, seen, now)?;
+    Ok(plan.noting(vec![format!(
+        "alarm {alarm} went to ALARM inside the bake window: rolled back"
+    )]))
 }
 
 /// The release serving product now, rolled back: product to the other slot, in one call.

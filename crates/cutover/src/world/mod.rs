@@ -21,6 +21,9 @@ pub const TAG_RELEASE: &str = "cutover:release";
 pub const TAG_INDEX: &str = "cutover:index";
 pub const TAG_RETIRED_AT: &str = "cutover:retired-at";
 pub const TAG_PREVIOUS: &str = "cutover:previous";
+/// On the product route after a rollback: the release rolled back from. The next release of the
+/// service removes it; an alarm never rolls back a rollback.
+pub const TAG_ROLLED_BACK: &str = "cutover:rolled-back";
 /// On the product route: `<release>@<unix seconds>`, the release that holds the service.
 pub const TAG_LOCK: &str = "cutover:lock";
 pub const TAG_NAME: &str = "Name";
@@ -317,6 +320,9 @@ pub struct Route {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept_actions: Vec<KeptAction>,
     pub previous: Option<String>,
+    /// On the product route: the release a rollback moved product away from, until the next
+    /// release.
+    pub rolled_back: Option<String>,
     /// On the product route: the release holding the service.
     pub lock: Option<Lock>,
     /// Host-header and path conditions, for telling people where QA is.

@@ -89,6 +89,7 @@ pub(crate) fn route(arn: &str, role: RouteRole, to: &str) -> Route {
         forward_order: None,
         kept_actions: Vec::new(),
         previous: None,
+        rolled_back: None,
         lock: None,
         conditions: vec!["host-header=qa.api.example.com".into()],
     }

@@ -101,11 +101,15 @@ fn rollback_is_the_mirror_image_and_idempotent() {
     assert!(plan.steps.iter().any(
         |s| matches!(s, Step::UntagInstances { instance_ids, .. } if instance_ids == &["i-old"])
     ));
+    assert!(plan.steps.iter().any(
+        |s| matches!(s, Step::TagRoute { tags, .. } if tags.get(TAG_ROLLED_BACK).map(String::as_str) == Some("r2"))
+    ));
 
     // After the rollback: product on blue, the bad release retired, pre-product on it.
     world.product.forward = Forward::to(BLUE);
     world.pre_product.forward = Forward::to(GREEN);
     world.product.previous = Some(GREEN.into());
+    world.product.rolled_back = Some("r2".into());
     instances[0].stage = Some(Stage::Product);
     instances[0].retired_at = None;
     instances[1].stage = Some(Stage::Retired);
@@ -281,4 +285,14 @@ fn a_shift_that_would_outlive_the_action_rolls_back_first() {
         matches!(&plan.next, Next::Abort(m) if m.contains("24-hour")),
         "{plan:?}"
     );
+}
+
+#[test]
+fn the_next_release_clears_the_rollback_mark() {
+    let (mut world, instances) = released_world();
+    world.product.rolled_back = Some("r1".into());
+    let plan = switch_plan(Action::Release, &world, &instances).expect("a plan");
+    assert!(plan.steps.iter().any(
+        |s| matches!(s, Step::UntagRoute { keys, .. } if keys == &[TAG_ROLLED_BACK.to_owned()])
+    ));
 }
