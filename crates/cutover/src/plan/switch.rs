@@ -58,18 +58,7 @@ pub fn switch(input: &SwitchInput) -> Planned {
         }
     }
     if input.action == Action::Rollback && !product_at_to {
-        let in_qa: Vec<&str> = input
-            .instances
-            .iter()
-            .filter(|i| alb.slot(to).has(&i.id) && i.stage == Some(Stage::PreProduct))
-            .map(|i| i.id.as_str())
-            .collect();
-        if !in_qa.is_empty() {
-            return refuse(format!(
-                "refusing to roll back to the {to} slot: it now holds pre-product instances in QA ({}), not the previous fleet",
-                in_qa.join(", ")
-            ));
-        }
+        refuse_a_rollback_onto_qa(input, to)?;
     }
     let mut alarm_notes = Vec::new();
     if input.action == Action::Release && !product_at_to {
@@ -101,6 +90,23 @@ pub fn switch(input: &SwitchInput) -> Planned {
     .with_steps(cutover.steps)
     .with_notes(cutover.notes)
     .noting(alarm_notes))
+}
+
+/// A rollback goes to the previous fleet, never to a release that is in QA in that slot now.
+fn refuse_a_rollback_onto_qa(input: &SwitchInput, to: Slot) -> Result<(), Refusal> {
+    let in_qa: Vec<&str> = input
+        .instances
+        .iter()
+        .filter(|i| input.alb.slot(to).has(&i.id) && i.stage == Some(Stage::PreProduct))
+        .map(|i| i.id.as_str())
+        .collect();
+    if in_qa.is_empty() {
+        return Ok(());
+    }
+    refuse(format!(
+        "refusing to roll back to the {to} slot: it now holds pre-product instances in QA ({}), not the previous fleet",
+        in_qa.join(", ")
+    ))
 }
 
 enum AlarmGate {

@@ -27,6 +27,70 @@ impl Notification {
     }
 }
 
+/// What an outcome says, in the words the messages use.
+struct Told<'a> {
+    verdict: &'static str,
+    mark: &'static str,
+    headline: String,
+    steps: &'a [String],
+    notes: &'a [String],
+}
+
+fn told(outcome: &Outcome) -> Told<'_> {
+    let told = |verdict, mark, headline, steps, notes| Told {
+        verdict,
+        mark,
+        headline,
+        steps,
+        notes,
+    };
+    match outcome {
+        Outcome::Succeeded {
+            summary,
+            steps,
+            notes,
+            ..
+        } => told("succeeded", "✅", summary.clone(), steps, notes),
+        Outcome::Failed { message, steps } => told("FAILED", "❌", message.clone(), steps, &[]),
+        Outcome::Continuing {
+            waiting_for, steps, ..
+        } => told(
+            "waiting",
+            "⏳",
+            format!("waiting for {waiting_for}"),
+            steps,
+            &[],
+        ),
+        Outcome::DryRun {
+            summary,
+            steps,
+            notes,
+            ..
+        } => told("planned", "📝", summary.clone(), steps, notes),
+    }
+}
+
+/// Whom and what a message is about, for both its forms.
+struct About<'a> {
+    function: Function,
+    service: &'a ServiceName,
+    release: Option<&'a ReleaseId>,
+    took: String,
+    rollback: String,
+}
+
+impl About<'_> {
+    fn release_id(&self) -> &str {
+        self.release.map(ReleaseId::as_str).unwrap_or("-")
+    }
+
+    fn release_label(&self) -> String {
+        self.release
+            .map(|r| format!(" {}", r.short()))
+            .unwrap_or_default()
+    }
+}
+
 /// The message for an outcome. `rollback_function` is the switch-listener function a person
 /// invokes to roll the service back.
 pub fn notification(
@@ -37,94 +101,97 @@ pub fn notification(
     took: Duration,
     rollback_function: &str,
 ) -> Notification {
-    let (verdict, mark, headline, steps, notes) = match outcome {
-        Outcome::Succeeded {
-            summary,
-            steps,
-            notes,
-            ..
-        } => ("succeeded", "✅", summary.clone(), steps, notes.clone()),
-        Outcome::Failed { message, steps } => ("FAILED", "❌", message.clone(), steps, Vec::new()),
-        Outcome::Continuing {
-            waiting_for, steps, ..
-        } => (
-            "waiting",
-            "⏳",
-            format!("waiting for {waiting_for}"),
-            steps,
-            Vec::new(),
+    let about = About {
+        function,
+        service,
+        release,
+        took: format!("{:.1} s", took.as_secs_f64()),
+        rollback: format!(
+            "aws lambda invoke --function-name {rollback_function} --cli-binary-format raw-in-base64-out \
+             --payload '{{\"service\": \"{service}\", \"action\": \"rollback\"}}' /dev/stdout"
         ),
-        Outcome::DryRun {
-            summary,
-            steps,
-            notes,
-            ..
-        } => ("planned", "📝", summary.clone(), steps, notes.clone()),
     };
-    let release_label = release
-        .map(|r| format!(" {}", r.short()))
-        .unwrap_or_default();
+    let told = told(outcome);
     let subject = format!(
-        "cutover: {service}{release_label} {} {verdict}",
-        function.as_str()
+        "cutover: {service}{} {} {}",
+        about.release_label(),
+        function.as_str(),
+        told.verdict
     );
-    let took = format!("{:.1} s", took.as_secs_f64());
-    let rollback = format!(
-        "aws lambda invoke --function-name {rollback_function} --cli-binary-format raw-in-base64-out \
-         --payload '{{\"service\": \"{service}\", \"action\": \"rollback\"}}' /dev/stdout"
-    );
-    let release_id = release.map(ReleaseId::as_str).unwrap_or("-");
+    Notification {
+        text: text(&about, &told),
+        chat: chat_event(&about, &told, &subject),
+        subject,
+    }
+}
 
+/// Plain text, for email.
+fn text(about: &About, told: &Told) -> String {
     let mut text = format!(
-        "{headline}\n\nservice: {service}\nrelease: {release_id}\nstage: {}\ntook: {took}\n",
-        function.as_str()
+        "{}\n\nservice: {}\nrelease: {}\nstage: {}\ntook: {}\n",
+        told.headline,
+        about.service,
+        about.release_id(),
+        about.function.as_str(),
+        about.took
     );
-    let mut description = format!("{headline}\n\n*Took* {took}");
-    if !steps.is_empty() {
+    if !told.steps.is_empty() {
         text.push_str("\nwhat changed:\n");
-        description.push_str("\n*What changed*");
-        for step in steps {
+        for step in told.steps {
             text.push_str(&format!("- {step}\n"));
+        }
+    }
+    for note in told.notes {
+        text.push_str(&format!("\nnote: {note}"));
+    }
+    text.push_str(&format!("\n\nto roll back: {}\n", about.rollback));
+    text
+}
+
+/// The custom-notification event of Amazon Q Developer in chat applications.
+fn chat_event(about: &About, told: &Told, subject: &str) -> Value {
+    let (service, function, verdict) = (
+        about.service.as_str(),
+        about.function.as_str(),
+        told.verdict,
+    );
+    let mut description = format!("{}\n\n*Took* {}", told.headline, about.took);
+    if !told.steps.is_empty() {
+        description.push_str("\n*What changed*");
+        for step in told.steps {
             description.push_str(&format!("\n• {step}"));
         }
     }
-    for note in &notes {
-        text.push_str(&format!("\nnote: {note}"));
+    for note in told.notes {
         description.push_str(&format!("\n_{note}_"));
     }
-    text.push_str(&format!("\n\nto roll back: {rollback}\n"));
-
-    let chat = json!({
+    let thread = about
+        .release
+        .map(|r| r.short())
+        .unwrap_or_else(|| "sweep".into());
+    json!({
         "version": "1.0",
         "source": "custom",
         "content": {
             "textType": "client-markdown",
-            "title": format!("{mark} {service}{release_label}: {} {verdict}", function.as_str()),
+            "title": format!("{} {service}{}: {function} {verdict}", told.mark, about.release_label()),
             "description": description,
-            "nextSteps": [format!("Roll back in one call: `{rollback}`")],
-            "keywords": [service.as_str(), function.as_str(), verdict],
+            "nextSteps": [format!("Roll back in one call: `{}`", about.rollback)],
+            "keywords": [service, function, verdict],
         },
         "metadata": {
             // One release's messages thread together; a sweep's, per service.
-            "threadId": format!(
-                "cutover-{service}-{}",
-                release.map(|r| r.short()).unwrap_or_else(|| "sweep".into())
-            ),
+            "threadId": format!("cutover-{service}-{thread}"),
             "summary": subject,
-            "eventType": format!("cutover.{}.{verdict}", function.as_str()),
-            "relatedResources": [service.as_str(), release_id],
+            "eventType": format!("cutover.{function}.{verdict}"),
+            "relatedResources": [service, about.release_id()],
             "additionalContext": {
-                "service": service.as_str(),
-                "release": release_id,
-                "stage": function.as_str(),
+                "service": service,
+                "release": about.release_id(),
+                "stage": function,
                 "outcome": verdict,
-                "took": took,
+                "took": about.took,
             },
         },
-    });
-    Notification {
-        subject,
-        text,
-        chat,
-    }
+    })
 }
