@@ -258,26 +258,25 @@ impl Reader<'_> {
     }
 
     /// A list of ids, a single id, or (the seed's form) a string holding a Python/JSON list.
+    /// A list as the settings may write one: a JSON array, a Python list literal in a string (the
+    /// seed's form), or a single value.
+    fn items(&self, key: &str, value: &Value, expected: &str) -> Result<Vec<Value>, SettingsError> {
+        match value {
+            Value::Array(items) => Ok(items.clone()),
+            Value::String(s) if s.trim_start().starts_with(['[', '(']) => python_list(s)
+                .ok_or_else(|| self.error(key, format!("`{s}` is not a list literal"))),
+            Value::String(_) => Ok(vec![value.clone()]),
+            other => Err(self.error(key, format!("must be {expected}, found {}", kind(other)))),
+        }
+    }
+
     /// A list of names (or one name, or a Python list literal): CloudWatch alarm names are
     /// 1-255 characters of anything but control characters.
     fn names(&self, key: &str) -> Result<Vec<String>, SettingsError> {
         let Some(value) = self.present(key) else {
             return Ok(Vec::new());
         };
-        let items: Vec<Value> = match value {
-            Value::Array(items) => items.clone(),
-            Value::String(s) if s.trim_start().starts_with(['[', '(']) => match python_list(s) {
-                Some(items) => items,
-                None => return Err(self.error(key, format!("`{s}` is not a list literal"))),
-            },
-            Value::String(_) => vec![value.clone()],
-            other => {
-                return Err(self.error(
-                    key,
-                    format!("must be a name or a list of names, found {}", kind(other)),
-                ))
-            }
-        };
+        let items = self.items(key, value, "a name or a list of names")?;
         let mut names: Vec<String> = Vec::with_capacity(items.len());
         for item in &items {
             let name = self.string(key, item)?;
@@ -305,20 +304,7 @@ impl Reader<'_> {
                 Ok(Vec::new())
             };
         };
-        let items: Vec<Value> = match value {
-            Value::Array(items) => items.clone(),
-            Value::String(s) if s.trim_start().starts_with(['[', '(']) => match python_list(s) {
-                Some(items) => items,
-                None => return Err(self.error(key, format!("`{s}` is not a list literal"))),
-            },
-            Value::String(_) => vec![value.clone()],
-            other => {
-                return Err(self.error(
-                    key,
-                    format!("must be an id or a list of ids, found {}", kind(other)),
-                ))
-            }
-        };
+        let items = self.items(key, value, "an id or a list of ids")?;
         if items.is_empty() {
             return Err(self.error(key, "must not be an empty list"));
         }
