@@ -54,13 +54,15 @@ impl Moto {
             };
             panic!("{why}: run `make setup` (it creates .venv with moto[server]), or point CUTOVER_MOTO_SERVER at a moto_server");
         };
-        let port = free_port();
-        let child = Command::new(&binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // Port 0: moto binds a free port itself and says which. Picking one here and handing it
+        // over would race with the other tests doing the same.
+        let mut child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let port = reported_port(child.stderr.take().expect("piped stderr"));
         let mut moto = Moto {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -82,6 +84,28 @@ impl Moto {
         }
         panic!("moto_server did not listen on {port} within 60s");
     }
+}
+
+/// The port moto says it runs on (` * Running on http://127.0.0.1:PORT` on stderr). Its stderr
+/// is drained for the rest of its life, so its request log never blocks it.
+fn reported_port(stderr: std::process::ChildStderr) -> u16 {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let port = line
+                .split("Running on http://127.0.0.1:")
+                .nth(1)
+                .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+                .and_then(|digits| digits.parse::<u16>().ok());
+            if let (Some(port), Some(tx)) = (port, tx.take()) {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("moto_server did not report the port it listens on within 60s"))
 }
 
 impl Drop for Moto {
