@@ -62,7 +62,11 @@ impl Moto {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let port = reported_port(child.stderr.take().expect("piped stderr"));
+        let Some(port) = reported_port(child.stderr.take().expect("piped stderr")) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("moto_server did not report the port it listens on within 60s");
+        };
         let mut moto = Moto {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -88,24 +92,32 @@ impl Moto {
 
 /// The port moto says it runs on (` * Running on http://127.0.0.1:PORT` on stderr). Its stderr
 /// is drained for the rest of its life, so its request log never blocks it.
-fn reported_port(stderr: std::process::ChildStderr) -> u16 {
+fn reported_port(stderr: std::process::ChildStderr) -> Option<u16> {
     use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let port = line
                 .split("Running on http://127.0.0.1:")
                 .nth(1)
-                .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+                .map(|rest| {
+                    rest.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                })
                 .and_then(|digits| digits.parse::<u16>().ok());
-            if let (Some(port), Some(tx)) = (port, tx.take()) {
-                let _ = tx.send(port);
+            if let Some(port) = port {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(port);
+                }
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("moto_server did not report the port it listens on within 60s"))
+    rx.recv_timeout(Duration::from_secs(60)).ok()
 }
 
 impl Drop for Moto {
