@@ -106,10 +106,7 @@ pub fn notification(
         service,
         release,
         took: format!("{:.1} s", took.as_secs_f64()),
-        rollback: format!(
-            "aws lambda invoke --function-name {rollback_function} --cli-binary-format raw-in-base64-out \
-             --payload '{{\"service\": \"{service}\", \"action\": \"rollback\"}}' /dev/stdout"
-        ),
+        rollback: rollback_command(rollback_function, service),
     };
     let told = told(outcome);
     let subject = format!(
@@ -123,6 +120,13 @@ pub fn notification(
         chat: chat_event(&about, &told, &subject),
         subject,
     }
+}
+
+/// The one command that rolls the service back, as every message shows it.
+fn rollback_command(rollback_function: &str, service: &ServiceName) -> String {
+    format!(
+        r#"aws lambda invoke --function-name {rollback_function} --cli-binary-format raw-in-base64-out --payload '{{"service": "{service}", "action": "rollback"}}' /dev/stdout"#
+    )
 }
 
 /// Plain text, for email.
