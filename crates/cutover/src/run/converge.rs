@@ -82,9 +82,7 @@ impl<C: Cloud> App<C> {
                     self.cloud.observe(look(&current)),
                     self.cloud.parameters(Parameters::One(name))
                 );
-                let fresh = fresh?;
-                let value = fresh.first().map(|(_, value)| value.as_str());
-                match self.parameters.put(name, value) {
+                match self.parameters.put(name, &fresh?) {
                     Some(Ok(fresh)) if fresh == *settings => seen?,
                     Some(Ok(fresh)) => {
                         *settings = fresh;
@@ -113,20 +111,25 @@ impl<C: Cloud> App<C> {
             Err(unknown @ LookupError::Unknown { .. }) => unknown,
         };
         let name = parameter_name(service);
-        if !self.parameters.loaded() {
-            let all = self.cloud.parameters(Parameters::All).await?;
-            self.parameters.fill(all);
-        }
+        self.load_parameters_once().await?;
         if !self.parameters.contains(&name) {
-            let one = self.cloud.parameters(Parameters::One(&name)).await?;
-            self.parameters
-                .put(&name, one.first().map(|(_, value)| value.as_str()));
+            let read = self.cloud.parameters(Parameters::One(&name)).await?;
+            self.parameters.put(&name, &read);
         }
         Ok(match self.parameters.get(&name) {
             Some(Ok(settings)) => Ok((settings, Source::Parameter(name))),
             Some(Err(invalid)) => Err(invalid.to_string()),
             None => Err(unknown.to_string()),
         })
+    }
+
+    /// Reads every parameter the first time any is needed; later calls read nothing.
+    pub(super) async fn load_parameters_once(&self) -> Result<(), Error> {
+        if !self.parameters.loaded() {
+            let all = self.cloud.parameters(Parameters::All).await?;
+            self.parameters.fill(all);
+        }
+        Ok(())
     }
 
     /// Carries out the steps in order; consecutive launches run side by side, at most

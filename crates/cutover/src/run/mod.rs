@@ -363,27 +363,12 @@ impl<C: Cloud> App<C> {
     async fn cleanup_service(&self, service: &ServiceName, scope: CleanupScope) -> Outcome {
         let work = Work::Cleanup { service, scope };
         let Converged { stop, steps } = self.converge(&work, None).await;
-        let succeeded =
-            |summary: String, notes: Vec<String>, steps: Vec<String>| Outcome::Succeeded {
-                summary,
-                output_variables: BTreeMap::new(),
-                steps,
-                notes,
-            };
-        match stop {
-            Stop::Done { summary, notes, .. } => succeeded(summary, notes, steps),
-            Stop::Waiting { phase, .. } => succeeded(
-                format!("{service}: waiting for {phase}; the next sweep finishes the job"),
-                Vec::new(),
-                steps,
-            ),
-            Stop::Refused(message) | Stop::Aborted(message) => Outcome::Failed { message, steps },
-            Stop::Broke(error) => Outcome::Failed {
-                message: error.to_string(),
-                steps,
-            },
-            Stop::Planned(planned) => dry_run(planned),
-        }
+        settled_outside_a_job(stop, steps, |phase, steps| Outcome::Succeeded {
+            summary: format!("{service}: waiting for {phase}; the next sweep finishes the job"),
+            output_variables: BTreeMap::new(),
+            steps,
+            notes: Vec::new(),
+        })
     }
 
     /// A rollback by hand: product back to the previous fleet in one call, told to the team.
@@ -422,10 +407,7 @@ impl<C: Cloud> App<C> {
 
     /// Services whose settings (variables, then parameters) name `alarm` in their `ALARMS`.
     async fn services_naming(&self, alarm: &str) -> Result<Vec<ServiceName>, Error> {
-        if !self.parameters.loaded() {
-            let all = self.cloud.parameters(Parameters::All).await?;
-            self.parameters.fill(all);
-        }
+        self.load_parameters_once().await?;
         let names_it = |parsed: &Result<ServiceSettings, _>| {
             parsed
                 .as_ref()
@@ -455,27 +437,13 @@ impl<C: Cloud> App<C> {
     /// A rollback (by hand or by an alarm), converged and told as an outcome: it never waits.
     async fn rollback_outcome(&self, work: &Work<'_>) -> Outcome {
         let Converged { stop, steps } = self.converge(work, None).await;
-        match stop {
-            Stop::Done { summary, notes, .. } => Outcome::Succeeded {
-                summary,
-                output_variables: BTreeMap::new(),
-                steps,
-                notes,
-            },
-            Stop::Refused(message) | Stop::Aborted(message) => Outcome::Failed { message, steps },
-            Stop::Broke(error) => Outcome::Failed {
-                message: error.to_string(),
-                steps,
-            },
-            Stop::Waiting { phase, .. } => Outcome::Failed {
-                message: format!(
-                    "the rollback of {} stopped waiting for {phase}; run it again",
-                    work.service()
-                ),
-                steps,
-            },
-            Stop::Planned(planned) => dry_run(planned),
-        }
+        settled_outside_a_job(stop, steps, |phase, steps| Outcome::Failed {
+            message: format!(
+                "the rollback of {} stopped waiting for {phase}; run it again",
+                work.service()
+            ),
+            steps,
+        })
     }
 
     /// A pipeline execution ended without releasing: remove its pre-product instances.

@@ -65,6 +65,30 @@ pub(super) fn acknowledgement(outcome: &Outcome) -> Acknowledgement {
     }
 }
 
+/// How work that no pipeline job waits on ended (a cleanup sweep, a rollback): like a job, but
+/// with no output variables and no stage to re-run; a wait is said by `waiting`.
+pub(super) fn settled_outside_a_job(
+    stop: Stop,
+    steps: Vec<String>,
+    waiting: impl FnOnce(Phase, Vec<String>) -> Outcome,
+) -> Outcome {
+    match stop {
+        Stop::Done { summary, notes, .. } => Outcome::Succeeded {
+            summary,
+            output_variables: BTreeMap::new(),
+            steps,
+            notes,
+        },
+        Stop::Waiting { phase, .. } => waiting(phase, steps),
+        Stop::Refused(message) | Stop::Aborted(message) => Outcome::Failed { message, steps },
+        Stop::Broke(error) => Outcome::Failed {
+            message: error.to_string(),
+            steps,
+        },
+        Stop::Planned(planned) => dry_run(planned),
+    }
+}
+
 /// The plan as a dry run reports it: the steps it would take, or why it would refuse.
 pub(super) fn dry_run(planned: Planned) -> Outcome {
     match planned {

@@ -59,14 +59,15 @@ impl ParameterCache {
         }
     }
 
-    /// One parameter as just read (`None`: it does not exist). Returns what it now holds.
+    /// One parameter as just read by `Parameters::One` (empty: it does not exist). Returns what
+    /// it now holds.
     pub fn put(
         &self,
         name: &str,
-        value: Option<&str>,
+        read: &[(String, String)],
     ) -> Option<Result<ServiceSettings, SettingsError>> {
         let mut state = self.inner.lock().unwrap();
-        match value {
+        match read.first().map(|(_, value)| value) {
             Some(value) => {
                 let parsed = ServiceSettings::parse(name, value);
                 state.by_name.insert(name.to_owned(), parsed.clone());
