@@ -29,6 +29,8 @@ pub struct Call {
     /// Form parameters of query-protocol calls (EC2, ELBv2, SNS), decoded.
     pub params: Vec<(String, String)>,
     pub status: u16,
+    /// When the request arrived (before any latency the endpoint adds).
+    pub received: std::time::Instant,
     /// When the answer went back to the caller.
     pub answered: std::time::Instant,
 }
@@ -309,6 +311,7 @@ struct Received {
     target: String,
     action: String,
     params: Vec<(String, String)>,
+    received: std::time::Instant,
 }
 
 impl Received {
@@ -340,6 +343,7 @@ impl Received {
             target,
             action,
             params,
+            received: std::time::Instant::now(),
         }
     }
 }
@@ -517,6 +521,7 @@ fn record(state: &Arc<Mutex<State>>, call: &Received, status: u16) {
         action: call.action.clone(),
         params: call.params.clone(),
         status,
+        received: call.received,
         answered: std::time::Instant::now(),
     });
 }

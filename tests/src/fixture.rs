@@ -21,7 +21,7 @@ pub async fn production_sdk_config(endpoint_url: &str) -> SdkConfig {
 /// inspecting the world.
 pub async fn sdk_config(endpoint_url: &str) -> SdkConfig {
     at_local_endpoint(
-        aws_config::defaults(BehaviorVersion::latest()),
+        aws_config::defaults(BehaviorVersion::latest()).http_client(cutover::aws::http_client()),
         endpoint_url,
     )
     .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
@@ -272,6 +272,7 @@ pub async fn seed_service(
             .resource_arns(&arn)
             .tags(elb_tag("cutover:service", service))
             .tags(elb_tag("cutover:slot", slot))
+            .tags(elb_tag("cutover:listener", &base.listener))
             .send()
             .await
             .expect("AddTags on a target group");

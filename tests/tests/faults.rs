@@ -200,9 +200,12 @@ fault_tests! {
     switch_modify_rule_fails: fault("ModifyRule", 0, 4, 500, "InternalFailure", S);
     pre_product_repoint_fails_after_the_switch: fault("ModifyRule", 1, 4, 500, "InternalFailure", S);
     previous_tag_fails_after_the_switch: fault("AddTags", 0, 4, 500, "InternalFailure", S);
-    retag_fails_after_the_switch: fault("CreateTags", 0, 4, 500, "InternalError", S);
+    // The four instances (two promoted, two retired) are retagged side by side: sixteen faults
+    // fail every attempt of each.
+    retag_fails_after_the_switch: fault("CreateTags", 0, 16, 500, "InternalError", S);
     lock_release_fails_after_the_switch: fault("RemoveTags", 0, 4, 500, "InternalFailure", S);
-    eip_move_fails_after_the_switch: fault("AssociateAddress", 0, 4, 500, "InternalError", S);
+    // The two addresses move side by side: eight faults exhaust both.
+    eip_move_fails_after_the_switch: fault("AssociateAddress", 0, 8, 500, "InternalError", S);
     dns_change_fails_after_the_switch: fault("rrset", 0, 4, 500, "InternalError", S);
     describe_rules_throttled_in_switch: fault("DescribeRules", 0, 2, 400, "Throttling", S);
     notification_fails_but_the_switch_stands: fault("Publish", 0, 4, 500, "InternalError", S);
@@ -341,9 +344,10 @@ async fn a_call_that_hangs_past_the_attempt_timeout_is_retried_within_the_job() 
 #[tokio::test]
 async fn an_address_that_cannot_be_associated_fails_provision_and_a_rerun_converges() {
     let (local, service, app) = setup().await;
+    // The two addresses are associated side by side: eight faults exhaust both.
     local
         .endpoint
-        .inject_fault("AssociateAddress", 4, 500, "InternalError");
+        .inject_fault("AssociateAddress", 8, 500, "InternalError");
     let runs = stage_with_retry(&local, &app, Function::Provision, R1).await;
     assert_eq!(runs, 2, "the job failed once, the re-run associated");
     for function in [

@@ -29,6 +29,8 @@ pub struct Look<'a> {
 /// What a function saw of its service, all it plans from.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The service's slots and routes; for provision, without the slots' targets (it needs only
+    /// the lock on the product route).
     pub alb: Alb,
     /// The service's instances; for provision, the dead ones too.
     pub instances: Vec<Instance>,

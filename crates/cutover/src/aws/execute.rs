@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types as ec2t;
 use aws_sdk_elasticloadbalancingv2::types as elbt;
-use aws_sdk_route53::types as r53t;
 
 use super::*;
 
@@ -279,55 +278,6 @@ impl Aws {
                 "the first {MAX_TOKEN_GENERATIONS} generations of ClientToken {client_token} all returned terminated instances"
             ),
         })
-    }
-
-    /// Every A record goes with its ownership TXT record, in the same atomic batch.
-    async fn change_records(
-        &self,
-        zone_id: &str,
-        service: &str,
-        changes: &[RecordChange],
-    ) -> Result<(), Error> {
-        let marker = [ownership_marker(service)];
-        let mut batch = r53t::ChangeBatch::builder().comment("cutover");
-        for change in changes {
-            let action = match change.action {
-                RecordAction::Upsert => r53t::ChangeAction::Upsert,
-                RecordAction::Delete => r53t::ChangeAction::Delete,
-            };
-            for (kind, ttl, values) in [
-                (r53t::RrType::A, change.ttl, change.values.as_slice()),
-                (r53t::RrType::Txt, change.marker_ttl, marker.as_slice()),
-            ] {
-                let records = values
-                    .iter()
-                    .map(|value| r53t::ResourceRecord::builder().value(value).build())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(build_error("ResourceRecord"))?;
-                let set = r53t::ResourceRecordSet::builder()
-                    .name(&change.name)
-                    .r#type(kind)
-                    .ttl(ttl)
-                    .set_resource_records(Some(records))
-                    .build()
-                    .map_err(build_error("ResourceRecordSet"))?;
-                batch = batch.changes(
-                    r53t::Change::builder()
-                        .action(action.clone())
-                        .resource_record_set(set)
-                        .build()
-                        .map_err(build_error("Change"))?,
-                );
-            }
-        }
-        self.route53
-            .change_resource_record_sets()
-            .hosted_zone_id(zone_id)
-            .change_batch(batch.build().map_err(build_error("ChangeBatch"))?)
-            .send()
-            .await
-            .map_err(aws_error("ChangeResourceRecordSets"))?;
-        Ok(())
     }
 }
 

@@ -13,7 +13,10 @@ pub use crate::port::InstanceQuery;
 use crate::port::{Acknowledgement, Cloud, Look, Parameters, Seen};
 use crate::world::*;
 
+mod alb;
 mod convert;
+#[cfg(feature = "dns")]
+mod dns;
 mod execute;
 mod observe;
 mod parameters;
@@ -23,12 +26,15 @@ mod pipeline;
 pub struct Aws {
     ec2: aws_sdk_ec2::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
+    #[cfg(feature = "dns")]
     route53: aws_sdk_route53::Client,
     codepipeline: aws_sdk_codepipeline::Client,
     sns: aws_sdk_sns::Client,
     ssm: aws_sdk_ssm::Client,
     #[cfg(feature = "alarms")]
     cloudwatch: aws_sdk_cloudwatch::Client,
+    /// Where this container last found each service's slots and routes.
+    known_albs: alb::KnownAlbs,
 }
 
 /// Attempts per AWS call (the first and three retries), with exponential back-off and jitter:
@@ -71,6 +77,31 @@ where
     }
 }
 
+/// What a function built without `feature` answers if it is ever asked to use it.
+#[cfg(any(not(feature = "dns"), not(feature = "alarms")))]
+fn not_built(feature: &str) -> Error {
+    Error::Internal(format!(
+        "this function was built without the `{feature}` feature"
+    ))
+}
+
+/// Without the `dns` feature (register-target writes no records).
+#[cfg(not(feature = "dns"))]
+impl Aws {
+    pub async fn dns(&self, _zone_id: &str, _service: &str) -> Result<Dns, Error> {
+        Err(not_built("dns"))
+    }
+
+    async fn change_records(
+        &self,
+        _zone_id: &str,
+        _service: &str,
+        _changes: &[RecordChange],
+    ) -> Result<(), Error> {
+        Err(not_built("dns"))
+    }
+}
+
 fn build_error(what: &'static str) -> impl FnOnce(aws_sdk_ec2::error::BuildError) -> Error {
     move |err| Error::Internal(format!("building {what}: {err}"))
 }
@@ -81,14 +112,25 @@ pub async fn load_config() -> SdkConfig {
     config_loader().load().await
 }
 
+/// HTTPS through rustls with the `ring` provider (the SDK's default client uses aws-lc-rs, which
+/// weighs more in a Lambda zip and needs cmake to cross-compile); plain HTTP for a local endpoint.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 /// The production configuration before it is loaded: tests add only where the endpoint is.
 pub fn config_loader() -> aws_config::ConfigLoader {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-        aws_config::timeout::TimeoutConfig::builder()
-            .operation_attempt_timeout(Duration::from_secs(10))
-            .operation_timeout(Duration::from_secs(30))
-            .build(),
-    );
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        );
     if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
         && std::env::var_os("AWS_RETRY_MODE").is_none()
     {
@@ -106,12 +148,14 @@ impl Aws {
         Aws {
             ec2: aws_sdk_ec2::Client::new(config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            #[cfg(feature = "dns")]
             route53: aws_sdk_route53::Client::new(config),
             codepipeline: aws_sdk_codepipeline::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
             #[cfg(feature = "alarms")]
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+            known_albs: alb::KnownAlbs::default(),
         }
     }
 }
@@ -122,7 +166,9 @@ impl Cloud for Aws {
     }
 
     async fn observe(&self, look: Look<'_>) -> Result<Seen, Error> {
-        self.observe(look).await
+        // Boxed: the reads side by side nest deep enough to overflow the compiler's layout limit
+        // in the futures that await them.
+        Box::pin(self.observe(look)).await
     }
 
     async fn instances(&self, query: InstanceQuery<'_>) -> Result<Vec<Instance>, Error> {

@@ -132,34 +132,27 @@ impl<C: Cloud> App<C> {
         Ok(())
     }
 
-    /// Carries out the steps in order; consecutive launches run side by side, at most
-    /// `LAUNCH_PARALLELISM` at once. After the first batch it stops early, with what is done,
-    /// when the deadline is near: the next invocation plans the rest from what it sees.
+    /// Carries out the steps round by round (`world::rounds`): the calls of a round side by
+    /// side, each round after the one before. After the first round it stops early, with what is
+    /// done, when the deadline is near: the next invocation plans the rest from what it sees.
     pub(super) async fn execute(
         &self,
         steps: &[Step],
         done: &mut Vec<String>,
         deadline: Option<SystemTime>,
     ) -> Result<Executed, Error> {
-        let mut rest = steps;
-        while let Some(first) = rest.first() {
-            if rest.len() < steps.len() && out_of_time(deadline) {
+        for (n, now) in crate::world::rounds(steps, LAUNCH_PARALLELISM)
+            .into_iter()
+            .enumerate()
+        {
+            if n > 0 && out_of_time(deadline) {
                 return Ok(Executed::OutOfTime);
             }
-            let batch = match first {
-                Step::Launch { .. } => rest
-                    .iter()
-                    .take(LAUNCH_PARALLELISM)
-                    .take_while(|s| matches!(s, Step::Launch { .. }))
-                    .count(),
-                _ => 1,
-            };
-            let (now, later) = rest.split_at(batch);
-            rest = later;
             let mut running = tokio::task::JoinSet::new();
             for (position, step) in now.iter().enumerate() {
                 let (cloud, step) = (self.cloud.clone(), step.clone());
-                running.spawn(async move { (position, cloud.execute(&step).await) });
+                running
+                    .spawn(async move { (position, cloud.execute(&step).await) }.in_current_span());
             }
             let mut results: Vec<(usize, Result<(), Error>)> =
                 running.join_all().await.into_iter().collect();
@@ -207,55 +200,79 @@ pub(super) fn plan_for(
             now,
         })
     };
+    // Each arm is guarded by its function's feature: a binary built for one function has the
+    // others' arms dead at compile time, so their planners are not linked in.
     let (function, request) = match work {
         Work::Job { function, request } => (*function, *request),
-        Work::Cleanup { service, scope } => return cleanup(service, scope.clone(), None),
-        Work::Rollback { service } => return roll_back(service, settings, seen, now),
-        Work::AlarmRollback { service, alarm } => {
+        Work::Cleanup { service, scope } if cfg!(feature = "cleanup") => {
+            return cleanup(service, scope.clone(), None)
+        }
+        Work::Rollback { service } if cfg!(feature = "switch-listener") => {
+            return roll_back(service, settings, seen, now)
+        }
+        Work::AlarmRollback { service, alarm } if cfg!(feature = "switch-listener") => {
             return alarm_roll_back(service, alarm, settings, seen, now)
         }
+        _ => return not_built(work.function()),
     };
     let (service, release) = (&request.service, &request.release);
     let progress = request.progress.as_ref();
     match function {
-        Function::Provision => plan::provision(&plan::ProvisionInput {
-            service,
-            release,
-            settings,
-            instances: &seen.instances,
-            addresses: &seen.addresses,
-            dns: seen.dns.as_ref(),
-            // A release that could not take the lock must not launch anything.
-            lock: seen.alb.product.lock.as_ref(),
-            progress,
-            now,
-        }),
-        Function::RegisterTarget => plan::register(&plan::RegisterInput {
-            service,
-            release,
-            settings,
-            alb: &seen.alb,
-            instances: &seen.instances,
-            progress,
-            now,
-        }),
-        Function::SwitchListener => plan::switch(&plan::SwitchInput {
-            service,
-            release,
-            action: request.action,
-            settings,
-            alb: &seen.alb,
-            instances: &seen.instances,
-            addresses: &seen.addresses,
-            dns: seen.dns.as_ref(),
-            strategy: request.strategy,
-            alarms: &seen.alarms,
-            ignore_alarms: request.ignore_alarms,
-            progress,
-            now,
-        }),
-        Function::Cleanup => cleanup(service, CleanupScope::Expired, progress),
+        Function::Provision if cfg!(feature = "provision") => {
+            plan::provision(&plan::ProvisionInput {
+                service,
+                release,
+                settings,
+                instances: &seen.instances,
+                addresses: &seen.addresses,
+                dns: seen.dns.as_ref(),
+                // A release that could not take the lock must not launch anything.
+                lock: seen.alb.product.lock.as_ref(),
+                progress,
+                now,
+            })
+        }
+        Function::RegisterTarget if cfg!(feature = "register-target") => {
+            plan::register(&plan::RegisterInput {
+                service,
+                release,
+                settings,
+                alb: &seen.alb,
+                instances: &seen.instances,
+                progress,
+                now,
+            })
+        }
+        Function::SwitchListener if cfg!(feature = "switch-listener") => {
+            plan::switch(&plan::SwitchInput {
+                service,
+                release,
+                action: request.action,
+                settings,
+                alb: &seen.alb,
+                instances: &seen.instances,
+                addresses: &seen.addresses,
+                dns: seen.dns.as_ref(),
+                strategy: request.strategy,
+                alarms: &seen.alarms,
+                ignore_alarms: request.ignore_alarms,
+                progress,
+                now,
+            })
+        }
+        Function::Cleanup if cfg!(feature = "cleanup") => {
+            cleanup(service, CleanupScope::Expired, progress)
+        }
+        _ => not_built(function),
     }
+}
+
+/// A function this binary was not built for (each binary is built with its own feature).
+fn not_built(function: Function) -> Planned {
+    Err(plan::Refusal(format!(
+        "this binary was built without the `{}` feature",
+        function.as_str()
+    )))
 }
 
 /// An alarm of the service fired. Inside the bake window (the fleet product left still stands

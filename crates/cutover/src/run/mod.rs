@@ -113,6 +113,11 @@ impl Function {
         self != Function::RegisterTarget
     }
 
+    /// Whether it reads its slots' targets and their health (provision needs only the lock).
+    pub fn reads_target_health(self) -> bool {
+        self != Function::Provision
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Function::Provision => "provision",
@@ -225,20 +230,24 @@ impl<C: Cloud> App<C> {
                 pipeline,
                 execution_id,
                 state,
-            } if function == Function::Cleanup => {
+            } if function == Function::Cleanup && cfg!(feature = "cleanup") => {
                 let span = tracing::info_span!("pipeline-execution", pipeline = %pipeline, release = %execution_id, state = %state);
                 self.cleanup_failed_release(&execution_id, &state)
                     .instrument(span)
                     .await
             }
-            Invocation::Schedule if function == Function::Cleanup => {
+            Invocation::Schedule if function == Function::Cleanup && cfg!(feature = "cleanup") => {
                 self.sweep().instrument(tracing::info_span!("sweep")).await
             }
-            Invocation::AlarmChange { alarm, state } if function == Function::SwitchListener => {
+            Invocation::AlarmChange { alarm, state }
+                if function == Function::SwitchListener && cfg!(feature = "switch-listener") =>
+            {
                 let span = tracing::info_span!("alarm", alarm = %alarm, state = %state);
                 Box::pin(self.alarm_changed(&alarm, &state).instrument(span)).await
             }
-            Invocation::Rollback { service } if function == Function::SwitchListener => {
+            Invocation::Rollback { service }
+                if function == Function::SwitchListener && cfg!(feature = "switch-listener") =>
+            {
                 let span = tracing::info_span!("rollback", service = %service);
                 Box::pin(self.roll_back(&service).instrument(span)).await
             }

@@ -26,6 +26,9 @@ pub const TAG_PREVIOUS: &str = "cutover:previous";
 pub const TAG_ROLLED_BACK: &str = "cutover:rolled-back";
 /// On the product route: `<release>@<unix seconds>`, the release that holds the service.
 pub const TAG_LOCK: &str = "cutover:lock";
+/// On a target group: the listener its service's routes are on (a hint that saves a read of every
+/// listener of the load balancer; the routes are still found by their own tags).
+pub const TAG_LISTENER: &str = "cutover:listener";
 pub const TAG_NAME: &str = "Name";
 /// The value of the TXT record cutover writes beside every A record it owns (the way
 /// external-dns keeps its registry): records without it are someone else's and left alone.

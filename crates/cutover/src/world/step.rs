@@ -152,6 +152,91 @@ impl Step {
     }
 }
 
+impl Step {
+    /// A step that moves no traffic and holds nothing (tags, addresses, records, the pre-product
+    /// route): it may share a round with other such steps that touch other resources. Every
+    /// other step (product's route, registrations, terminations, the lock) has a round of its
+    /// own, in plan order; launches share rounds with launches.
+    fn is_follow_up(&self) -> bool {
+        match self {
+            Step::SetForward { role, .. } => *role == RouteRole::PreProduct,
+            Step::TagRoute { tags, .. } => !tags.contains_key(TAG_LOCK),
+            Step::UntagRoute { keys, .. } => !keys.iter().any(|k| k == TAG_LOCK),
+            Step::TagInstances { .. }
+            | Step::UntagInstances { .. }
+            | Step::AssociateAddress { .. }
+            | Step::DisassociateAddress { .. }
+            | Step::ChangeRecords { .. } => true,
+            Step::Launch { .. }
+            | Step::RegisterTargets { .. }
+            | Step::DeregisterTargets { .. }
+            | Step::Terminate { .. } => false,
+        }
+    }
+
+    /// What a follow-up changes, as (what, which): two changes of one thing keep their plan
+    /// order. An instance's tags and its address are different things; its address and the
+    /// address it moves to are one each, so a move of an address is never raced by another.
+    fn resources(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Step::AssociateAddress {
+                allocation_id,
+                instance_id,
+            }
+            | Step::DisassociateAddress {
+                allocation_id,
+                instance_id,
+                ..
+            } => vec![("address", allocation_id), ("address-of", instance_id)],
+            Step::SetForward { route, .. }
+            | Step::TagRoute { route, .. }
+            | Step::UntagRoute { route, .. } => vec![("route", route)],
+            Step::TagInstances { instance_ids, .. } | Step::UntagInstances { instance_ids, .. } => {
+                instance_ids
+                    .iter()
+                    .map(|id| ("tags-of", id.as_str()))
+                    .collect()
+            }
+            Step::ChangeRecords { zone_id, .. } => vec![("zone", zone_id)],
+            Step::Launch { .. }
+            | Step::RegisterTargets { .. }
+            | Step::DeregisterTargets { .. }
+            | Step::Terminate { .. } => Vec::new(),
+        }
+    }
+}
+
+/// A plan's steps in rounds, each round's calls made side by side and each round after the one
+/// before it: consecutive launches (at most `launches` at once), or consecutive follow-ups that
+/// touch different resources; every other step is a round of its own. So a switch moves product
+/// in one call and then makes all its bookkeeping calls at once.
+pub fn rounds(steps: &[Step], launches: usize) -> Vec<&[Step]> {
+    let mut rounds = Vec::new();
+    let mut rest = steps;
+    while let Some(first) = rest.first() {
+        let len = match first {
+            Step::Launch { .. } => rest
+                .iter()
+                .take(launches.max(1))
+                .take_while(|s| matches!(s, Step::Launch { .. }))
+                .count(),
+            step if step.is_follow_up() => {
+                let mut touched = std::collections::BTreeSet::new();
+                rest.iter()
+                    .take_while(|s| {
+                        s.is_follow_up() && s.resources().iter().all(|r| touched.insert(*r))
+                    })
+                    .count()
+            }
+            _ => 1,
+        };
+        let (round, later) = rest.split_at(len);
+        rounds.push(round);
+        rest = later;
+    }
+    rounds
+}
+
 /// `arn:...:targetgroup/mobile-blue/abc` → `targetgroup/mobile-blue`.
 pub fn short_arn(arn: &str) -> String {
     let resource = arn.rsplit(':').next().unwrap_or(arn);
@@ -179,4 +264,134 @@ fn describe_tags(tags: &BTreeMap<String, String>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(role: RouteRole, route: &str) -> Step {
+        Step::SetForward {
+            route: route.into(),
+            role,
+            is_listener_default: false,
+            from: Forward::to("old"),
+            to: Forward::to("new"),
+            forward_order: None,
+            keep: Vec::new(),
+        }
+    }
+
+    fn tag_route(route: &str, key: &str) -> Step {
+        Step::TagRoute {
+            route: route.into(),
+            tags: BTreeMap::from([(key.to_owned(), "v".to_owned())]),
+        }
+    }
+
+    fn tag_instance(id: &str) -> Step {
+        Step::TagInstances {
+            instance_ids: vec![id.into()],
+            tags: BTreeMap::from([(TAG_STAGE.to_owned(), "product".to_owned())]),
+        }
+    }
+
+    fn associate(allocation: &str, instance: &str) -> Step {
+        Step::AssociateAddress {
+            allocation_id: allocation.into(),
+            instance_id: instance.into(),
+        }
+    }
+
+    fn launch(n: u32) -> Step {
+        Step::Launch {
+            spec: LaunchSpec {
+                ami: "ami".into(),
+                instance_type: "t3.micro".into(),
+                subnet: "subnet".into(),
+                security_groups: Vec::new(),
+                instance_profile: None,
+                key_name: None,
+                user_data: None,
+            },
+            client_token: format!("token-{n}"),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn sizes(steps: &[Step], launches: usize) -> Vec<usize> {
+        rounds(steps, launches).iter().map(|r| r.len()).collect()
+    }
+
+    #[test]
+    fn a_switch_moves_product_alone_then_makes_its_bookkeeping_calls_at_once_and_unlocks_last() {
+        let steps = vec![
+            point(RouteRole::Product, "product"),
+            point(RouteRole::PreProduct, "pre-product"),
+            tag_route("product", TAG_PREVIOUS),
+            tag_instance("i-new"),
+            tag_instance("i-old"),
+            associate("eipalloc-1", "i-new"),
+            Step::ChangeRecords {
+                zone_id: "Z1".into(),
+                service: "svc".into(),
+                changes: Vec::new(),
+            },
+            Step::UntagRoute {
+                route: "product".into(),
+                keys: vec![TAG_LOCK.into()],
+            },
+        ];
+        let rounds = rounds(&steps, 8);
+        assert_eq!(
+            rounds.iter().map(|r| r.len()).collect::<Vec<_>>(),
+            vec![1, 6, 1]
+        );
+        assert_eq!(rounds[0][0], steps[0], "product moves first, alone");
+        assert_eq!(rounds[2][0], steps[7], "the lock goes last, alone");
+    }
+
+    #[test]
+    fn two_changes_of_one_thing_keep_their_order() {
+        let steps = vec![
+            Step::DisassociateAddress {
+                allocation_id: "eipalloc-1".into(),
+                association_id: "eipassoc-1".into(),
+                instance_id: "i-old".into(),
+            },
+            associate("eipalloc-1", "i-new"),
+            tag_route("product", TAG_PREVIOUS),
+            tag_route("product", TAG_ROLLED_BACK),
+        ];
+        assert_eq!(sizes(&steps, 8), vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn traffic_registrations_terminations_and_the_lock_each_have_a_round_of_their_own() {
+        let steps = vec![
+            tag_route("product", TAG_LOCK),
+            Step::RegisterTargets {
+                target_group: "green".into(),
+                instance_ids: vec!["i-1".into()],
+            },
+            point(RouteRole::PreProduct, "pre-product"),
+            Step::DeregisterTargets {
+                target_group: "blue".into(),
+                instance_ids: vec!["i-2".into()],
+            },
+            Step::Terminate {
+                instance_ids: vec!["i-3".into()],
+            },
+            tag_instance("i-4"),
+        ];
+        assert_eq!(sizes(&steps, 8), vec![1, 1, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn launches_share_rounds_up_to_the_bound_and_only_with_launches() {
+        let mut steps: Vec<Step> = (0..10).map(launch).collect();
+        steps.push(tag_instance("i-1"));
+        assert_eq!(sizes(&steps, 4), vec![4, 4, 2, 1]);
+        assert!(rounds(&[], 4).is_empty());
+    }
 }

@@ -1,0 +1,515 @@
+//! The service's side of the load balancer, found by tags: its blue and green target groups and
+//! its product and pre-product routes (each a listener's default action or a rule).
+//!
+//! Cold, that takes four rounds of reads, the reads of each round side by side: the target
+//! groups; their tags; the listener they name (`cutover:listener`) and its rules, beside the two
+//! groups' health; the tags of that listener and its rules. A warm container remembers where it
+//! found them and re-reads all of it in one round, checking every tag again: anything that no
+//! longer matches costs a full discovery, never a wrong move.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_elasticloadbalancingv2::types as elbt;
+use futures_util::future::try_join_all;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use tracing::info;
+
+use super::convert::*;
+use super::*;
+
+/// Where a warm container last found a service's slots and routes: only where to look, never
+/// what is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct KnownAlb {
+    blue: String,
+    green: String,
+    product: KnownRoute,
+    pre_product: KnownRoute,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KnownRoute {
+    arn: String,
+    is_listener_default: bool,
+}
+
+impl KnownAlb {
+    fn of(alb: &Alb) -> Self {
+        let route = |r: &Route| KnownRoute {
+            arn: r.arn.clone(),
+            is_listener_default: r.is_listener_default,
+        };
+        KnownAlb {
+            blue: alb.blue.arn.clone(),
+            green: alb.green.arn.clone(),
+            product: route(&alb.product),
+            pre_product: route(&alb.pre_product),
+        }
+    }
+}
+
+/// Per service, where its slots and routes were last found; shared by the clones of one `Aws`.
+pub(super) type KnownAlbs = Arc<Mutex<HashMap<String, KnownAlb>>>;
+
+/// Tags by ARN.
+type Tags = HashMap<String, HashMap<String, String>>;
+
+/// Reads of one kind in flight at once (tag batches, listeners, rules).
+const READS_IN_FLIGHT: usize = 8;
+
+/// Which listeners to look for routes on.
+#[derive(Clone, Copy)]
+enum Listeners<'a> {
+    /// These (named by the target groups, or remembered).
+    Named(&'a [String]),
+    /// Every listener of these load balancers.
+    OfLoadBalancers(&'a [String]),
+}
+
+impl Aws {
+    /// The service's slots (with their targets and their health) and routes.
+    pub async fn alb(&self, service: &str) -> Result<Alb, Error> {
+        self.slots_and_routes(service, true).await
+    }
+
+    /// The service's slots and routes; with each slot's targets and their health when `health`
+    /// (provision reads none).
+    pub(super) async fn slots_and_routes(&self, service: &str, health: bool) -> Result<Alb, Error> {
+        let known = self
+            .known_albs
+            .lock()
+            .ok()
+            .and_then(|known| known.get(service).cloned());
+        if let Some(known) = known {
+            match self.alb_at(service, &known, health).await {
+                Ok(alb) => return Ok(alb),
+                Err(why) => info!(service, %why, "looking for the slots and routes again"),
+            }
+        }
+        let alb = self.discover_alb(service, health).await?;
+        if let Ok(mut known) = self.known_albs.lock() {
+            known.insert(service.to_owned(), KnownAlb::of(&alb));
+        }
+        Ok(alb)
+    }
+
+    /// The slots and routes where they were last found, in one round of reads, and still tagged
+    /// as the service's; an error when any of them is gone or tagged otherwise.
+    async fn alb_at(&self, service: &str, known: &KnownAlb, health: bool) -> Result<Alb, Error> {
+        let groups = [known.blue.clone(), known.green.clone()];
+        let routes = [&known.product, &known.pre_product];
+        let tagged: Vec<String> = groups
+            .iter()
+            .cloned()
+            .chain(routes.iter().map(|r| r.arn.clone()))
+            .collect();
+        let arns_of = |listener_default: bool| -> Vec<String> {
+            routes
+                .iter()
+                .filter(|r| r.is_listener_default == listener_default)
+                .map(|r| r.arn.clone())
+                .collect()
+        };
+        let (listeners, rules) = (arns_of(true), arns_of(false));
+        let (groups, tags, listeners, rules, blue, green) = tokio::try_join!(
+            self.target_groups(Some(&groups)),
+            self.elb_tags(&tagged),
+            self.listeners(Listeners::Named(&listeners)),
+            self.rules_by_arn(&rules),
+            self.targets(&known.blue, health),
+            self.targets(&known.green, health),
+        )?;
+        let (blue_group, green_group) = pick_slots(service, &groups, &tags)?;
+        let mut targets =
+            HashMap::from([(known.blue.as_str(), blue), (known.green.as_str(), green)]);
+        let mut slot = |group: &elbt::TargetGroup, slot: Slot| {
+            let arn = group.target_group_arn().unwrap_or_default();
+            target_group(group, slot, targets.remove(arn).unwrap_or_default())
+        };
+        let (blue, green) = (slot(blue_group, Slot::Blue), slot(green_group, Slot::Green));
+        let candidates = listeners.into_iter().chain(rules).collect();
+        let (product, pre_product) = pick_routes(service, candidates, &tags)?;
+        Ok(Alb {
+            blue,
+            green,
+            product,
+            pre_product,
+        })
+    }
+
+    /// Every target group, their tags, then the service's routes beside the slots' health.
+    async fn discover_alb(&self, service: &str, health: bool) -> Result<Alb, Error> {
+        let groups = self.target_groups(None).await?;
+        let arns: Vec<String> = groups
+            .iter()
+            .filter_map(|g| g.target_group_arn().map(str::to_owned))
+            .collect();
+        let tags = self.elb_tags(&arns).await?;
+        let (blue, green) = pick_slots(service, &groups, &tags)?;
+        let arn = |g: &'_ elbt::TargetGroup| g.target_group_arn().unwrap_or_default().to_owned();
+        let mut named: Vec<String> = [blue, green]
+            .iter()
+            .filter_map(|g| tags.get(&arn(g))?.get(TAG_LISTENER).cloned())
+            .collect();
+        named.sort();
+        named.dedup();
+        let mut load_balancers: Vec<String> = blue
+            .load_balancer_arns()
+            .iter()
+            .chain(green.load_balancer_arns())
+            .cloned()
+            .collect();
+        load_balancers.sort();
+        load_balancers.dedup();
+        let (blue_arn, green_arn) = (arn(blue), arn(green));
+        let ((product, pre_product), blue_targets, green_targets) = tokio::try_join!(
+            self.find_routes(service, &named, &load_balancers),
+            self.targets(&blue_arn, health),
+            self.targets(&green_arn, health),
+        )?;
+        Ok(Alb {
+            blue: target_group(blue, Slot::Blue, blue_targets),
+            green: target_group(green, Slot::Green, green_targets),
+            product,
+            pre_product,
+        })
+    }
+
+    /// On the listener the target groups name, if they name one and the routes are there; else
+    /// on every listener of their load balancers.
+    async fn find_routes(
+        &self,
+        service: &str,
+        named: &[String],
+        load_balancers: &[String],
+    ) -> Result<(Route, Route), Error> {
+        if !named.is_empty() {
+            match self.routes_on(service, Listeners::Named(named)).await {
+                Ok(routes) => return Ok(routes),
+                Err(why) => info!(
+                    service,
+                    %why,
+                    "not on the listener its target groups name; looking on every listener of the load balancer"
+                ),
+            }
+        }
+        self.routes_on(service, Listeners::OfLoadBalancers(load_balancers))
+            .await
+    }
+
+    /// The service's product and pre-product routes among these listeners and their rules.
+    async fn routes_on(
+        &self,
+        service: &str,
+        listeners: Listeners<'_>,
+    ) -> Result<(Route, Route), Error> {
+        let candidates: Vec<Candidate> = match listeners {
+            Listeners::Named(arns) => {
+                let (listeners, rules) = tokio::try_join!(
+                    self.listeners(listeners),
+                    try_join_all(arns.iter().map(|arn| self.rules(arn)))
+                )?;
+                listeners
+                    .into_iter()
+                    .chain(rules.into_iter().flatten())
+                    .collect()
+            }
+            Listeners::OfLoadBalancers(_) => {
+                let listeners = self.listeners(listeners).await?;
+                let reads: Vec<_> = listeners.iter().map(|l| self.rules(&l.arn)).collect();
+                let rules: Vec<_> = bounded(reads).await?;
+                listeners
+                    .into_iter()
+                    .chain(rules.into_iter().flatten())
+                    .collect()
+            }
+        };
+        let arns: Vec<String> = candidates.iter().map(|c| c.arn.clone()).collect();
+        let tags = self.elb_tags(&arns).await?;
+        pick_routes(service, candidates, &tags)
+    }
+
+    /// These target groups (all of them when `None`), every page.
+    async fn target_groups(
+        &self,
+        arns: Option<&[String]>,
+    ) -> Result<Vec<elbt::TargetGroup>, Error> {
+        let mut groups = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self
+                .elb
+                .describe_target_groups()
+                .set_target_group_arns(arns.map(<[String]>::to_vec))
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(aws_error("DescribeTargetGroups"))?;
+            groups.extend(page.target_groups().iter().cloned());
+            marker = page.next_marker().map(str::to_owned);
+            if marker.is_none() {
+                return Ok(groups);
+            }
+        }
+    }
+
+    /// A slot's targets with their health; none read when `health` is false.
+    async fn targets(&self, group_arn: &str, health: bool) -> Result<Vec<Target>, Error> {
+        if !health {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .elb
+            .describe_target_health()
+            .target_group_arn(group_arn)
+            .send()
+            .await
+            .map_err(aws_error("DescribeTargetHealth"))?;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .filter_map(target_from_sdk)
+            .collect())
+    }
+
+    /// Listeners as route candidates (their default actions).
+    async fn listeners(&self, which: Listeners<'_>) -> Result<Vec<Candidate>, Error> {
+        let pages = match which {
+            Listeners::Named([]) => Vec::new(),
+            Listeners::Named(arns) => vec![self
+                .elb
+                .describe_listeners()
+                .set_listener_arns(Some(arns.to_vec()))
+                .send()
+                .await
+                .map_err(aws_error("DescribeListeners"))?],
+            Listeners::OfLoadBalancers(load_balancers) => {
+                let reads: Vec<_> = load_balancers
+                    .iter()
+                    .map(|load_balancer| {
+                        self.elb
+                            .describe_listeners()
+                            .load_balancer_arn(load_balancer)
+                            .send()
+                    })
+                    .collect();
+                bounded(reads)
+                    .await
+                    .map_err(aws_error("DescribeListeners"))?
+            }
+        };
+        Ok(pages
+            .iter()
+            .flat_map(|page| page.listeners())
+            .filter_map(|listener| {
+                Some(Candidate {
+                    arn: listener.listener_arn()?.to_owned(),
+                    is_listener_default: true,
+                    actions: listener.default_actions().to_vec(),
+                    conditions: Vec::new(),
+                })
+            })
+            .collect())
+    }
+
+    /// The non-default rules of a listener, every page.
+    async fn rules(&self, listener_arn: &str) -> Result<Vec<Candidate>, Error> {
+        let mut candidates = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self
+                .elb
+                .describe_rules()
+                .listener_arn(listener_arn)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(aws_error("DescribeRules"))?;
+            candidates.extend(page.rules().iter().filter_map(rule_candidate));
+            marker = page.next_marker().map(str::to_owned);
+            if marker.is_none() {
+                return Ok(candidates);
+            }
+        }
+    }
+
+    /// These rules, by ARN.
+    async fn rules_by_arn(&self, arns: &[String]) -> Result<Vec<Candidate>, Error> {
+        if arns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .elb
+            .describe_rules()
+            .set_rule_arns(Some(arns.to_vec()))
+            .send()
+            .await
+            .map_err(aws_error("DescribeRules"))?;
+        Ok(out.rules().iter().filter_map(rule_candidate).collect())
+    }
+
+    /// Tags of these ELB resources, batches side by side.
+    pub(super) async fn elb_tags(&self, arns: &[String]) -> Result<Tags, Error> {
+        let reads: Vec<_> = arns
+            .chunks(DESCRIBE_TAGS_BATCH)
+            .map(|batch| {
+                self.elb
+                    .describe_tags()
+                    .set_resource_arns(Some(batch.to_vec()))
+                    .send()
+            })
+            .collect();
+        let pages: Vec<_> = bounded(reads).await.map_err(aws_error("DescribeTags"))?;
+        let mut tags = HashMap::new();
+        for description in pages.iter().flat_map(|page| page.tag_descriptions()) {
+            let Some(arn) = description.resource_arn() else {
+                continue;
+            };
+            let pairs = description
+                .tags()
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t.key()?.to_owned(),
+                        t.value().unwrap_or_default().to_owned(),
+                    ))
+                })
+                .collect();
+            tags.insert(arn.to_owned(), pairs);
+        }
+        Ok(tags)
+    }
+}
+
+/// These reads, at most `READS_IN_FLIGHT` at once, their answers in order. (The futures are
+/// made before they are streamed: a stream that makes them with a borrowing closure is not
+/// `Send` for every lifetime, which the port's futures must be.)
+async fn bounded<F, T, E>(reads: Vec<F>) -> Result<Vec<T>, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    stream::iter(reads)
+        .buffered(READS_IN_FLIGHT)
+        .try_collect()
+        .await
+}
+
+/// The service's blue and green target groups among `groups`, by their tags: exactly one each.
+fn pick_slots<'g>(
+    service: &str,
+    groups: &'g [elbt::TargetGroup],
+    tags: &Tags,
+) -> Result<(&'g elbt::TargetGroup, &'g elbt::TargetGroup), Error> {
+    let mut slots: BTreeMap<Slot, Vec<&elbt::TargetGroup>> = BTreeMap::new();
+    for group in groups {
+        let Some(tags) = group.target_group_arn().and_then(|arn| tags.get(arn)) else {
+            continue;
+        };
+        if tags.get(TAG_SERVICE).map(String::as_str) != Some(service) {
+            continue;
+        }
+        match tags.get(TAG_SLOT).and_then(|s| Slot::parse(s)) {
+            Some(slot) => slots.entry(slot).or_default().push(group),
+            None => {
+                return Err(Error::World(format!(
+                    "target group {} is tagged {TAG_SERVICE}={service} but its {TAG_SLOT} tag is not blue or green",
+                    group.target_group_name().unwrap_or_default()
+                )))
+            }
+        }
+    }
+    let mut pick = |slot: Slot| -> Result<&'g elbt::TargetGroup, Error> {
+        match slots.remove(&slot).unwrap_or_default().as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::World(format!(
+                "service {service} has no target group tagged {TAG_SERVICE}={service}, {TAG_SLOT}={slot}"
+            ))),
+            many => Err(Error::World(format!(
+                "service {service} has {} target groups tagged {TAG_SLOT}={slot}: {}",
+                many.len(),
+                many.iter().filter_map(|g| g.target_group_name()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    };
+    Ok((pick(Slot::Blue)?, pick(Slot::Green)?))
+}
+
+/// The service's product and pre-product routes among `candidates`, by their tags: exactly one
+/// each.
+fn pick_routes(
+    service: &str,
+    candidates: Vec<Candidate>,
+    tags: &Tags,
+) -> Result<(Route, Route), Error> {
+    let mut found: HashMap<&'static str, Vec<Route>> = HashMap::new();
+    for candidate in candidates {
+        let Some(tags) = tags.get(&candidate.arn) else {
+            continue;
+        };
+        if let Some(route) = route_of_service(candidate, tags, service)? {
+            found.entry(route.role.as_str()).or_default().push(route);
+        }
+    }
+    let mut pick = |role: RouteRole| -> Result<Route, Error> {
+        let mut routes = found.remove(role.as_str()).unwrap_or_default();
+        match routes.len() {
+            1 => Ok(routes.remove(0)),
+            0 => Err(Error::World(format!(
+                "service {service} has no listener rule (or listener) tagged {TAG_SERVICE}={service}, {TAG_ROUTE}={} on the load balancer of its target groups",
+                role.as_str()
+            ))),
+            n => Err(Error::World(format!(
+                "service {service} has {n} routes tagged {TAG_ROUTE}={}: {}",
+                role.as_str(),
+                routes.iter().map(|r| r.arn.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    };
+    Ok((pick(RouteRole::Product)?, pick(RouteRole::PreProduct)?))
+}
+
+fn target_group(group: &elbt::TargetGroup, slot: Slot, targets: Vec<Target>) -> TargetGroup {
+    TargetGroup {
+        arn: group.target_group_arn().unwrap_or_default().to_owned(),
+        name: group.target_group_name().unwrap_or_default().to_owned(),
+        slot,
+        targets,
+    }
+}
+
+/// A non-default rule as a route candidate (a listener's default rule is the listener's).
+fn rule_candidate(rule: &elbt::Rule) -> Option<Candidate> {
+    let arn = rule
+        .rule_arn()
+        .filter(|_| rule.is_default() != Some(true))?;
+    Some(Candidate {
+        arn: arn.to_owned(),
+        is_listener_default: false,
+        actions: rule.actions().to_vec(),
+        conditions: rule
+            .conditions()
+            .iter()
+            .flat_map(describe_condition)
+            .collect(),
+    })
+}
+
+fn target_from_sdk(description: &elbt::TargetHealthDescription) -> Option<Target> {
+    let id = description.target()?.id()?.to_owned();
+    let health = description.target_health();
+    let reason = health
+        .and_then(|h| h.description().or(h.reason().map(|r| r.as_str())))
+        .map(str::to_owned);
+    let health = match health.and_then(|h| h.state()) {
+        Some(elbt::TargetHealthStateEnum::Healthy) => Health::Healthy,
+        Some(elbt::TargetHealthStateEnum::Initial) => Health::Initial,
+        Some(elbt::TargetHealthStateEnum::Unhealthy) => Health::Unhealthy,
+        Some(elbt::TargetHealthStateEnum::Unused) => Health::Unused,
+        Some(
+            elbt::TargetHealthStateEnum::Draining | elbt::TargetHealthStateEnum::UnhealthyDraining,
+        ) => Health::Draining,
+        _ => Health::Unavailable,
+    };
+    Some(Target { id, health, reason })
+}

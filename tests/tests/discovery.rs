@@ -1,0 +1,206 @@
+//! How the functions find a service's slots and routes: by tags, on the listener its target
+//! groups name (else on every listener of their load balancer), and, in a warm container, where
+//! they were found last, every tag checked again: a route that moved costs a look, never a wrong
+//! move.
+
+// The futures of a whole release nest deeper than the compiler's default layout limit here.
+#![recursion_limit = "256"]
+
+use aws_sdk_elasticloadbalancingv2::types as elbt;
+use cutover::Function;
+use cutover_tests::endpoint::Call;
+use cutover_tests::{Local, ServiceFixture};
+use serde_json::{json, Value};
+
+const SERVICE: &str = "mobile-zum-api";
+const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
+const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
+
+fn params(release: &str) -> Value {
+    json!({"service": SERVICE, "release": release})
+}
+
+async fn release(local: &Local, app: &cutover::App, release: &str) {
+    for function in [
+        Function::Provision,
+        Function::RegisterTarget,
+        Function::SwitchListener,
+    ] {
+        let run = local.run_job(app, function, &params(release)).await;
+        assert!(
+            run.succeeded(),
+            "{} of {release}: {:?}",
+            function.as_str(),
+            run.last()
+        );
+    }
+}
+
+fn calls_since(local: &Local, mark: usize, action: &str) -> Vec<Call> {
+    local.endpoint.calls()[mark..]
+        .iter()
+        .filter(|c| c.action == action)
+        .cloned()
+        .collect()
+}
+
+fn has_param(call: &Call, prefix: &str) -> bool {
+    call.params.iter().any(|(k, _)| k.starts_with(prefix))
+}
+
+async fn forward_of(local: &Local, rule: &str) -> String {
+    let rules = local
+        .clients
+        .elb
+        .describe_rules()
+        .rule_arns(rule)
+        .send()
+        .await
+        .expect("DescribeRules");
+    rules.rules()[0].actions()[0]
+        .target_group_arn()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:?}", rules.rules()[0].actions()[0].forward_config()))
+}
+
+/// Another rule on the service's listener, tagged as its product route, forwarding where the
+/// product route does now; the old rule loses its `cutover:route` tag.
+async fn move_the_product_route(local: &Local, service: &ServiceFixture) -> String {
+    let elb = &local.clients.elb;
+    let forward = forward_of(local, &service.product_rule).await;
+    let tag = |key: &str, value: &str| elbt::Tag::builder().key(key).value(value).build();
+    let rule = elb
+        .create_rule()
+        .listener_arn(&local.base.listener)
+        .priority(30)
+        .conditions(
+            elbt::RuleCondition::builder()
+                .field("host-header")
+                .host_header_config(
+                    elbt::HostHeaderConditionConfig::builder()
+                        .values(format!("www.{}", service.product_host))
+                        .build(),
+                )
+                .build(),
+        )
+        .actions(
+            elbt::Action::builder()
+                .r#type(elbt::ActionTypeEnum::Forward)
+                .target_group_arn(forward)
+                .build(),
+        )
+        .tags(tag("cutover:service", SERVICE))
+        .tags(tag("cutover:route", "product"))
+        .send()
+        .await
+        .expect("CreateRule");
+    elb.remove_tags()
+        .resource_arns(&service.product_rule)
+        .tag_keys("cutover:route")
+        .send()
+        .await
+        .expect("RemoveTags");
+    rule.rules()[0].rule_arn().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_listener_the_target_groups_name_spares_a_read_of_every_listener() {
+    let (local, _service, app) = Local::with_service(1, 0, json!({})).await;
+    let mark = local.endpoint.mark();
+    let run = local.run_job(&app, Function::Provision, &params(R1)).await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    let listeners = calls_since(&local, mark, "DescribeListeners");
+    assert!(!listeners.is_empty(), "the routes were looked for");
+    assert!(
+        listeners.iter().all(|c| !has_param(c, "LoadBalancerArn")),
+        "read only the listener the target groups name, not every listener of the load balancer"
+    );
+    assert!(
+        calls_since(&local, mark, "DescribeTargetHealth").is_empty(),
+        "provision needs only the lock: no target health is read"
+    );
+}
+
+#[tokio::test]
+async fn routes_are_found_on_every_listener_when_the_listener_the_target_groups_name_is_gone() {
+    let (local, service, app) = Local::with_service(1, 0, json!({})).await;
+    let stale = format!(
+        "{}0",
+        local.base.listener.trim_end_matches(char::is_alphanumeric)
+    );
+    for group in [&service.blue, &service.green] {
+        local
+            .clients
+            .elb
+            .add_tags()
+            .resource_arns(group)
+            .tags(
+                elbt::Tag::builder()
+                    .key("cutover:listener")
+                    .value(&stale)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("AddTags");
+    }
+    let mark = local.endpoint.mark();
+    release(&local, &app, R1).await;
+    assert!(
+        calls_since(&local, mark, "DescribeListeners")
+            .iter()
+            .any(|c| has_param(c, "LoadBalancerArn")),
+        "fell back to every listener of the load balancer"
+    );
+    assert_ne!(
+        forward_of(&local, &service.product_rule).await,
+        forward_of(&local, &service.pre_product_rule).await,
+        "product and pre-product were found and point at different slots"
+    );
+}
+
+#[tokio::test]
+async fn a_warm_container_reads_what_it_found_again_by_arn_and_lists_nothing() {
+    let (local, _service, app) = Local::with_service(1, 0, json!({})).await;
+    release(&local, &app, R1).await;
+    let mark = local.endpoint.mark();
+    let run = local.run_job(&app, Function::Provision, &params(R2)).await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    let groups = calls_since(&local, mark, "DescribeTargetGroups");
+    assert!(
+        !groups.is_empty() && groups.iter().all(|c| has_param(c, "TargetGroupArns")),
+        "only the two known target groups are read again: {groups:?}"
+    );
+    assert!(
+        calls_since(&local, mark, "DescribeRules")
+            .iter()
+            .all(|c| has_param(c, "RuleArns")),
+        "only the known rules are read again"
+    );
+}
+
+#[tokio::test]
+async fn a_warm_container_whose_product_route_moved_moves_the_new_one_and_never_the_old() {
+    let (local, service, app) = Local::with_service(1, 0, json!({})).await;
+    release(&local, &app, R1).await;
+    let old_forward = forward_of(&local, &service.product_rule).await;
+    let new_rule = move_the_product_route(&local, &service).await;
+    let mark = local.endpoint.mark();
+
+    release(&local, &app, R2).await;
+
+    assert!(
+        local
+            .endpoint
+            .rule_moves(mark, &service.product_rule)
+            .is_empty(),
+        "the rule that is no longer tagged product was not moved"
+    );
+    assert_eq!(forward_of(&local, &service.product_rule).await, old_forward);
+    assert_eq!(
+        local.endpoint.rule_moves(mark, &new_rule).len(),
+        1,
+        "the route now tagged product moved, in one call"
+    );
+    assert_ne!(forward_of(&local, &new_rule).await, old_forward);
+}
