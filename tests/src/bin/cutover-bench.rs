@@ -67,9 +67,14 @@ impl Running {
     }
 
     async fn spawn_binary(binary: &str, env: &[(String, String)]) -> (Running, Instant) {
+        Running::spawn_path(&release_dir().join(binary), env).await
+    }
+
+    async fn spawn_path(path: &Path, env: &[(String, String)]) -> (Running, Instant) {
+        let binary = path.file_name().and_then(|n| n.to_str()).unwrap_or("function");
         let api = RuntimeApi::start().await;
         let started = Instant::now();
-        let child = Command::new(release_dir().join(binary))
+        let child = Command::new(path)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", binary)
@@ -595,7 +600,10 @@ async fn main() {
     let latency_ms: u64 = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
         [] => DEFAULT_LATENCY_MS,
         [flag, n] if flag == "--latency-ms" => n.parse().expect("--latency-ms takes milliseconds"),
-        other => panic!("usage: cutover-bench [--latency-ms N] (got {other:?})"),
+        [flag, a, b] if flag == "--compare-init" => return compare_init(a, b).await,
+        other => panic!(
+            "usage: cutover-bench [--latency-ms N] | --compare-init BINARY BINARY (got {other:?})"
+        ),
     };
     let latency = Duration::from_millis(latency_ms);
     let settings_for_init = {
@@ -640,6 +648,25 @@ async fn main() {
     .unwrap();
     std::fs::write(dir.join("RESULTS.md"), markdown(&results)).unwrap();
     println!("{}", markdown(&results));
+}
+
+/// Init of two builds of one function (say opt-level "s" and "z"), spawns interleaved, and
+/// their sizes: printed, not written to the results (a one-off comparison outside `make bench`).
+async fn compare_init(a: &str, b: &str) {
+    let (local, _service, settings) = world(2, 2).await;
+    drop(local);
+    let env = base_env(None, &settings);
+    let mut stats = [Stats::default(), Stats::default()];
+    for _ in 0..SPAWNS {
+        for (n, binary) in [a, b].iter().enumerate() {
+            let (running, started) = Running::spawn_path(Path::new(binary), &env).await;
+            stats[n].0.push(ms(running.wait_ready(started).await));
+        }
+    }
+    for (n, binary) in [a, b].iter().enumerate() {
+        let bytes = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
+        println!("{binary}: {bytes} bytes, init {}", stats[n].json());
+    }
 }
 
 fn verdict(ok: bool) -> &'static str {
