@@ -71,7 +71,10 @@ impl Running {
     }
 
     async fn spawn_path(path: &Path, env: &[(String, String)]) -> (Running, Instant) {
-        let binary = path.file_name().and_then(|n| n.to_str()).unwrap_or("function");
+        let binary = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("function");
         let api = RuntimeApi::start().await;
         let started = Instant::now();
         let child = Command::new(path)

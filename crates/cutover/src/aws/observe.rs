@@ -29,9 +29,19 @@ impl Aws {
                     tokio::try_join!(instances, self.addresses(&look.settings.elastic_ips))
                 }
                 Function::Cleanup => {
-                    let instances = instances.await?;
-                    let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
-                    Ok((instances, self.addresses_of(&ids).await?))
+                    // Every associated address, beside the instances rather than after them: one
+                    // round, not two (DescribeAddresses is not paged).
+                    let (instances, associated) =
+                        tokio::try_join!(instances, self.associated_addresses())?;
+                    let held = associated
+                        .into_iter()
+                        .filter(|a| {
+                            a.instance_id
+                                .as_ref()
+                                .is_some_and(|id| instances.iter().any(|i| &i.id == id))
+                        })
+                        .collect();
+                    Ok((instances, held))
                 }
                 Function::RegisterTarget => Ok((instances.await?, Vec::new())),
             }
@@ -176,18 +186,13 @@ impl Aws {
         read_addresses(request).await
     }
 
-    /// Addresses associated with any of these instances (cleanup releases them all).
-    pub async fn addresses_of(&self, instance_ids: &[String]) -> Result<Vec<Address>, Error> {
-        if instance_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let request = self.ec2.describe_addresses().filters(
-            ec2t::Filter::builder()
-                .name("instance-id")
-                .set_values(Some(instance_ids.to_vec()))
-                .build(),
-        );
-        read_addresses(request).await
+    /// Every address associated with an instance.
+    pub async fn associated_addresses(&self) -> Result<Vec<Address>, Error> {
+        let addresses = read_addresses(self.ec2.describe_addresses()).await?;
+        Ok(addresses
+            .into_iter()
+            .filter(|a| a.instance_id.is_some())
+            .collect())
     }
 }
 
