@@ -289,18 +289,14 @@ impl<C: Cloud> App<C> {
                 info!(%summary, %plan, "dry run")
             }
         }
-        let acknowledged = self
-            .cloud
-            .acknowledge(job_id, &acknowledgement(&outcome))
-            .await?;
-        if !acknowledged {
-            warn!(
-                "CodePipeline says the job was already acknowledged; this was a duplicate delivery"
-            );
-        }
-        if let Ok(request) = &request {
+        // The acknowledgement and the message go side by side: what the message tells (product
+        // moved, say) has happened whether or not CodePipeline hears it at once.
+        let ack = acknowledgement(&outcome);
+        let acknowledge = self.cloud.acknowledge(job_id, &ack);
+        let tell = async {
             // A wait is not news, and a dry run is for whoever asked for it, not the channel.
-            if !matches!(outcome, Outcome::Continuing { .. } | Outcome::DryRun { .. }) {
+            let news = !matches!(outcome, Outcome::Continuing { .. } | Outcome::DryRun { .. });
+            if let (Ok(request), true) = (&request, news) {
                 self.notify(
                     function,
                     &request.service,
@@ -310,6 +306,13 @@ impl<C: Cloud> App<C> {
                 )
                 .await;
             }
+        };
+        let (acknowledged, ()) = tokio::join!(acknowledge, tell);
+        let acknowledged = acknowledged?;
+        if !acknowledged {
+            warn!(
+                "CodePipeline says the job was already acknowledged; this was a duplicate delivery"
+            );
         }
         Ok(json!({ "job_id": job_id, "acknowledged": acknowledged, "result": outcome }))
     }

@@ -174,10 +174,11 @@ impl Step {
         }
     }
 
-    /// What a follow-up changes, as (what, which): two changes of one thing keep their plan
-    /// order. An instance's tags and its address are different things; its address and the
-    /// address it moves to are one each, so a move of an address is never raced by another.
-    fn resources(&self) -> Vec<(&'static str, &str)> {
+    /// What a follow-up changes, as (what, which, key): two changes of one thing keep their plan
+    /// order. An instance's tags and its address are different things, and so are a route's
+    /// actions and each of its tags; an address and the instance it moves to are one each, so a
+    /// move of an address is never raced by another.
+    fn resources(&self) -> Vec<(&'static str, &str, &str)> {
         match self {
             Step::AssociateAddress {
                 allocation_id,
@@ -187,17 +188,26 @@ impl Step {
                 allocation_id,
                 instance_id,
                 ..
-            } => vec![("address", allocation_id), ("address-of", instance_id)],
-            Step::SetForward { route, .. }
-            | Step::TagRoute { route, .. }
-            | Step::UntagRoute { route, .. } => vec![("route", route)],
+            } => vec![
+                ("address", allocation_id, ""),
+                ("address-of", instance_id, ""),
+            ],
+            Step::SetForward { route, .. } => vec![("route-actions", route, "")],
+            Step::TagRoute { route, tags } => tags
+                .keys()
+                .map(|key| ("route-tag", route.as_str(), key.as_str()))
+                .collect(),
+            Step::UntagRoute { route, keys } => keys
+                .iter()
+                .map(|key| ("route-tag", route.as_str(), key.as_str()))
+                .collect(),
             Step::TagInstances { instance_ids, .. } | Step::UntagInstances { instance_ids, .. } => {
                 instance_ids
                     .iter()
-                    .map(|id| ("tags-of", id.as_str()))
+                    .map(|id| ("tags-of", id.as_str(), ""))
                     .collect()
             }
-            Step::ChangeRecords { zone_id, .. } => vec![("zone", zone_id)],
+            Step::ChangeRecords { zone_id, .. } => vec![("zone", zone_id, "")],
             Step::Launch { .. }
             | Step::RegisterTargets { .. }
             | Step::DeregisterTargets { .. }
@@ -361,9 +371,15 @@ mod tests {
             },
             associate("eipalloc-1", "i-new"),
             tag_route("product", TAG_PREVIOUS),
-            tag_route("product", TAG_ROLLED_BACK),
+            Step::UntagRoute {
+                route: "product".into(),
+                keys: vec![TAG_ROLLED_BACK.into()],
+            },
+            tag_route("product", TAG_PREVIOUS),
         ];
-        assert_eq!(sizes(&steps, 8), vec![1, 2, 1]);
+        // The address moves in two rounds; the route's two tags change beside the second; the
+        // same tag written again waits for the first write.
+        assert_eq!(sizes(&steps, 8), vec![1, 3, 1]);
     }
 
     #[test]
