@@ -285,32 +285,17 @@ pub async fn seed_service(
         ("pre-product", &qa_host, &arns[1], 0),
         ("product", &product_host, &arns[0], 1),
     ] {
-        let rule = elb
-            .create_rule()
-            .listener_arn(&base.listener)
-            .priority(priority + offset)
-            .conditions(
-                elbt::RuleCondition::builder()
-                    .field("host-header")
-                    .host_header_config(
-                        elbt::HostHeaderConditionConfig::builder()
-                            .values(host)
-                            .build(),
-                    )
-                    .build(),
-            )
-            .actions(
-                elbt::Action::builder()
-                    .r#type(elbt::ActionTypeEnum::Forward)
-                    .target_group_arn(group)
-                    .build(),
-            )
-            .tags(elb_tag("cutover:service", service))
-            .tags(elb_tag("cutover:route", route))
-            .send()
-            .await
-            .expect("CreateRule");
-        rules.push(rule.rules()[0].rule_arn().unwrap().to_owned());
+        let rule = route_rule(
+            clients,
+            &base.listener,
+            priority + offset,
+            host,
+            group,
+            service,
+            route,
+        )
+        .await;
+        rules.push(rule);
     }
     ServiceFixture {
         name: service.to_owned(),
@@ -321,6 +306,46 @@ pub async fn seed_service(
         product_host,
         qa_host,
     }
+}
+
+/// A host-header rule on `listener` forwarding to `group`, tagged as the service's `route`
+/// (`product` or `pre-product`): its ARN.
+pub async fn route_rule(
+    clients: &Clients,
+    listener: &str,
+    priority: i32,
+    host: &str,
+    group: &str,
+    service: &str,
+    route: &str,
+) -> String {
+    let rule = clients
+        .elb
+        .create_rule()
+        .listener_arn(listener)
+        .priority(priority)
+        .conditions(
+            elbt::RuleCondition::builder()
+                .field("host-header")
+                .host_header_config(
+                    elbt::HostHeaderConditionConfig::builder()
+                        .values(host)
+                        .build(),
+                )
+                .build(),
+        )
+        .actions(
+            elbt::Action::builder()
+                .r#type(elbt::ActionTypeEnum::Forward)
+                .target_group_arn(group)
+                .build(),
+        )
+        .tags(elb_tag("cutover:service", service))
+        .tags(elb_tag("cutover:route", route))
+        .send()
+        .await
+        .expect("CreateRule");
+    rule.rules()[0].rule_arn().unwrap().to_owned()
 }
 
 /// Puts company single sign-on (authenticate-oidc, order 1) in front of a route's forward

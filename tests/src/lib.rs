@@ -188,6 +188,23 @@ impl Local {
 
     /// Runs one pipeline action to its end, re-invoking with each continuation token the way
     /// CodePipeline does (each time as a new job), at most `max_invocations` times.
+    /// provision → register-target → switch-listener of one release, each asserted to succeed.
+    pub async fn release(&self, app: &App, user_parameters: &Value) {
+        for function in [
+            Function::Provision,
+            Function::RegisterTarget,
+            Function::SwitchListener,
+        ] {
+            let run = self.run_job(app, function, user_parameters).await;
+            assert!(
+                run.succeeded(),
+                "{} of {user_parameters}: {:?}",
+                function.as_str(),
+                run.last()
+            );
+        }
+    }
+
     pub async fn run_job(&self, app: &App, function: Function, user_parameters: &Value) -> JobRun {
         self.run_job_bounded(app, function, user_parameters, 10)
             .await

@@ -3,13 +3,10 @@
 //! they were found last, every tag checked again: a route that moved costs a look, never a wrong
 //! move.
 
-// The futures of a whole release nest deeper than the compiler's default layout limit here.
-#![recursion_limit = "256"]
-
 use aws_sdk_elasticloadbalancingv2::types as elbt;
 use cutover::Function;
 use cutover_tests::endpoint::Call;
-use cutover_tests::{Local, ServiceFixture};
+use cutover_tests::{fixture, Local, ServiceFixture};
 use serde_json::{json, Value};
 
 const SERVICE: &str = "mobile-zum-api";
@@ -18,22 +15,6 @@ const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
 
 fn params(release: &str) -> Value {
     json!({"service": SERVICE, "release": release})
-}
-
-async fn release(local: &Local, app: &cutover::App, release: &str) {
-    for function in [
-        Function::Provision,
-        Function::RegisterTarget,
-        Function::SwitchListener,
-    ] {
-        let run = local.run_job(app, function, &params(release)).await;
-        assert!(
-            run.succeeded(),
-            "{} of {release}: {:?}",
-            function.as_str(),
-            run.last()
-        );
-    }
 }
 
 fn calls_since(local: &Local, mark: usize, action: &str) -> Vec<Call> {
@@ -68,39 +49,24 @@ async fn forward_of(local: &Local, rule: &str) -> String {
 async fn move_the_product_route(local: &Local, service: &ServiceFixture) -> String {
     let elb = &local.clients.elb;
     let forward = forward_of(local, &service.product_rule).await;
-    let tag = |key: &str, value: &str| elbt::Tag::builder().key(key).value(value).build();
-    let rule = elb
-        .create_rule()
-        .listener_arn(&local.base.listener)
-        .priority(30)
-        .conditions(
-            elbt::RuleCondition::builder()
-                .field("host-header")
-                .host_header_config(
-                    elbt::HostHeaderConditionConfig::builder()
-                        .values(format!("www.{}", service.product_host))
-                        .build(),
-                )
-                .build(),
-        )
-        .actions(
-            elbt::Action::builder()
-                .r#type(elbt::ActionTypeEnum::Forward)
-                .target_group_arn(forward)
-                .build(),
-        )
-        .tags(tag("cutover:service", SERVICE))
-        .tags(tag("cutover:route", "product"))
-        .send()
-        .await
-        .expect("CreateRule");
+    let host = format!("www.{}", service.product_host);
+    let rule = fixture::route_rule(
+        &local.clients,
+        &local.base.listener,
+        30,
+        &host,
+        &forward,
+        SERVICE,
+        "product",
+    )
+    .await;
     elb.remove_tags()
         .resource_arns(&service.product_rule)
         .tag_keys("cutover:route")
         .send()
         .await
         .expect("RemoveTags");
-    rule.rules()[0].rule_arn().unwrap().to_owned()
+    rule
 }
 
 #[tokio::test]
@@ -145,7 +111,7 @@ async fn routes_are_found_on_every_listener_when_the_listener_the_target_groups_
             .expect("AddTags");
     }
     let mark = local.endpoint.mark();
-    release(&local, &app, R1).await;
+    local.release(&app, &params(R1)).await;
     assert!(
         calls_since(&local, mark, "DescribeListeners")
             .iter()
@@ -162,7 +128,7 @@ async fn routes_are_found_on_every_listener_when_the_listener_the_target_groups_
 #[tokio::test]
 async fn a_warm_container_reads_what_it_found_again_by_arn_and_lists_nothing() {
     let (local, _service, app) = Local::with_service(1, 0, json!({})).await;
-    release(&local, &app, R1).await;
+    local.release(&app, &params(R1)).await;
     let mark = local.endpoint.mark();
     let run = local.run_job(&app, Function::Provision, &params(R2)).await;
     assert!(run.succeeded(), "{:?}", run.last());
@@ -182,12 +148,12 @@ async fn a_warm_container_reads_what_it_found_again_by_arn_and_lists_nothing() {
 #[tokio::test]
 async fn a_warm_container_whose_product_route_moved_moves_the_new_one_and_never_the_old() {
     let (local, service, app) = Local::with_service(1, 0, json!({})).await;
-    release(&local, &app, R1).await;
+    local.release(&app, &params(R1)).await;
     let old_forward = forward_of(&local, &service.product_rule).await;
     let new_rule = move_the_product_route(&local, &service).await;
     let mark = local.endpoint.mark();
 
-    release(&local, &app, R2).await;
+    local.release(&app, &params(R2)).await;
 
     assert!(
         local

@@ -24,19 +24,7 @@ async fn setup(count: u32, eips: usize) -> (Local, ServiceFixture, cutover::App)
 }
 
 async fn release(local: &Local, app: &cutover::App, release: &str) {
-    for function in [
-        Function::Provision,
-        Function::RegisterTarget,
-        Function::SwitchListener,
-    ] {
-        let run = local.run_job(app, function, &params(release)).await;
-        assert!(
-            run.succeeded(),
-            "{} of {release}: {:?}",
-            function.as_str(),
-            run.last()
-        );
-    }
+    local.release(app, &params(release)).await;
 }
 
 /// ModifyRule calls on one rule since `mark`.
