@@ -41,6 +41,17 @@ impl Call {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Whether any parameter's name starts with `prefix` (`TargetGroupArns` matches
+    /// `TargetGroupArns.member.1`).
+    pub fn has_param(&self, prefix: &str) -> bool {
+        self.params.iter().any(|(k, _)| k.starts_with(prefix))
+    }
+
+    /// A `ModifyRule` of this rule: a move of that route's traffic.
+    pub fn moves_rule(&self, rule: &str) -> bool {
+        self.action == "ModifyRule" && self.param("RuleArn") == Some(rule)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +158,15 @@ impl Endpoint {
             .count()
     }
 
+    /// Calls of `action` made since `since`.
+    pub fn calls_of(&self, since: usize, action: &str) -> Vec<Call> {
+        self.calls()[since..]
+            .iter()
+            .filter(|c| c.action == action)
+            .cloned()
+            .collect()
+    }
+
     /// Calls since `since` that tried to change something in AWS, whether or not they got
     /// through.
     pub fn mutations(&self, since: usize) -> Vec<Call> {
@@ -161,7 +181,7 @@ impl Endpoint {
     pub fn rule_moves(&self, since: usize, rule: &str) -> Vec<Call> {
         self.calls()[since..]
             .iter()
-            .filter(|c| c.action == "ModifyRule" && c.param("RuleArn") == Some(rule))
+            .filter(|c| c.moves_rule(rule))
             .cloned()
             .collect()
     }

@@ -384,8 +384,8 @@ pub async fn require_sign_on(clients: &Clients, rule: &str, group: &str) {
         .expect("ModifyRule with authenticate-oidc");
 }
 
-/// The types of a rule's actions, in order: what a test checks survives a repoint.
-pub async fn rule_action_types(clients: &Clients, rule: &str) -> Vec<String> {
+/// One rule, as ELB describes it now.
+pub async fn describe_rule(clients: &Clients, rule: &str) -> elbt::Rule {
     let rules = clients
         .elb
         .describe_rules()
@@ -393,7 +393,12 @@ pub async fn rule_action_types(clients: &Clients, rule: &str) -> Vec<String> {
         .send()
         .await
         .expect("DescribeRules");
-    let mut actions = rules.rules()[0].actions().to_vec();
+    rules.rules()[0].clone()
+}
+
+/// The types of a rule's actions, in order: what a test checks survives a repoint.
+pub async fn rule_action_types(clients: &Clients, rule: &str) -> Vec<String> {
+    let mut actions = describe_rule(clients, rule).await.actions().to_vec();
     actions.sort_by_key(|a| a.order());
     actions
         .iter()

@@ -264,9 +264,8 @@ async fn throttling_is_ridden_out_by_the_production_retry_configuration() {
     assert_eq!(local.endpoint.count(0, &["RunInstances"]), 3);
     let attempts: Vec<u16> = local
         .endpoint
-        .calls()
+        .calls_of(0, "DescribeTargetGroups")
         .iter()
-        .filter(|c| c.action == "DescribeTargetGroups")
         .map(|c| c.status)
         .collect();
     assert_eq!(&attempts[..4], [400, 400, 400, 200]);

@@ -5,7 +5,6 @@
 
 use aws_sdk_elasticloadbalancingv2::types as elbt;
 use cutover::Function;
-use cutover_tests::endpoint::Call;
 use cutover_tests::{fixture, Local, ServiceFixture};
 use serde_json::{json, Value};
 
@@ -17,31 +16,13 @@ fn params(release: &str) -> Value {
     json!({"service": SERVICE, "release": release})
 }
 
-fn calls_since(local: &Local, mark: usize, action: &str) -> Vec<Call> {
-    local.endpoint.calls()[mark..]
-        .iter()
-        .filter(|c| c.action == action)
-        .cloned()
-        .collect()
-}
-
-fn has_param(call: &Call, prefix: &str) -> bool {
-    call.params.iter().any(|(k, _)| k.starts_with(prefix))
-}
-
 async fn forward_of(local: &Local, rule: &str) -> String {
-    let rules = local
-        .clients
-        .elb
-        .describe_rules()
-        .rule_arns(rule)
-        .send()
-        .await
-        .expect("DescribeRules");
-    rules.rules()[0].actions()[0]
+    let rule = fixture::describe_rule(&local.clients, rule).await;
+    let action = &rule.actions()[0];
+    action
         .target_group_arn()
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("{:?}", rules.rules()[0].actions()[0].forward_config()))
+        .unwrap_or_else(|| format!("{:?}", action.forward_config()))
 }
 
 /// Another rule on the service's listener, tagged as its product route, forwarding where the
@@ -75,14 +56,17 @@ async fn the_listener_the_target_groups_name_spares_a_read_of_every_listener() {
     let mark = local.endpoint.mark();
     let run = local.run_job(&app, Function::Provision, &params(R1)).await;
     assert!(run.succeeded(), "{:?}", run.last());
-    let listeners = calls_since(&local, mark, "DescribeListeners");
+    let listeners = local.endpoint.calls_of(mark, "DescribeListeners");
     assert!(!listeners.is_empty(), "the routes were looked for");
     assert!(
-        listeners.iter().all(|c| !has_param(c, "LoadBalancerArn")),
+        listeners.iter().all(|c| !c.has_param("LoadBalancerArn")),
         "read only the listener the target groups name, not every listener of the load balancer"
     );
     assert!(
-        calls_since(&local, mark, "DescribeTargetHealth").is_empty(),
+        local
+            .endpoint
+            .calls_of(mark, "DescribeTargetHealth")
+            .is_empty(),
         "provision needs only the lock: no target health is read"
     );
 }
@@ -113,9 +97,11 @@ async fn routes_are_found_on_every_listener_when_the_listener_the_target_groups_
     let mark = local.endpoint.mark();
     local.release(&app, &params(R1)).await;
     assert!(
-        calls_since(&local, mark, "DescribeListeners")
+        local
+            .endpoint
+            .calls_of(mark, "DescribeListeners")
             .iter()
-            .any(|c| has_param(c, "LoadBalancerArn")),
+            .any(|c| c.has_param("LoadBalancerArn")),
         "fell back to every listener of the load balancer"
     );
     assert_ne!(
@@ -132,15 +118,17 @@ async fn a_warm_container_reads_what_it_found_again_by_arn_and_lists_nothing() {
     let mark = local.endpoint.mark();
     let run = local.run_job(&app, Function::Provision, &params(R2)).await;
     assert!(run.succeeded(), "{:?}", run.last());
-    let groups = calls_since(&local, mark, "DescribeTargetGroups");
+    let groups = local.endpoint.calls_of(mark, "DescribeTargetGroups");
     assert!(
-        !groups.is_empty() && groups.iter().all(|c| has_param(c, "TargetGroupArns")),
+        !groups.is_empty() && groups.iter().all(|c| c.has_param("TargetGroupArns")),
         "only the two known target groups are read again: {groups:?}"
     );
     assert!(
-        calls_since(&local, mark, "DescribeRules")
+        local
+            .endpoint
+            .calls_of(mark, "DescribeRules")
             .iter()
-            .all(|c| has_param(c, "RuleArns")),
+            .all(|c| c.has_param("RuleArns")),
         "only the known rules are read again"
     );
 }

@@ -331,9 +331,8 @@ async fn a_call_that_hangs_past_the_attempt_timeout_is_retried_within_the_job() 
     );
     let attempts: Vec<u16> = local
         .endpoint
-        .calls()
+        .calls_of(0, "DescribeTargetGroups")
         .iter()
-        .filter(|c| c.action == "DescribeTargetGroups")
         .map(|c| c.status)
         .collect();
     assert_eq!(&attempts[..2], [0, 200], "the hung attempt, then its retry");

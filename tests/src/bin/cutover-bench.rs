@@ -273,9 +273,7 @@ fn round_trips(calls: &[Call]) -> usize {
 
 /// Round trips made before the first call that moved product (`None` when none did).
 fn round_trips_before_product_moved(calls: &[Call], product_rule: &str) -> Option<usize> {
-    let moved = calls
-        .iter()
-        .find(|c| c.action == "ModifyRule" && c.param("RuleArn") == Some(product_rule))?;
+    let moved = calls.iter().find(|c| c.moves_rule(product_rule))?;
     let before: Vec<Call> = calls
         .iter()
         .filter(|c| c.answered <= moved.received)
@@ -302,7 +300,7 @@ fn counts(local: &Local, played: &Played, product_rule: &str, latency: Duration)
         .invocations
         .iter()
         .flat_map(|r| &calls[r.clone()])
-        .filter(|c| c.action == "ModifyRule" && c.param("RuleArn") == Some(product_rule))
+        .filter(|c| c.moves_rule(product_rule))
         .count();
     counts["wall_ms"] = json!(ms(played.took));
     counts["invocations"] = json!(played.invocations.len());
