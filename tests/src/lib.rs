@@ -26,6 +26,15 @@ pub use moto::Moto;
 /// The service most tests release, and its settings variable.
 pub const SERVICE: &str = "mobile-zum-api";
 pub const VARIABLE: &str = "MOBILE_ZUM_API";
+/// Release ids as CodePipeline makes them (execution ids), in the order tests release them.
+pub const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
+pub const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
+pub const R3: &str = "33333333-aaaa-4bbb-8ccc-000000000003";
+
+/// The `UserParameters` of a release of `SERVICE`.
+pub fn params(release: &str) -> Value {
+    serde_json::json!({"service": SERVICE, "release": release})
+}
 
 /// A running local AWS: moto, the endpoint in front of it, and the seeded base world.
 pub struct Local {
@@ -173,6 +182,24 @@ impl Local {
     pub fn behave_like_aws(&self, initial_s: u64, drain_s: u64) {
         self.endpoint.model_targets(initial_s, drain_s);
         self.endpoint.honour_client_tokens();
+    }
+
+    /// `SERVICE`'s slots and routes as the functions find them.
+    pub async fn alb(&self) -> cutover::world::Alb {
+        Aws::new(&self.config)
+            .alb(SERVICE)
+            .await
+            .expect("the service's slots and routes")
+    }
+
+    /// The target group product forwards all its traffic to, or "split" mid-shift.
+    pub async fn product_forward(&self) -> String {
+        let alb = self.alb().await;
+        alb.product
+            .forward
+            .sole_target()
+            .unwrap_or("split")
+            .to_owned()
     }
 
     pub fn advance(&self, seconds: u64) {

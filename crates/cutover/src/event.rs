@@ -97,11 +97,11 @@ impl Strategy {
             _ => return Err(invalid()),
         };
         let total = strategy.total_hold_s();
-        if total > crate::plan::MAX_ACTION_WAIT_S {
+        if total > crate::progress::MAX_ACTION_WAIT_S {
             return Err(format!(
                 "strategy `{raw}` holds traffic split for {total}s in all, longer than one CodePipeline \
                  action may run ({}s of its 24 hours are usable); use fewer or shorter steps",
-                crate::plan::MAX_ACTION_WAIT_S
+                crate::progress::MAX_ACTION_WAIT_S
             ));
         }
         Ok(strategy)

@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod error;
 pub mod event;
+pub mod function;
 pub mod names;
 pub mod plan;
 pub mod port;
@@ -16,7 +17,10 @@ pub mod settings;
 pub mod world;
 
 pub use error::Error;
-pub use run::{App, Function};
+pub use function::Function;
+
+/// The functions' application on AWS: `run::App` with the AWS adapter.
+pub type App = run::App<aws::Aws>;
 
 /// JSON logs (or text, per `AWS_LAMBDA_LOG_FORMAT`), filtered by `RUST_LOG` / `AWS_LAMBDA_LOG_LEVEL`.
 pub fn init_logging() {
@@ -26,7 +30,8 @@ pub fn init_logging() {
 /// The whole of a function's `main`: build everything once at cold start, then serve invocations.
 pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
     init_logging();
-    let app = App::from_env(function).await;
+    let config = aws::load_config().await;
+    let app = App::from_env(function, aws::Aws::new(&config));
     let app = &app;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {

@@ -4,11 +4,30 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use serde_json::{json, Value};
+
 use crate::error::Error;
+pub use crate::function::Function;
 use crate::names::ServiceName;
-use crate::run::{Function, Notification};
 use crate::settings::ServiceSettings;
 use crate::world::{Address, Alarm, Alb, Dns, Instance, Step};
+
+/// One message, in the forms its subscribers read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub subject: String,
+    /// For email.
+    pub text: String,
+    /// For chat channels: the custom-notification event.
+    pub chat: Value,
+}
+
+impl Notification {
+    /// The SNS message for `MessageStructure: json`: the chat event by default, text for email.
+    pub fn message(&self) -> String {
+        json!({"default": self.chat.to_string(), "email": self.text}).to_string()
+    }
+}
 
 /// Which instances to read.
 #[derive(Debug, Clone)]

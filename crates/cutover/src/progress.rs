@@ -3,6 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 const VERSION: u32 = 1;
+/// CodePipeline fails a Lambda invoke action 24 hours after it started, whatever its
+/// continuation tokens say; cutover's own waits end an hour before that, so a wait that cannot
+/// finish fails (or rolls back) while the job still belongs to us.
+pub const MAX_ACTION_WAIT_S: u64 = 23 * 3_600;
 /// CodePipeline's limit on `continuationToken`.
 pub const MAX_TOKEN_LEN: usize = 2048;
 

@@ -120,7 +120,7 @@ impl ServiceSettings {
             user_data: reader.optional_string("USER_DATA")?,
             dns_zone: reader.hosted_zone()?,
             health_timeout_s: reader
-                .integer("HEALTH_TIMEOUT_S", 1, crate::plan::MAX_ACTION_WAIT_S)?
+                .integer("HEALTH_TIMEOUT_S", 1, crate::progress::MAX_ACTION_WAIT_S)?
                 .unwrap_or(DEFAULT_HEALTH_TIMEOUT_S),
             bake_s: reader
                 .integer("BAKE_S", 0, 30 * 86_400)?

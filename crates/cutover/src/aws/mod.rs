@@ -201,7 +201,7 @@ impl Cloud for Aws {
     async fn publish(
         &self,
         topic: &str,
-        notification: &crate::run::Notification,
+        notification: &crate::port::Notification,
     ) -> Result<(), Error> {
         self.publish(topic, &notification.subject, &notification.message())
             .await

@@ -5,7 +5,7 @@ use aws_sdk_ec2::types as ec2t;
 
 use super::convert::*;
 use super::*;
-use crate::run::Function;
+use crate::port::Function;
 
 impl Aws {
     /// What each function reads, and nothing more, every read that does not wait on another

@@ -29,10 +29,7 @@ pub use self::switch::*;
 
 /// How long provision waits for instances to reach `running`.
 pub const RUNNING_TIMEOUT_S: u64 = 900;
-/// CodePipeline fails a Lambda invoke action 24 hours after it started, whatever its
-/// continuation tokens say; cutover's own waits end an hour before that, so a wait that cannot
-/// finish fails (or rolls back) while the job still belongs to us.
-pub const MAX_ACTION_WAIT_S: u64 = 23 * 3_600;
+pub use crate::progress::MAX_ACTION_WAIT_S;
 pub const RECORD_TTL_S: i64 = 60;
 /// A lock older than this is taken over: CodePipeline's manual approval times out after 7 days,
 /// so no live execution holds a lock this long.

@@ -11,11 +11,12 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{error, info, warn, Instrument};
 
-use crate::aws::Aws;
 use crate::error::Error;
 use crate::event::{BadEvent, Invocation, JobRequest};
+pub use crate::function::Function;
 use crate::names::{ReleaseId, ServiceName};
 use crate::plan::{self, CleanupScope, Next, Plan, Planned};
+pub use crate::port::Notification;
 use crate::port::{Acknowledgement, Cloud, InstanceQuery, Look, Parameters, Seen};
 use crate::progress::{Phase, Progress};
 use crate::settings::{
@@ -30,103 +31,6 @@ mod outcome;
 use self::converge::*;
 pub use self::notification::*;
 pub use self::outcome::*;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Function {
-    Provision,
-    RegisterTarget,
-    SwitchListener,
-    Cleanup,
-}
-
-/// IAM actions every function may call (its reads, the job acknowledgement, notifications).
-const COMMON_ACTIONS: &[&str] = &[
-    "ec2:DescribeInstances",
-    "elasticloadbalancing:DescribeTargetGroups",
-    "elasticloadbalancing:DescribeTags",
-    "elasticloadbalancing:DescribeListeners",
-    "elasticloadbalancing:DescribeRules",
-    "elasticloadbalancing:DescribeTargetHealth",
-    "codepipeline:PutJobSuccessResult",
-    "codepipeline:PutJobFailureResult",
-    "sns:Publish",
-    "ssm:GetParametersByPath",
-    "ssm:GetParameter",
-];
-const DNS_ACTIONS: &[&str] = &[
-    "route53:GetHostedZone",
-    "route53:ListResourceRecordSets",
-    "route53:ChangeResourceRecordSets",
-];
-
-impl Function {
-    /// The IAM actions this function's code calls: `infra/template.yaml` must grant each one, and
-    /// the end-to-end tests check that the calls made stay within this list.
-    pub fn aws_actions(self) -> Vec<&'static str> {
-        let own: &[&str] = match self {
-            Function::Provision => &[
-                "ec2:DescribeAddresses",
-                "ec2:RunInstances",
-                "ec2:CreateTags",
-                "ec2:AssociateAddress",
-                "ec2:TerminateInstances",
-            ],
-            Function::RegisterTarget => &[
-                "elasticloadbalancing:RegisterTargets",
-                "elasticloadbalancing:DeregisterTargets",
-                "elasticloadbalancing:ModifyRule",
-                "elasticloadbalancing:ModifyListener",
-                "elasticloadbalancing:AddTags",
-            ],
-            Function::SwitchListener => &[
-                "ec2:DescribeAddresses",
-                "cloudwatch:DescribeAlarms",
-                "ec2:CreateTags",
-                "ec2:DeleteTags",
-                "ec2:AssociateAddress",
-                "elasticloadbalancing:ModifyRule",
-                "elasticloadbalancing:ModifyListener",
-                "elasticloadbalancing:AddTags",
-                "elasticloadbalancing:RemoveTags",
-            ],
-            Function::Cleanup => &[
-                "ec2:DescribeAddresses",
-                "cloudwatch:DescribeAlarms",
-                "ec2:CreateTags",
-                "ec2:TerminateInstances",
-                "ec2:DisassociateAddress",
-                "elasticloadbalancing:DeregisterTargets",
-                "elasticloadbalancing:RemoveTags",
-            ],
-        };
-        let dns = if self.writes_dns() { DNS_ACTIONS } else { &[] };
-        COMMON_ACTIONS
-            .iter()
-            .chain(own)
-            .chain(dns)
-            .copied()
-            .collect()
-    }
-
-    pub fn writes_dns(self) -> bool {
-        self != Function::RegisterTarget
-    }
-
-    /// Whether it reads its slots' targets and their health (provision needs only the lock).
-    pub fn reads_target_health(self) -> bool {
-        self != Function::Provision
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Function::Provision => "provision",
-            Function::RegisterTarget => "register-target",
-            Function::SwitchListener => "switch-listener",
-            Function::Cleanup => "cleanup",
-        }
-    }
-}
 
 /// Rounds of observe → plan → execute within one invocation before handing over to a
 /// continuation token.
@@ -144,7 +48,7 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// Everything built once at cold start. `cloud` is the port to the world: AWS in Lambda, an
 /// in-memory one in `run`'s tests.
 #[derive(Clone)]
-pub struct App<C = Aws> {
+pub struct App<C> {
     pub registry: Registry,
     pub cloud: C,
     pub topic_arn: Option<String>,
@@ -172,12 +76,13 @@ pub fn system_clock() -> Clock {
     })
 }
 
-impl App<Aws> {
-    pub async fn from_env(function: Function) -> Self {
-        let config = crate::aws::load_config().await;
+impl<C: Cloud> App<C> {
+    /// Everything but the adapter from the Lambda environment; `cutover::serve` builds the
+    /// adapter (AWS) and hands it in.
+    pub fn from_env(function: Function, cloud: C) -> Self {
         App {
             registry: Registry::from_env(),
-            cloud: Aws::new(&config),
+            cloud,
             topic_arn: std::env::var("CUTOVER_SNS_TOPIC_ARN")
                 .ok()
                 .filter(|t| !t.is_empty()),

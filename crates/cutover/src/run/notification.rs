@@ -10,23 +10,6 @@ use serde_json::{json, Value};
 
 use super::*;
 
-/// One message, in the forms its subscribers read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notification {
-    pub subject: String,
-    /// For email.
-    pub text: String,
-    /// For chat channels: the custom-notification event.
-    pub chat: Value,
-}
-
-impl Notification {
-    /// The SNS message for `MessageStructure: json`: the chat event by default, text for email.
-    pub fn message(&self) -> String {
-        json!({"default": self.chat.to_string(), "email": self.text}).to_string()
-    }
-}
-
 /// What an outcome says, in the words the messages use.
 struct Told<'a> {
     verdict: &'static str,

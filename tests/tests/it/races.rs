@@ -4,20 +4,13 @@
 use cutover::aws::{Aws, InstanceQuery};
 use cutover::world::Stage;
 use cutover::Function;
-use cutover_tests::{fixture, local, sample_event, Local, ServiceFixture};
+use cutover_tests::{
+    fixture, local, params, sample_event, Local, ServiceFixture, R1, R2, R3, SERVICE,
+};
 use serde_json::{json, Value};
-
-const SERVICE: &str = "mobile-zum-api";
-const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
-const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
-const R3: &str = "33333333-aaaa-4bbb-8ccc-000000000003";
 
 async fn setup() -> (Local, ServiceFixture, cutover::App) {
     Local::with_service(2, 0, json!({})).await
-}
-
-fn params(release: &str) -> Value {
-    json!({"service": SERVICE, "release": release})
 }
 
 /// A fixed permutation (no randomness in tests): a small linear congruential shuffle.

@@ -4,11 +4,11 @@
 //! retired fleet is kept while an alarm fires.
 
 use cutover::Function;
-use cutover_tests::{fixture, job_event, sample_event, AckKind, Local, ServiceFixture, SERVICE};
+use cutover_tests::{
+    fixture, job_event, params, sample_event, AckKind, Local, ServiceFixture, R1, R2, SERVICE,
+};
 use serde_json::{json, Value};
 
-const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
-const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
 /// The name the sample event in `events/` carries.
 const ALARM: &str = "cutover-mobile-zum-api-5xx";
 
@@ -20,10 +20,6 @@ async fn setup(extra: Value) -> (Local, ServiceFixture, cutover::App) {
     let (local, service, app) = Local::with_service(1, 0, settings).await;
     fixture::put_alarm(&local.clients, ALARM, "OK").await;
     (local, service, app)
-}
-
-fn params(release: &str) -> Value {
-    json!({"service": SERVICE, "release": release})
 }
 
 async fn through_register(local: &Local, app: &cutover::App, release: &str) {
@@ -41,24 +37,12 @@ async fn release(local: &Local, app: &cutover::App, release: &str) {
     assert!(run.succeeded(), "switch: {:?}", run.last());
 }
 
-async fn product(local: &Local) -> String {
-    let alb = cutover::aws::Aws::new(&local.config)
-        .alb(SERVICE)
-        .await
-        .unwrap();
-    alb.product
-        .forward
-        .sole_target()
-        .unwrap_or("split")
-        .to_owned()
-}
-
 #[tokio::test]
 async fn a_canary_whose_alarm_fires_after_the_first_step_ends_at_100_percent_old() {
     let (local, service, app) = setup(json!({})).await;
     release(&local, &app, R1).await;
     through_register(&local, &app, R2).await;
-    let old = product(&local).await;
+    let old = local.product_forward().await;
     let canary = json!({"service": SERVICE, "release": R2, "strategy": "canary:10:5"});
     let first = local.next_job_id();
     app.handle(
@@ -68,7 +52,11 @@ async fn a_canary_whose_alarm_fires_after_the_first_step_ends_at_100_percent_old
     .await
     .unwrap();
     let token = local.endpoint.ack_for(&first).unwrap().continuation_token;
-    assert_eq!(product(&local).await, "split", "10% on the new slot");
+    assert_eq!(
+        local.product_forward().await,
+        "split",
+        "10% on the new slot"
+    );
 
     fixture::set_alarm(&local.clients, ALARM, "ALARM").await;
     local.advance(5 * 60);
@@ -84,7 +72,7 @@ async fn a_canary_whose_alarm_fires_after_the_first_step_ends_at_100_percent_old
     let ack = local.endpoint.ack_for(&second).unwrap();
     assert_eq!(ack.kind, AckKind::Failure);
     assert!(ack.message.unwrap().contains(ALARM));
-    assert_eq!(product(&local).await, old, "100% old");
+    assert_eq!(local.product_forward().await, old, "100% old");
     assert_eq!(
         local.endpoint.rule_moves(mark, &service.product_rule).len(),
         1
@@ -146,9 +134,9 @@ async fn an_alarm_that_does_not_exist_fails_the_switch_naming_it() {
 async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies() {
     let (local, service, app) = setup(json!({"BAKE_S": 600})).await;
     release(&local, &app, R1).await;
-    let r1_slot = product(&local).await;
+    let r1_slot = local.product_forward().await;
     release(&local, &app, R2).await;
-    let r2_slot = product(&local).await;
+    let r2_slot = local.product_forward().await;
     assert_ne!(r1_slot, r2_slot);
 
     // The alarm fires inside R1's bake: product back to R1's fleet in one call, R2's kept.
@@ -163,7 +151,7 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
         response["services"][SERVICE]["outcome"], "succeeded",
         "{response}"
     );
-    assert_eq!(product(&local).await, r1_slot);
+    assert_eq!(local.product_forward().await, r1_slot);
     assert_eq!(
         local.endpoint.rule_moves(mark, &service.product_rule).len(),
         1
@@ -185,7 +173,7 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
         .await
         .unwrap();
     assert!(local.endpoint.mutations(mark).is_empty());
-    assert_eq!(product(&local).await, r1_slot);
+    assert_eq!(local.product_forward().await, r1_slot);
 
     // While the alarm fires, cleanup keeps the retired fleet (and its job waits).
     local.advance(601);
@@ -216,7 +204,7 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
         .run_job(&app, Function::SwitchListener, &params(R2))
         .await;
     assert!(run.succeeded(), "{:?}", run.last());
-    assert_eq!(product(&local).await, r2_slot);
+    assert_eq!(local.product_forward().await, r2_slot);
 
     // Past that bake the alarm fires again: outside the bake window it only notifies.
     local.advance(601);
@@ -230,7 +218,7 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
     assert!(summary.contains("outside the bake window"), "{response}");
     assert!(local.endpoint.mutations(mark).is_empty());
     assert_eq!(local.endpoint.published().len(), told + 1);
-    assert_eq!(product(&local).await, r2_slot);
+    assert_eq!(local.product_forward().await, r2_slot);
 
     // The alarm clears: the retired fleet goes.
     fixture::set_alarm(&local.clients, ALARM, "OK").await;

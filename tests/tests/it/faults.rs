@@ -7,12 +7,9 @@
 use cutover::aws::{Aws, InstanceQuery};
 use cutover::world::Stage;
 use cutover::Function;
-use cutover_tests::{Local, ServiceFixture};
+use cutover_tests::{Local, ServiceFixture, R1, R2, SERVICE};
 use serde_json::json;
 
-const SERVICE: &str = "mobile-zum-api";
-const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
-const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
 const STAGES: [Function; 4] = [
     Function::Provision,
     Function::RegisterTarget,
@@ -159,7 +156,7 @@ async fn run_scenario(fault: Fault) {
             assert_eq!(runs, fault.runs_needed(), "{} runs", function.as_str());
         }
         // Traffic is never half-switched, whatever failed.
-        let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+        let alb = local.alb().await;
         assert!(alb.product.forward.sole_target().is_some());
     }
     let hits = local.endpoint.calls()[mark..]
@@ -278,7 +275,7 @@ async fn a_failed_execution_is_cleaned_up_by_its_event_and_leaves_product_alone(
         )
         .await;
     assert!(!run.succeeded());
-    let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+    let alb = local.alb().await;
     assert_eq!(
         alb.product.lock.as_ref().map(|l| l.release.as_str()),
         Some(R2),

@@ -4,16 +4,10 @@
 use cutover::aws::{Aws, InstanceQuery};
 use cutover::world::{InstanceState, Stage};
 use cutover::Function;
-use cutover_tests::{fixture, local, world_snapshot, Local, ServiceFixture};
+use cutover_tests::{
+    fixture, local, params, world_snapshot, Local, ServiceFixture, R1, R2, SERVICE,
+};
 use serde_json::{json, Value};
-
-const SERVICE: &str = "mobile-zum-api";
-const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
-const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
-
-fn params(release: &str) -> Value {
-    json!({"service": SERVICE, "release": release})
-}
 
 fn rollback(release: &str) -> Value {
     json!({"service": SERVICE, "release": release, "action": "rollback"})
@@ -30,11 +24,6 @@ async fn release(local: &Local, app: &cutover::App, release: &str) {
 /// ModifyRule calls on one rule since `mark`.
 fn modify_rule_calls(local: &Local, mark: usize, rule: &str) -> usize {
     local.endpoint.rule_moves(mark, rule).len()
-}
-
-async fn product_forward(local: &Local) -> String {
-    let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
-    alb.product.forward.sole_target().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -273,10 +262,10 @@ async fn a_full_release_with_two_instances_eips_and_dns() {
 async fn rollback_restores_the_exact_previous_forward_in_one_call() {
     let (local, service, app) = setup(1, 0).await;
     release(&local, &app, R1).await;
-    let before = product_forward(&local).await;
+    let before = local.product_forward().await;
     assert_eq!(before, service.green);
     release(&local, &app, R2).await;
-    assert_eq!(product_forward(&local).await, service.blue);
+    assert_eq!(local.product_forward().await, service.blue);
 
     let mark = local.endpoint.mark();
     let run = local
@@ -288,7 +277,7 @@ async fn rollback_restores_the_exact_previous_forward_in_one_call() {
         1,
         "product moves in one call"
     );
-    let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+    let alb = local.alb().await;
     assert_eq!(alb.product.forward.sole_target(), Some(before.as_str()));
     assert_eq!(alb.product.forward.targets.len(), 1);
     let instances = Aws::new(&local.config)
@@ -311,7 +300,7 @@ async fn rollback_restores_the_exact_previous_forward_in_one_call() {
         .await;
     assert!(again.succeeded(), "{:?}", again.last());
     assert_eq!(modify_rule_calls(&local, mark, &service.product_rule), 0);
-    assert_eq!(product_forward(&local).await, before);
+    assert_eq!(local.product_forward().await, before);
 }
 
 #[tokio::test]
@@ -488,7 +477,7 @@ async fn refusals_leave_the_world_unchanged() {
             .count(mark, &["ModifyRule", "ModifyListener"]),
         0
     );
-    assert_eq!(product_forward(&local).await, service.blue);
+    assert_eq!(local.product_forward().await, service.blue);
 
     // rollback with nothing to roll back to: product on green, blue empty
     local
@@ -555,7 +544,7 @@ async fn a_person_rolls_back_with_one_invocation_and_every_message_fits_the_chat
     let (local, service, app) = setup(1, 0).await;
     release(&local, &app, R1).await;
     release(&local, &app, R2).await;
-    let product = product_forward(&local).await;
+    let product = local.product_forward().await;
 
     // What `make rollback` and the `aws lambda invoke` line in every message send.
     let mark = local.endpoint.mark();
@@ -568,7 +557,7 @@ async fn a_person_rolls_back_with_one_invocation_and_every_message_fits_the_chat
         .expect("handled");
     assert_eq!(response["result"]["outcome"], "succeeded", "{response}");
     assert_eq!(modify_rule_calls(&local, mark, &service.product_rule), 1);
-    assert_ne!(product_forward(&local).await, product, "product moved back");
+    assert_ne!(local.product_forward().await, product, "product moved back");
     // Nothing for a pipeline to hear: no job, no acknowledgement.
     assert_eq!(
         local
@@ -586,7 +575,7 @@ async fn a_person_rolls_back_with_one_invocation_and_every_message_fits_the_chat
     .await
     .expect("handled");
     assert_eq!(modify_rule_calls(&local, mark, &service.product_rule), 1);
-    assert_eq!(product_forward(&local).await, product);
+    assert_eq!(local.product_forward().await, product);
 
     let messages = local.endpoint.published_messages();
     assert!(messages.len() >= 8, "{}", messages.len());

@@ -9,20 +9,14 @@ use std::time::Duration;
 use cutover::aws::{Aws, InstanceQuery};
 use cutover::world::{InstanceState, Stage};
 use cutover::Function;
-use cutover_tests::{fixture, job_event, sample_event, AckKind, Local, ServiceFixture};
+use cutover_tests::{
+    fixture, job_event, params, sample_event, AckKind, Local, ServiceFixture, R1, R2, R3, SERVICE,
+};
 use serde_json::{json, Value};
 
-const SERVICE: &str = "mobile-zum-api";
-const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
-const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
-const R3: &str = "33333333-aaaa-4bbb-8ccc-000000000003";
 /// How long a new target stays `initial`, and a deregistered one `draining` (test clock).
 const INITIAL_S: u64 = 20;
 const DRAIN_S: u64 = 30;
-
-fn params(release: &str) -> Value {
-    json!({"service": SERVICE, "release": release})
-}
 
 async fn setup(extra: Value) -> (Local, ServiceFixture, cutover::App) {
     let (local, service, app) = Local::with_service(2, 1, extra).await;
@@ -64,7 +58,7 @@ async fn release_through_switch(local: &Local, app: &cutover::App, release: &str
 /// Product forwards to exactly one slot, which is non-empty and entirely `healthy` by the
 /// endpoint's lifecycle model (not moto's always-healthy answer).
 async fn assert_product_is_healthy(local: &Local) {
-    let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+    let alb = local.alb().await;
     let product = alb.product_slot().expect("product on one slot");
     let group = alb.slot(product);
     assert!(
@@ -100,7 +94,7 @@ async fn register_target_waits_out_initial_health_before_routing_qa() {
     assert!(run.succeeded(), "{:?}", run.acks.last());
     // Claim, verify, then `initial` for 20 s: at least two waits before pre-product moved.
     assert!(run.continuations() >= 3, "{:?}", run.acks);
-    let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+    let alb = local.alb().await;
     assert_eq!(
         alb.pre_product.forward.sole_target(),
         Some(service.green.as_str())
@@ -364,7 +358,7 @@ async fn a_later_release_waits_for_the_bake_instead_of_taking_the_slot_rollback_
         .into_iter()
         .filter(|i| i.release.as_deref() == Some(R1))
         .collect();
-    let green_or_blue = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+    let green_or_blue = local.alb().await;
     assert!(
         r1.iter()
             .all(|i| green_or_blue.blue.has(&i.id) || green_or_blue.green.has(&i.id)),

@@ -5,16 +5,8 @@
 
 use aws_sdk_elasticloadbalancingv2::types as elbt;
 use cutover::Function;
-use cutover_tests::{fixture, Local, ServiceFixture};
-use serde_json::{json, Value};
-
-const SERVICE: &str = "mobile-zum-api";
-const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
-const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
-
-fn params(release: &str) -> Value {
-    json!({"service": SERVICE, "release": release})
-}
+use cutover_tests::{fixture, params, Local, ServiceFixture, R1, R2, SERVICE};
+use serde_json::json;
 
 async fn forward_of(local: &Local, rule: &str) -> String {
     let rule = fixture::describe_rule(&local.clients, rule).await;

@@ -3,10 +3,9 @@
 //! panic, and no change to the world (no mutating call reaches the endpoint).
 
 use cutover::Function;
-use cutover_tests::{fixture, job_event, local, sample_event, AckKind, Local};
+use cutover_tests::{fixture, job_event, local, sample_event, AckKind, Local, SERVICE};
 use serde_json::{json, Value};
 
-const SERVICE: &str = "mobile-zum-api";
 const RELEASE: &str = "a1b2c3d4-5678-90ab-cdef-111122223333";
 
 enum Input {

@@ -2,15 +2,12 @@
 //! continuation token's recorded time, moved by the test: no sleeps), and dry runs that change
 //! nothing and match what the function then does.
 
-use cutover::aws::Aws;
 use cutover::world::Forward;
 use cutover::Function;
-use cutover_tests::{fixture, job_event, local, world_snapshot, AckKind, Local, ServiceFixture};
+use cutover_tests::{
+    fixture, job_event, local, world_snapshot, AckKind, Local, ServiceFixture, R1, R2, SERVICE,
+};
 use serde_json::{json, Value};
-
-const SERVICE: &str = "mobile-zum-api";
-const R1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
-const R2: &str = "22222222-aaaa-4bbb-8ccc-000000000002";
 
 async fn setup() -> (Local, ServiceFixture, cutover::App) {
     let (local, service, app) = Local::with_service(2, 0, json!({"STICKY_S": 300})).await;
@@ -42,7 +39,7 @@ async fn setup() -> (Local, ServiceFixture, cutover::App) {
 
 /// (blue weight, green weight) of the product route; a plain forward counts as 100/0.
 async fn weights(local: &Local, service: &ServiceFixture) -> (i32, i32) {
-    let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+    let alb = local.alb().await;
     let forward: Forward = alb.product.forward;
     if let Some(sole) = forward.sole_target() {
         return if sole == service.blue {
@@ -125,7 +122,7 @@ async fn a_canary_whose_targets_turn_unhealthy_rolls_itself_back() {
     let params = json!({"service": SERVICE, "release": R2, "strategy": "canary:10:5"});
     let ack = invoke(&local, &app, &params, None).await;
     assert_eq!(weights(&local, &service).await, (10, 90));
-    let alb = Aws::new(&local.config).alb(SERVICE).await.unwrap();
+    let alb = local.alb().await;
     local
         .clients
         .ec2

@@ -5,11 +5,8 @@ use cutover::aws::{Aws, InstanceQuery};
 use cutover::event::Invocation;
 use cutover::world::{RouteRole, Slot};
 use cutover::Function;
-use cutover_tests::{events_dir, fixture, local, sample_event, AckKind};
+use cutover_tests::{events_dir, fixture, local, sample_event, AckKind, SERVICE, VARIABLE};
 use serde_json::json;
-
-const SERVICE: &str = "mobile-zum-api";
-const VARIABLE: &str = "MOBILE_ZUM_API";
 
 #[test]
 fn every_sample_event_parses() {
