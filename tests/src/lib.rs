@@ -88,6 +88,17 @@ pub fn sample_event(file: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The sample alarm state-change event, sent at `at` (unix seconds): cutover acts on an alarm
+/// event only inside the bake window of the release that serves, by the event's own time.
+pub fn alarm_event(at: u64) -> Value {
+    let mut event = sample_event("switch-listener-alarm.json");
+    let time = aws_smithy_types::DateTime::from_secs(at as i64)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .expect("a time RFC 3339 can write");
+    event["time"] = Value::from(time);
+    event
+}
+
 /// A CodePipeline job event built from the sample file of `function`, with this job id,
 /// these `UserParameters` and (when CodePipeline continues a job) a continuation token.
 pub fn job_event(
@@ -200,6 +211,11 @@ impl Local {
             .sole_target()
             .unwrap_or("split")
             .to_owned()
+    }
+
+    /// The tests' clock, in unix seconds.
+    pub fn now(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
     }
 
     pub fn advance(&self, seconds: u64) {

@@ -30,10 +30,19 @@ pub enum Invocation {
     /// A scheduled EventBridge rule.
     Schedule,
     /// `CloudWatch Alarm State Change`: an alarm some service's `ALARMS` may name.
-    AlarmChange { alarm: String, state: String },
+    AlarmChange {
+        alarm: String,
+        state: String,
+        /// The event's `time` (unix seconds): when the alarm changed, not when it arrives.
+        at: Option<u64>,
+    },
     /// A person rolling a service back: `{"service": "...", "action": "rollback"}`, invoked
-    /// directly (IAM decides who may). Product returns to the previous fleet in one call.
-    Rollback { service: ServiceName },
+    /// directly (IAM decides who may), optionally with `"release"`, the release to roll back
+    /// from. Product returns to the previous fleet in one call; a second one moves nothing.
+    Rollback {
+        service: ServiceName,
+        release: Option<ReleaseId>,
+    },
 }
 
 /// What a person sends to roll a service back.
@@ -42,6 +51,8 @@ pub enum Invocation {
 struct RollbackRequest {
     service: String,
     action: Action,
+    #[serde(default)]
+    release: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -217,16 +228,33 @@ fn parse_alarm_change(event: &Value) -> Result<Invocation, BadEvent> {
             .map(str::to_owned)
             .ok_or_else(|| BadEvent(format!("alarm state change: `{pointer}` is missing")))
     };
+    let at = match event.get("time").and_then(Value::as_str) {
+        None => None,
+        Some(time) => Some(
+            aws_smithy_types::DateTime::from_str(
+                time,
+                aws_smithy_types::date_time::Format::DateTime,
+            )
+            .ok()
+            .and_then(|t| u64::try_from(t.secs()).ok())
+            .ok_or_else(|| {
+                BadEvent(format!(
+                    "alarm state change: `time` `{time}` is not an RFC 3339 time"
+                ))
+            })?,
+        ),
+    };
     Ok(Invocation::AlarmChange {
         alarm: field("/detail/alarmName")?,
         state: field("/detail/state/value")?,
+        at,
     })
 }
 
 fn parse_rollback(event: Value) -> Result<Invocation, BadEvent> {
     let request: RollbackRequest = serde_json::from_value(event).map_err(|e| {
         BadEvent(format!(
-            "a rollback is {{\"service\": ..., \"action\": \"rollback\"}}: {e}"
+            "a rollback is {{\"service\": ..., \"action\": \"rollback\"}}, optionally with \"release\": {e}"
         ))
     })?;
     if request.action != Action::Rollback {
@@ -237,7 +265,11 @@ fn parse_rollback(event: Value) -> Result<Invocation, BadEvent> {
     }
     let service =
         ServiceName::parse(&request.service).map_err(|e| BadEvent(format!("service: {e}")))?;
-    Ok(Invocation::Rollback { service })
+    let release = request
+        .release
+        .map(|r| ReleaseId::parse(&r).map_err(|e| BadEvent(format!("release: {e}"))))
+        .transpose()?;
+    Ok(Invocation::Rollback { service, release })
 }
 
 fn parse_job(event: Value) -> Result<Invocation, BadEvent> {

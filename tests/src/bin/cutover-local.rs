@@ -422,7 +422,16 @@ impl Demo {
     async fn event(&mut self, function: Function, sample: &str) -> Result<(), String> {
         let started = Instant::now();
         let file = self.work.join(format!("events/{sample}"));
-        write_json(&file, &cutover_tests::sample_event(sample))?;
+        let mut event = cutover_tests::sample_event(sample);
+        if event.get("time").is_some() {
+            // Sent now, as EventBridge would: an alarm event counts by its own time.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            event["time"] = cutover_tests::alarm_event(now)["time"].clone();
+        }
+        write_json(&file, &event)?;
         let emulator = &self.emulator;
         let response = tokio::task::block_in_place(|| emulator.invoke(function, &file))
             .map_err(|e| format!("cargo lambda invoke {}: {e}", function.as_str()))?;

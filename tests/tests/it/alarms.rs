@@ -4,9 +4,7 @@
 //! retired fleet is kept while an alarm fires.
 
 use cutover::Function;
-use cutover_tests::{
-    fixture, job_event, params, sample_event, AckKind, Local, ServiceFixture, R1, R2, SERVICE,
-};
+use cutover_tests::{fixture, job_event, params, AckKind, Local, ServiceFixture, R1, R2, SERVICE};
 use serde_json::{json, Value};
 
 /// The name the sample event in `events/` carries.
@@ -141,7 +139,23 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
 
     // The alarm fires inside R1's bake: product back to R1's fleet in one call, R2's kept.
     fixture::set_alarm(&local.clients, ALARM, "ALARM").await;
-    let event = sample_event("switch-listener-alarm.json");
+    // An event from before R2's switch, delivered late (Lambda's asynchronous queue keeps
+    // events for hours): it speaks of another release, nothing moves.
+    let mark = local.endpoint.mark();
+    let late = app
+        .handle(
+            Function::SwitchListener,
+            cutover_tests::alarm_event(local.now() - 3_600),
+        )
+        .await
+        .unwrap();
+    assert!(
+        late.to_string()
+            .contains("is older than the release serving"),
+        "{late}"
+    );
+    assert!(local.endpoint.mutations(mark).is_empty());
+    let event = cutover_tests::alarm_event(local.now());
     let mark = local.endpoint.mark();
     let response = app
         .handle(Function::SwitchListener, event.clone())
@@ -211,7 +225,13 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
     fixture::set_alarm(&local.clients, ALARM, "ALARM").await;
     let mark = local.endpoint.mark();
     let told = local.endpoint.published().len();
-    let response = app.handle(Function::SwitchListener, event).await.unwrap();
+    let response = app
+        .handle(
+            Function::SwitchListener,
+            cutover_tests::alarm_event(local.now()),
+        )
+        .await
+        .unwrap();
     let summary = response["services"][SERVICE]["summary"]
         .as_str()
         .unwrap_or_default();

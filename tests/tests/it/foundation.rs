@@ -29,15 +29,15 @@ fn every_sample_event_parses() {
             }
             Invocation::PipelineExecution { state, .. } => assert_eq!(state, "FAILED", "{file}"),
             Invocation::Schedule => assert!(file.contains("schedule"), "{file}"),
-            Invocation::AlarmChange { alarm, state } => {
+            Invocation::AlarmChange { alarm, state, at } => {
                 assert_eq!(
-                    (alarm.as_str(), state.as_str()),
-                    ("cutover-mobile-zum-api-5xx", "ALARM")
+                    (alarm.as_str(), state.as_str(), at),
+                    ("cutover-mobile-zum-api-5xx", "ALARM", Some(1_796_014_800))
                 );
                 assert!(file.contains("alarm"), "{file}");
             }
-            Invocation::Rollback { service } => {
-                assert_eq!(service.as_str(), SERVICE, "{file}");
+            Invocation::Rollback { service, release } => {
+                assert_eq!((service.as_str(), release), (SERVICE, None), "{file}");
                 assert!(file.contains("rollback-by-hand"), "{file}");
             }
         }

@@ -566,16 +566,51 @@ async fn a_person_rolls_back_with_one_invocation_and_every_message_fits_the_chat
         0
     );
 
-    // A second rollback by hand goes back the other way (the roles swapped), still one call.
-    let mark = local.endpoint.mark();
-    app.handle(
-        Function::SwitchListener,
+    let rolled_back_to = local.product_forward().await;
+
+    // The same command sent again (a retried or doubled `aws lambda invoke`), with and without
+    // the release it names: a success that moves nothing and says so. Product stays on the good
+    // release, and the mark still names the bad one, so a later alarm cannot undo it either.
+    for again in [
         json!({"service": SERVICE, "action": "rollback"}),
-    )
-    .await
-    .expect("handled");
-    assert_eq!(modify_rule_calls(&local, mark, &service.product_rule), 1);
-    assert_eq!(local.product_forward().await, product);
+        json!({"service": SERVICE, "action": "rollback", "release": R2}),
+    ] {
+        let mark = local.endpoint.mark();
+        let response = app
+            .handle(Function::SwitchListener, again)
+            .await
+            .expect("handled");
+        assert_eq!(response["result"]["outcome"], "succeeded", "{response}");
+        assert!(
+            response
+                .to_string()
+                .contains("already rolled back from release"),
+            "{response}"
+        );
+        assert_eq!(modify_rule_calls(&local, mark, &service.product_rule), 0);
+        assert_eq!(local.product_forward().await, rolled_back_to);
+        assert_eq!(
+            local.alb().await.product.rolled_back.map(|m| m.release),
+            Some(R2.to_owned())
+        );
+    }
+    // Naming a release that does not serve is refused, naming the one that does.
+    let mark = local.endpoint.mark();
+    let response = app
+        .handle(
+            Function::SwitchListener,
+            json!({"service": SERVICE, "action": "rollback", "release": R1}),
+        )
+        .await
+        .expect("handled");
+    assert_eq!(response["result"]["outcome"], "failed", "{response}");
+    assert!(
+        response
+            .to_string()
+            .contains(&format!("release {R1} serves")),
+        "{response}"
+    );
+    assert!(local.endpoint.mutations(mark).is_empty());
 
     let messages = local.endpoint.published_messages();
     assert!(messages.len() >= 8, "{}", messages.len());

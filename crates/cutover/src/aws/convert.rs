@@ -48,7 +48,9 @@ pub(super) fn route_of_service(
     Ok(Some(Route {
         kept_actions: kept_actions(&arn, &actions)?,
         previous: tags.get(TAG_PREVIOUS).cloned(),
-        rolled_back: tags.get(TAG_ROLLED_BACK).cloned(),
+        rolled_back: tags.get(TAG_ROLLED_BACK).map(|release| {
+            RollbackMark::parse(release, tags.get(TAG_ROLLED_BACK_BY).map(String::as_str))
+        }),
         lock: tags.get(TAG_LOCK).and_then(|v| Lock::parse(v)),
         arn,
         role,

@@ -28,6 +28,13 @@ pub fn cleanup(input: &CleanupInput) -> Planned {
     let (service, alb) = (input.service, input.alb);
     let product = match alb.product_slot() {
         Ok(slot) => alb.slot(slot),
+        // Both slots serve while product is split: nothing goes until one does alone, and the
+        // team is not told every five minutes.
+        Err(_) if RouteState::read(alb, input.instances).is_ok_and(|s| s.is_split()) => {
+            return Ok(Plan::wait(Phase::Shift).with_notes(vec![format!(
+                "{service}: product is split between the slots (a gradual shift or a rollback in flight); cleanup waits"
+            )]))
+        }
         Err(why) => return refuse(format!("cleanup needs to know what serves product: {why}")),
     };
     let mut notes = Vec::new();

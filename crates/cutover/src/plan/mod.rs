@@ -18,6 +18,8 @@ mod cleanup;
 mod provision;
 mod records;
 mod register;
+mod rollback;
+mod route;
 mod switch;
 
 use self::addresses::*;
@@ -25,6 +27,8 @@ pub use self::cleanup::*;
 pub use self::provision::*;
 pub use self::records::*;
 pub use self::register::*;
+pub use self::rollback::*;
+pub use self::route::*;
 pub use self::switch::*;
 
 /// How long provision waits for instances to reach `running`.

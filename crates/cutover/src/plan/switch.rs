@@ -51,6 +51,11 @@ pub fn switch(input: &SwitchInput) -> Planned {
     } else {
         share == 0
     };
+    if input.action == Action::Release {
+        if let Some(stop) = stopped_by_a_rollback(input, release_slot) {
+            return stop;
+        }
+    }
     let lock = alb.product.lock.as_ref();
     if let Some(conflict) = lock_conflict(lock, release, service, input.now) {
         if input.action == Action::Release {
@@ -70,7 +75,7 @@ pub fn switch(input: &SwitchInput) -> Planned {
     }
     if input.action == Action::Release && input.strategy.is_gradual() && !product_at_to {
         if let Some(step) = gradual_step(input, release_slot, share) {
-            return step.map(|plan| plan.noting(alarm_notes));
+            return step.map(|plan| clear_a_rollback_first(alb, plan).noting(alarm_notes));
         }
     }
     let current = if product_at_to { to } else { to.other() };
@@ -82,6 +87,12 @@ pub fn switch(input: &SwitchInput) -> Planned {
         });
     }
     let what = if product_at_to { "already" } else { "now" };
+    if input.action == Action::Release {
+        cutover = Cutover {
+            steps: clear_a_rollback_first(alb, Plan::again().with_steps(cutover.steps)).steps,
+            ..cutover
+        };
+    }
     Ok(Plan::done(format!(
         "release {release} of {service} {verb}: product {what} on the {to} slot ({}), pre-product on {}",
         describe_forward(&Forward::to(&alb.slot(to).arn)),
@@ -90,6 +101,55 @@ pub fn switch(input: &SwitchInput) -> Planned {
     .with_steps(cutover.steps)
     .with_notes(cutover.notes)
     .noting(alarm_notes))
+}
+
+/// A release moving product clears a rollback mark first (`plan::route`): once it moves, an alarm
+/// must be able to roll it back. A plan that does not move product (a replay) leaves the mark.
+fn clear_a_rollback_first(alb: &Alb, plan: Plan) -> Plan {
+    let moves_product = plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::SetForward { route, .. } if *route == alb.product.arn));
+    match clear_rollback(&alb.product).filter(|_| moves_product) {
+        Some(clear) => {
+            let mut steps = vec![clear];
+            steps.extend(plan.steps);
+            Plan { steps, ..plan }
+        }
+        None => plan,
+    }
+}
+
+/// A release's job that was rolled back while it ran (a shift's continuation, a handed-over
+/// invocation) stops: never resumes the shift. Product still partly on the release (a step that
+/// landed after the rollback's move) goes back to the old slot in the same call a rollback makes.
+fn stopped_by_a_rollback(input: &SwitchInput, release_slot: Slot) -> Option<Planned> {
+    let alb = input.alb;
+    let mark = alb
+        .product
+        .rolled_back
+        .as_ref()
+        .filter(|m| m.release == input.release.as_str())?;
+    let rolling_back = matches!(
+        RouteState::read(alb, input.instances),
+        Ok(RouteState::RollingBack { .. })
+    );
+    let started = input.progress.map(|p| p.since);
+    if !rolling_back && started.is_none_or(|since| mark.at < since) {
+        // A new run of the stage after the rollback: going forward again is a release.
+        return None;
+    }
+    let old = alb.slot(release_slot.other());
+    let message = format!(
+        "release {} of {} was {mark}: the switch stops and never resumes; product stays on the {} slot ({}); run this stage again to go forward",
+        input.release, input.service, old.slot, old.name
+    );
+    if rolling_back {
+        return Some(Ok(
+            Plan::abort(message).with_steps(vec![alb.product.repoint(Forward::to(&old.arn))])
+        ));
+    }
+    Some(refuse(message))
 }
 
 /// A rollback goes to the previous fleet, never to a release that is in QA in that slot now.
@@ -316,16 +376,6 @@ fn cutover_steps(input: &SwitchInput, current: Slot, to: Slot) -> Result<Cutover
     let mut route_tags = BTreeMap::new();
     if alb.product.previous.as_deref() != Some(from.arn.as_str()) {
         route_tags.insert(TAG_PREVIOUS.to_owned(), from.arn.clone());
-    }
-    match input.action {
-        Action::Rollback if alb.product.rolled_back.as_deref() != Some(input.release.as_str()) => {
-            route_tags.insert(TAG_ROLLED_BACK.to_owned(), input.release.to_string());
-        }
-        Action::Release if alb.product.rolled_back.is_some() => steps.push(Step::UntagRoute {
-            route: alb.product.arn.clone(),
-            keys: vec![TAG_ROLLED_BACK.to_owned()],
-        }),
-        _ => {}
     }
     if !route_tags.is_empty() {
         steps.push(Step::TagRoute {

@@ -207,11 +207,15 @@ pub(super) fn plan_for(
         Work::Cleanup { service, scope } if cfg!(feature = "cleanup") => {
             return cleanup(service, scope.clone(), None)
         }
-        Work::Rollback { service } if cfg!(feature = "switch-listener") => {
-            return roll_back(service, settings, seen, now)
+        Work::Rollback { .. } if cfg!(feature = "switch-listener") => {
+            return roll_back(work, plan::Trigger::Hand, settings, seen, now)
         }
-        Work::AlarmRollback { service, alarm } if cfg!(feature = "switch-listener") => {
-            return alarm_roll_back(service, alarm, settings, seen, now)
+        Work::AlarmRollback { alarm, at, .. } if cfg!(feature = "switch-listener") => {
+            let trigger = plan::Trigger::Alarm {
+                name: alarm,
+                at: *at,
+            };
+            return roll_back(work, trigger, settings, seen, now);
         }
         _ => return not_built(work.function()),
     };
@@ -242,6 +246,12 @@ pub(super) fn plan_for(
                 progress,
                 now,
             })
+        }
+        Function::SwitchListener
+            if cfg!(feature = "switch-listener")
+                && request.action == crate::event::Action::Rollback =>
+        {
+            roll_back(work, plan::Trigger::Pipeline, settings, seen, now)
         }
         Function::SwitchListener if cfg!(feature = "switch-listener") => {
             plan::switch(&plan::SwitchInput {
@@ -275,75 +285,28 @@ fn not_built(function: Function) -> Planned {
     )))
 }
 
-/// An alarm of the service fired. Inside the bake window (the fleet product left still stands
-/// in the other slot) product goes back to it in one call; otherwise nothing moves, and the team
-/// is told. Product that is itself a rollback (`cutover:rolled-back`) is never rolled back by an
-/// alarm: a replayed event, or an alarm still firing after a rollback by hand, moves nothing.
-fn alarm_roll_back(
-    service: &ServiceName,
-    alarm: &str,
+/// A rollback by hand or by an alarm: `plan::roll_back` reads the route's state.
+fn roll_back(
+    work: &Work<'_>,
+    trigger: plan::Trigger<'_>,
     settings: &ServiceSettings,
     seen: &Seen,
     now: u64,
 ) -> Planned {
-    let serving = seen.alb.product_slot().map_err(|why| {
-        plan::Refusal(format!(
-            "alarm {alarm}: cannot tell what serves {service}: {why}"
-        ))
-    })?;
-    if let Some(from) = &seen.alb.product.rolled_back {
-        return Ok(Plan::done(format!(
-            "alarm {alarm} is in ALARM; {service} was already rolled back from release {from}, \
-             nothing moved"
-        )));
-    }
-    let baking = seen.instances.iter().any(|i| {
-        seen.alb.slot(serving.other()).has(&i.id)
-            && i.stage == Some(crate::world::Stage::Retired)
-            && i.retired_at
-                .is_some_and(|at| at.saturating_add(settings.bake_s) > now)
-    });
-    if !baking {
-        return Ok(Plan::done(format!(
-            "alarm {alarm} is in ALARM outside the bake window of {service} (no previous fleet \
-             stands to roll back to): nothing moved"
-        )));
-    }
-    let plan = roll_back(service, settings, seen, now)?;
-    Ok(plan.noting(vec![format!(
-        "alarm {alarm} went to ALARM inside the bake window: rolled back"
-    )]))
-}
-
-/// The release serving product now, rolled back: product to the other slot, in one call.
-fn roll_back(service: &ServiceName, settings: &ServiceSettings, seen: &Seen, now: u64) -> Planned {
-    let serving = seen
-        .alb
-        .product_slot()
-        .map_err(|why| plan::Refusal(format!("cannot roll back {service}: {why}")))?;
-    let release = seen
-        .instances
-        .iter()
-        .filter(|i| seen.alb.slot(serving).has(&i.id))
-        .find_map(|i| i.release.clone())
-        .ok_or_else(|| {
-            plan::Refusal(format!(
-                "cannot roll back {service}: no release of it serves product from the {serving} slot"
-            ))
-        })?;
-    plan::switch(&plan::SwitchInput {
-        service,
-        release: &release,
-        action: crate::event::Action::Rollback,
+    let release = match work {
+        Work::Rollback { release, .. } => *release,
+        _ => None,
+    };
+    plan::roll_back(&plan::RollbackInput {
+        service: work.service(),
+        release,
+        trigger,
         settings,
         alb: &seen.alb,
         instances: &seen.instances,
         addresses: &seen.addresses,
         dns: seen.dns.as_ref(),
-        strategy: crate::event::Strategy::AllAtOnce,
         alarms: &seen.alarms,
-        ignore_alarms: true,
-        progress: None,
         now,
     })
 }
@@ -360,12 +323,17 @@ pub(super) enum Work<'a> {
         service: &'a ServiceName,
         scope: CleanupScope,
     },
-    /// A rollback by hand of whatever release serves product.
-    Rollback { service: &'a ServiceName },
+    /// A rollback by hand of whatever release serves product, or of the one named.
+    Rollback {
+        service: &'a ServiceName,
+        release: Option<&'a ReleaseId>,
+    },
     /// A rollback because one of the service's alarms fired, if inside its bake window.
     AlarmRollback {
         service: &'a ServiceName,
         alarm: &'a str,
+        /// The event's time.
+        at: Option<u64>,
     },
 }
 
@@ -374,7 +342,7 @@ impl Work<'_> {
         match self {
             Work::Job { request, .. } => &request.service,
             Work::Cleanup { service, .. }
-            | Work::Rollback { service }
+            | Work::Rollback { service, .. }
             | Work::AlarmRollback { service, .. } => service,
         }
     }

@@ -144,17 +144,17 @@ impl<C: Cloud> App<C> {
             Invocation::Schedule if function == Function::Cleanup && cfg!(feature = "cleanup") => {
                 self.sweep().instrument(tracing::info_span!("sweep")).await
             }
-            Invocation::AlarmChange { alarm, state }
+            Invocation::AlarmChange { alarm, state, at }
                 if function == Function::SwitchListener && cfg!(feature = "switch-listener") =>
             {
                 let span = tracing::info_span!("alarm", alarm = %alarm, state = %state);
-                Box::pin(self.alarm_changed(&alarm, &state).instrument(span)).await
+                Box::pin(self.alarm_changed(&alarm, &state, at).instrument(span)).await
             }
-            Invocation::Rollback { service }
+            Invocation::Rollback { service, release }
                 if function == Function::SwitchListener && cfg!(feature = "switch-listener") =>
             {
                 let span = tracing::info_span!("rollback", service = %service);
-                Box::pin(self.roll_back(&service).instrument(span)).await
+                Box::pin(self.roll_back(&service, release.as_ref()).instrument(span)).await
             }
             _ => {
                 let bad = BadEvent(format!(
@@ -289,17 +289,34 @@ impl<C: Cloud> App<C> {
     }
 
     /// A rollback by hand: product back to the previous fleet in one call, told to the team.
-    async fn roll_back(&self, service: &ServiceName) -> Result<Value, Error> {
+    async fn roll_back(
+        &self,
+        service: &ServiceName,
+        release: Option<&ReleaseId>,
+    ) -> Result<Value, Error> {
         let started = Instant::now();
-        let outcome = self.rollback_outcome(&Work::Rollback { service }).await;
-        self.notify(Function::SwitchListener, service, None, &outcome, started)
+        let outcome = self
+            .rollback_outcome(&Work::Rollback { service, release })
             .await;
+        self.notify(
+            Function::SwitchListener,
+            service,
+            release,
+            &outcome,
+            started,
+        )
+        .await;
         Ok(json!({ "service": service, "result": outcome }))
     }
 
     /// An alarm changed state. In ALARM, every service whose `ALARMS` name it is rolled back if
     /// it is inside its bake window, and told either way; other states change nothing.
-    async fn alarm_changed(&self, alarm: &str, state: &str) -> Result<Value, Error> {
+    async fn alarm_changed(
+        &self,
+        alarm: &str,
+        state: &str,
+        at: Option<u64>,
+    ) -> Result<Value, Error> {
         if state != "ALARM" {
             info!("alarm state {state}: nothing to do");
             return Ok(json!({ "alarm": alarm, "state": state, "services": {} }));
@@ -310,6 +327,7 @@ impl<C: Cloud> App<C> {
             let work = Work::AlarmRollback {
                 service: &service,
                 alarm,
+                at,
             };
             let outcome = self.rollback_outcome(&work).await;
             self.notify(Function::SwitchListener, &service, None, &outcome, started)

@@ -21,9 +21,12 @@ pub const TAG_RELEASE: &str = "cutover:release";
 pub const TAG_INDEX: &str = "cutover:index";
 pub const TAG_RETIRED_AT: &str = "cutover:retired-at";
 pub const TAG_PREVIOUS: &str = "cutover:previous";
-/// On the product route after a rollback: the release rolled back from. The next release of the
-/// service removes it; an alarm never rolls back a rollback.
+/// On the product route from the moment a rollback starts: the release rolled back from, written
+/// (with `TAG_ROLLED_BACK_BY`) in one call before the move. The next release removes both before
+/// its own move. `plan::route` owns what they mean.
 pub const TAG_ROLLED_BACK: &str = "cutover:rolled-back";
+/// Beside `TAG_ROLLED_BACK`: `<who>@<unix seconds>`.
+pub const TAG_ROLLED_BACK_BY: &str = "cutover:rolled-back-by";
 /// On the product route: `<release>@<unix seconds>`, the release that holds the service.
 pub const TAG_LOCK: &str = "cutover:lock";
 /// On a target group: the listener its service's routes are on (a hint that saves a read of every
@@ -323,9 +326,9 @@ pub struct Route {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept_actions: Vec<KeptAction>,
     pub previous: Option<String>,
-    /// On the product route: the release a rollback moved product away from, until the next
-    /// release.
-    pub rolled_back: Option<String>,
+    /// On the product route: the rollback that moves (or moved) product away from a release,
+    /// until the next release.
+    pub rolled_back: Option<RollbackMark>,
     /// On the product route: the release holding the service.
     pub lock: Option<Lock>,
     /// Host-header and path conditions, for telling people where QA is.
@@ -344,6 +347,55 @@ impl Route {
             forward_order: self.forward_order,
             keep: self.kept_actions.clone(),
         }
+    }
+}
+
+/// A rollback, as the product route's tags record it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackMark {
+    /// The release rolled back from.
+    pub release: String,
+    /// Who asked: `hand` (a person), `alarm:<name>`, `pipeline`.
+    pub by: String,
+    /// When the rollback started (unix seconds); 0 for a mark written before this was recorded.
+    pub at: u64,
+}
+
+impl RollbackMark {
+    pub fn parse(release: &str, by_at: Option<&str>) -> Self {
+        let (by, at) = by_at
+            .and_then(|v| v.rsplit_once('@'))
+            .map(|(by, at)| (by.to_owned(), at.parse().unwrap_or(0)))
+            .unwrap_or_else(|| ("unknown".to_owned(), 0));
+        RollbackMark {
+            release: release.to_owned(),
+            by,
+            at,
+        }
+    }
+
+    pub fn by_value(&self) -> String {
+        // ELB tag values allow letters, digits, spaces and `_ . : / = + - @`.
+        let by: String = self
+            .by
+            .chars()
+            .map(|c| match c {
+                c if c.is_ascii_alphanumeric() || " _.:/=+-".contains(c) => c,
+                _ => '-',
+            })
+            .take(200)
+            .collect();
+        format!("{by}@{}", self.at)
+    }
+}
+
+impl fmt::Display for RollbackMark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rolled back from release {} by {} at {}",
+            self.release, self.by, self.at
+        )
     }
 }
 

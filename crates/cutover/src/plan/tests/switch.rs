@@ -87,33 +87,35 @@ fn switch_replayed_after_a_crash_finishes_without_moving_traffic_again() {
 }
 
 #[test]
-fn rollback_is_the_mirror_image_and_idempotent() {
+fn rollback_is_the_mirror_image_marked_before_it_moves_and_idempotent() {
     let (mut world, mut instances) = released_world();
     world.product.forward = Forward::to(GREEN);
     world.pre_product.forward = Forward::to(BLUE);
     instances[0].stage = Some(Stage::Retired);
     instances[0].retired_at = Some(NOW - 10);
     instances[1].stage = Some(Stage::Product);
-    let plan = switch_plan(Action::Rollback, &world, &instances).expect("a plan");
+    let plan = rollback_plan(Trigger::Pipeline, None, &world, &instances).expect("a plan");
     assert!(
-        matches!(&plan.steps[0], Step::SetForward { role: RouteRole::Product, to, .. } if to == &Forward::to(BLUE))
+        matches!(&plan.steps[0], Step::TagRoute { tags, .. } if tags.get(TAG_ROLLED_BACK).map(String::as_str) == Some("r2")),
+        "the mark goes first, alone: {:?}",
+        plan.steps
+    );
+    assert!(
+        matches!(&plan.steps[1], Step::SetForward { role: RouteRole::Product, to, .. } if to == &Forward::to(BLUE))
     );
     assert!(plan.steps.iter().any(
         |s| matches!(s, Step::UntagInstances { instance_ids, .. } if instance_ids == &["i-old"])
-    ));
-    assert!(plan.steps.iter().any(
-        |s| matches!(s, Step::TagRoute { tags, .. } if tags.get(TAG_ROLLED_BACK).map(String::as_str) == Some("r2"))
     ));
 
     // After the rollback: product on blue, the bad release retired, pre-product on it.
     world.product.forward = Forward::to(BLUE);
     world.pre_product.forward = Forward::to(GREEN);
     world.product.previous = Some(GREEN.into());
-    world.product.rolled_back = Some("r2".into());
+    world.product.rolled_back = Some(mark("r2", NOW));
     instances[0].stage = Some(Stage::Product);
     instances[0].retired_at = None;
     instances[1].stage = Some(Stage::Retired);
-    let again = switch_plan(Action::Rollback, &world, &instances).expect("a plan");
+    let again = rollback_plan(Trigger::Pipeline, None, &world, &instances).expect("a plan");
     assert!(again.steps.is_empty(), "{:?}", again.steps);
 }
 
@@ -288,11 +290,38 @@ fn a_shift_that_would_outlive_the_action_rolls_back_first() {
 }
 
 #[test]
-fn the_next_release_clears_the_rollback_mark() {
+fn the_next_release_clears_the_rollback_mark_before_it_moves() {
     let (mut world, instances) = released_world();
-    world.product.rolled_back = Some("r1".into());
+    world.product.rolled_back = Some(mark("r1", NOW - 50));
     let plan = switch_plan(Action::Release, &world, &instances).expect("a plan");
-    assert!(plan.steps.iter().any(
-        |s| matches!(s, Step::UntagRoute { keys, .. } if keys == &[TAG_ROLLED_BACK.to_owned()])
+    assert!(
+        matches!(&plan.steps[0], Step::UntagRoute { keys, .. } if keys == &[TAG_ROLLED_BACK.to_owned(), TAG_ROLLED_BACK_BY.to_owned()]),
+        "{:?}",
+        plan.steps
+    );
+    assert!(matches!(
+        &plan.steps[1],
+        Step::SetForward {
+            role: RouteRole::Product,
+            ..
+        }
     ));
+}
+
+#[test]
+fn a_replayed_release_that_moves_nothing_leaves_a_newer_rollback_marked() {
+    let (mut world, mut instances) = released_world();
+    // r2 released, then r3 released and rolled back: product is on r2's slot with r3's mark.
+    world.product.forward = Forward::to(GREEN);
+    world.product.rolled_back = Some(mark("r3", NOW - 50));
+    instances[1].stage = Some(Stage::Product);
+    let plan = switch_plan(Action::Release, &world, &instances).expect("a plan");
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::UntagRoute { .. })),
+        "{:?}",
+        plan.steps
+    );
 }

@@ -1,0 +1,231 @@
+//! Rollbacks, whoever sends them (a person, an alarm, a pipeline job), read through
+//! `RouteState`: a rollback when product is already a rollback moves nothing, one in flight is
+//! finished, one in the middle of a shift puts product on 100 % of the old slot in one call.
+
+use super::*;
+
+/// Who asks for a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger<'a> {
+    /// A person, invoking switch-listener directly.
+    Hand,
+    /// A CloudWatch alarm's state-change event: its alarm, and the event's time.
+    Alarm { name: &'a str, at: Option<u64> },
+    /// A CodePipeline job with `"action": "rollback"`.
+    Pipeline,
+}
+
+impl Trigger<'_> {
+    fn by(&self) -> String {
+        match self {
+            Trigger::Hand => "hand".to_owned(),
+            Trigger::Alarm { name, .. } => format!("alarm:{name}"),
+            Trigger::Pipeline => "pipeline".to_owned(),
+        }
+    }
+}
+
+pub struct RollbackInput<'a> {
+    pub service: &'a ServiceName,
+    /// The release to roll back from, when the caller names one: refused unless it serves (or
+    /// was already rolled back from).
+    pub release: Option<&'a ReleaseId>,
+    pub trigger: Trigger<'a>,
+    pub settings: &'a ServiceSettings,
+    pub alb: &'a Alb,
+    pub instances: &'a [Instance],
+    pub addresses: &'a [Address],
+    pub dns: Option<&'a Dns>,
+    pub alarms: &'a [Alarm],
+    pub now: u64,
+}
+
+pub fn roll_back(input: &RollbackInput) -> Planned {
+    let (service, alb) = (input.service, input.alb);
+    let state = RouteState::read(alb, input.instances)
+        .map_err(|why| Refusal(format!("cannot roll back {service}: {why}")))?;
+    match state {
+        RouteState::RolledBack { mark, slot } => {
+            if let Some(asked) = input.release.filter(|r| r.as_str() != mark.release) {
+                return refuse(format!(
+                    "release {asked} of {service} is not serving: {} serves product on the {slot} slot ({mark})",
+                    serving_release(input, slot)
+                ));
+            }
+            let summary = format!(
+                "{service} was already {mark}; nothing moved (going forward again is a release)"
+            );
+            // A rollback that stopped after its move finishes its bookkeeping.
+            let finish = ReleaseId::parse(&mark.release)
+                .ok()
+                .and_then(|from| rollback_switch(input, &from).ok());
+            Ok(match finish {
+                Some(plan) => Plan::done(summary).with_steps(plan.steps),
+                None => Plan::done(summary),
+            })
+        }
+        RouteState::RollingBack { mark, to } => {
+            refuse_another_release(input, &mark.release, to.other())?;
+            let from = ReleaseId::parse(&mark.release).map_err(Refusal)?;
+            let plan = rollback_switch(input, &from)?;
+            Ok(plan.noting(vec![format!(
+                "finished the rollback from release {} started by {} at {}",
+                mark.release, mark.by, mark.at
+            )]))
+        }
+        RouteState::Shifting { toward, share } => {
+            let Some(release) = release_in(alb, input.instances, toward) else {
+                return refuse(format!(
+                    "cannot roll back {service}: no release is registered in the {toward} slot it shifts to"
+                ));
+            };
+            refuse_another_release(input, release.as_str(), toward)?;
+            if let Some(quiet) = alarm_not_firing(input) {
+                return Ok(Plan::done(quiet));
+            }
+            let old = alb.slot(toward.other());
+            refuse_an_empty_or_unhealthy(service, old)?;
+            Ok(Plan::done(format!(
+                "release {release} of {service} rolled back at {share}% of its shift: product on 100% of the {} slot ({})",
+                old.slot, old.name
+            ))
+            .with_steps(vec![
+                mark_rollback(&alb.product, &release, &input.trigger.by(), input.now),
+                alb.product.repoint(Forward::to(&old.arn)),
+            ]))
+        }
+        RouteState::Serving { slot } => {
+            let Some(release) = release_in(alb, input.instances, slot) else {
+                return refuse(format!(
+                    "cannot roll back {service}: no release of it serves product from the {slot} slot"
+                ));
+            };
+            refuse_another_release(input, release.as_str(), slot)?;
+            if let Some(quiet) = alarm_not_firing(input).or_else(|| outside_the_bake(input, slot)) {
+                return Ok(Plan::done(quiet));
+            }
+            let plan = rollback_switch(input, &release)?;
+            let mut steps = vec![mark_rollback(
+                &alb.product,
+                &release,
+                &input.trigger.by(),
+                input.now,
+            )];
+            steps.extend(plan.steps);
+            Ok(Plan { steps, ..plan })
+        }
+    }
+}
+
+/// The switch planner's rollback of `from`: the move (if still due) and the bookkeeping.
+fn rollback_switch(input: &RollbackInput, from: &ReleaseId) -> Planned {
+    switch(&SwitchInput {
+        service: input.service,
+        release: from,
+        action: Action::Rollback,
+        settings: input.settings,
+        alb: input.alb,
+        instances: input.instances,
+        addresses: input.addresses,
+        dns: input.dns,
+        strategy: Strategy::AllAtOnce,
+        alarms: input.alarms,
+        ignore_alarms: true,
+        progress: None,
+        now: input.now,
+    })
+}
+
+fn serving_release(input: &RollbackInput, slot: Slot) -> String {
+    release_in(input.alb, input.instances, slot)
+        .map(|r| format!("release {r}"))
+        .unwrap_or_else(|| "no release of cutover's".to_owned())
+}
+
+/// A caller who named a release gets a refusal, naming what serves, when it is not that one.
+fn refuse_another_release(input: &RollbackInput, serving: &str, slot: Slot) -> Result<(), Refusal> {
+    match input.release {
+        Some(asked) if asked.as_str() != serving => refuse(format!(
+            "release {asked} of {} is not serving: release {serving} serves product on the {slot} slot; nothing moved",
+            input.service
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn refuse_an_empty_or_unhealthy(service: &ServiceName, group: &TargetGroup) -> Result<(), Refusal> {
+    let unhealthy = group.unhealthy();
+    if group.targets.is_empty() || !unhealthy.is_empty() {
+        return refuse(format!(
+            "cannot roll back {service} to the {} slot ({}): {}",
+            group.slot,
+            group.name,
+            if group.targets.is_empty() {
+                "it has no registered targets".to_owned()
+            } else {
+                format!(
+                    "not every target is healthy: {}",
+                    describe_targets(&unhealthy)
+                )
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// An alarm's event is a claim about the past (Lambda's asynchronous queue can hold it for
+/// hours): only the alarm's state now counts.
+fn alarm_not_firing(input: &RollbackInput) -> Option<String> {
+    let Trigger::Alarm { name, .. } = input.trigger else {
+        return None;
+    };
+    match input.alarms.iter().find(|a| a.name == name) {
+        Some(alarm) if alarm.state == AlarmState::Alarm => None,
+        Some(alarm) => Some(format!(
+            "alarm {name} is {:?} now (the event said ALARM): nothing moved",
+            alarm.state
+        )),
+        None => Some(format!(
+            "alarm {name} does not exist in CloudWatch now: nothing moved"
+        )),
+    }
+}
+
+/// An alarm rolls back only inside the bake window of the release that serves: the event's
+/// time between that release's switch and the end of its bake, the previous fleet still there.
+fn outside_the_bake(input: &RollbackInput, serving: Slot) -> Option<String> {
+    let Trigger::Alarm { name, at } = input.trigger else {
+        return None;
+    };
+    let service = input.service;
+    let previous = input.alb.slot(serving.other());
+    let switched_at = input
+        .instances
+        .iter()
+        .filter(|i| !i.state.is_dead() && previous.has(&i.id))
+        .filter_map(|i| match i.stage {
+            Some(Stage::Retired) => i.retired_at,
+            // Retagged after the move: the switch is just over.
+            Some(Stage::Product) => Some(input.now),
+            _ => None,
+        })
+        .min();
+    let Some(switched_at) = switched_at else {
+        return Some(format!(
+            "alarm {name} is in ALARM outside the bake window of {service} (no previous fleet stands to roll back to): nothing moved"
+        ));
+    };
+    let at = at.unwrap_or(input.now);
+    if at < switched_at {
+        return Some(format!(
+            "alarm {name}'s event (at {at}) is older than the release serving {service} (switched at {switched_at}): nothing moved"
+        ));
+    }
+    let bake_ends = switched_at.saturating_add(input.settings.bake_s);
+    if at >= bake_ends || input.now >= bake_ends {
+        return Some(format!(
+            "alarm {name} is in ALARM outside the bake window of {service} (it ended at {bake_ends}): nothing moved"
+        ));
+    }
+    None
+}

@@ -1,0 +1,140 @@
+//! The product route's state, and the one place that decides how its writers change it.
+//!
+//! ELBv2 has no conditional write, so a reader may land between any two calls of any writer.
+//! The state is therefore read from what one call changes at a time, and every writer orders
+//! its calls so that each moment in between reads as what is in flight:
+//!
+//! | what is on the product route | reads as |
+//! |---|---|
+//! | no rollback mark, one target group | `Serving` that slot |
+//! | no rollback mark, a weighted forward | `Shifting` toward the slot holding the release in QA |
+//! | `cutover:rolled-back=X`, some traffic still on X's fleet | `RollingBack`: finish it |
+//! | `cutover:rolled-back=X`, no traffic on X's fleet | `RolledBack`: nothing is due |
+//!
+//! The writers, and the order of their calls:
+//! - a **rollback** (by hand, by an alarm, by a pipeline job) writes the mark
+//!   (`cutover:rolled-back` and `cutover:rolled-back-by`, one call), then moves product (one
+//!   call), then the bookkeeping (`cutover:previous`, instance stages, addresses, records). A
+//!   reader after the mark and before the move sees `RollingBack` and can only finish the same
+//!   move; a reader after the move sees `RolledBack` and moves nothing.
+//! - a **release** removes the mark (one call) before its own move, and only when it moves: a
+//!   replayed job of an older release never clears a newer rollback.
+//! - a **gradual step** moves the weights alone; a shift that finds its release marked stops.
+//! - `cutover:previous` is bookkeeping, written after the move; no reader decides a move from it.
+//! - the **lock** (`cutover:lock`) is register-target's and is removed last by the switch.
+
+use super::*;
+
+/// What the product route is doing, as any reader between two calls can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteState {
+    /// All of product on one slot, no rollback marked.
+    Serving { slot: Slot },
+    /// A gradual shift: `share` % of product on `toward`, the rest on the other slot.
+    Shifting { toward: Slot, share: i32 },
+    /// A rollback from `mark.release` started and product still has traffic on its fleet: every
+    /// reader that may move product finishes it (all of product to `to`).
+    RollingBack { mark: RollbackMark, to: Slot },
+    /// Rolled back: product is off the marked release's fleet, on `slot`.
+    RolledBack { mark: RollbackMark, slot: Slot },
+}
+
+impl RouteState {
+    pub fn read(alb: &Alb, instances: &[Instance]) -> Result<RouteState, String> {
+        let forward = &alb.product.forward;
+        if let Some(mark) = &alb.product.rolled_back {
+            let from = slot_of_release(alb, instances, &mark.release);
+            let share_on_from = from.and_then(|slot| share_of(forward, alb, slot));
+            match (from, share_on_from) {
+                (Some(from), Some(share)) if share > 0 => {
+                    return Ok(RouteState::RollingBack {
+                        mark: mark.clone(),
+                        to: from.other(),
+                    })
+                }
+                _ => {
+                    if let Ok(slot) = alb.product_slot() {
+                        return Ok(RouteState::RolledBack {
+                            mark: mark.clone(),
+                            slot,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(arn) = forward.sole_target() {
+            return alb
+                .slot_of_arn(arn)
+                .map(|slot| RouteState::Serving { slot })
+                .ok_or_else(|| {
+                    format!(
+                        "the product route {} forwards to {arn}, which is neither the blue nor the green slot",
+                        alb.product.arn
+                    )
+                });
+        }
+        let in_qa = [Slot::Blue, Slot::Green].into_iter().find(|slot| {
+            instances
+                .iter()
+                .any(|i| alb.slot(*slot).has(&i.id) && i.stage == Some(Stage::PreProduct))
+        });
+        match in_qa.and_then(|toward| share_of(forward, alb, toward).map(|s| (toward, s))) {
+            Some((toward, share)) => Ok(RouteState::Shifting { toward, share }),
+            None => Err(format!(
+                "the product route {} forwards to {}, and neither slot holds a release being shifted to",
+                alb.product.arn,
+                describe_forward(forward)
+            )),
+        }
+    }
+
+    /// Whether product traffic is split between the slots (cleanup waits, registering refuses).
+    pub fn is_split(&self) -> bool {
+        matches!(self, RouteState::Shifting { .. })
+            || matches!(self, RouteState::RollingBack { .. })
+    }
+}
+
+/// The slot holding live instances of `release`, if one does.
+pub fn slot_of_release(alb: &Alb, instances: &[Instance], release: &str) -> Option<Slot> {
+    let ids: Vec<&str> = instances
+        .iter()
+        .filter(|i| !i.state.is_dead() && i.release.as_ref().is_some_and(|r| r.as_str() == release))
+        .map(|i| i.id.as_str())
+        .collect();
+    [Slot::Blue, Slot::Green]
+        .into_iter()
+        .find(|slot| ids.iter().any(|id| alb.slot(*slot).has(id)))
+}
+
+/// The release whose instances are registered in `slot`.
+pub fn release_in(alb: &Alb, instances: &[Instance], slot: Slot) -> Option<ReleaseId> {
+    instances
+        .iter()
+        .filter(|i| !i.state.is_dead() && alb.slot(slot).has(&i.id))
+        .find_map(|i| i.release.clone())
+}
+
+/// The call that starts a rollback from `release`: the mark, before any move.
+pub fn mark_rollback(route: &Route, release: &ReleaseId, by: &str, now: u64) -> Step {
+    let mark = RollbackMark {
+        release: release.to_string(),
+        by: by.to_owned(),
+        at: now,
+    };
+    Step::TagRoute {
+        route: route.arn.clone(),
+        tags: BTreeMap::from([
+            (TAG_ROLLED_BACK.to_owned(), mark.release.clone()),
+            (TAG_ROLLED_BACK_BY.to_owned(), mark.by_value()),
+        ]),
+    }
+}
+
+/// The call a release makes before its move when a rollback is marked.
+pub fn clear_rollback(route: &Route) -> Option<Step> {
+    route.rolled_back.as_ref().map(|_| Step::UntagRoute {
+        route: route.arn.clone(),
+        keys: vec![TAG_ROLLED_BACK.to_owned(), TAG_ROLLED_BACK_BY.to_owned()],
+    })
+}
