@@ -11,7 +11,7 @@ BIN_DIR     := $(TARGET_DIR)/debug
 EVENT       ?= events/provision.json
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup build test demo serve rollback lint lint-rust lint-infra bench package deploy deploy-service
+.PHONY: help setup build test soak demo serve rollback lint lint-rust lint-infra bench package deploy deploy-service
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ build: ## Build the workspace (the four functions, the library, the local tools)
 
 test: setup build ## Run every test (unit, moto integration, infra checks)
 	$(CARGO) test --workspace --locked
+
+soak: ## The release model (plan/tests/model.rs) over many more cases than `make test`; a failure keeps its seed in proptest-regressions/
+	PROPTEST_CASES=$(or $(CASES),20000) $(CARGO) test --locked -p cutover --lib plan::tests::model -- --nocapture
 
 demo: setup build ## Run a whole release against a local AWS (non-interactive with --yes or CI)
 	$(BIN_DIR)/cutover-local demo $(if $(or $(CI),$(YES)),--yes,)

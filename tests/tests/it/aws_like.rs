@@ -374,7 +374,8 @@ async fn a_later_release_waits_for_the_bake_instead_of_taking_the_slot_rollback_
 
 #[tokio::test]
 async fn the_whole_release_with_every_aws_behaviour_on() {
-    let (local, service, app) = setup(json!({"BAKE_S": 0})).await;
+    // A bake long enough to roll back in (a rollback refuses a fleet cleanup may take).
+    let (local, service, app) = setup(json!({"BAKE_S": 600})).await;
     local.endpoint.set_latency(Duration::from_millis(20));
     fixture::require_sign_on(&local.clients, &service.pre_product_rule, &service.green).await;
     fixture::require_sign_on(&local.clients, &service.product_rule, &service.blue).await;
@@ -406,7 +407,8 @@ async fn the_whole_release_with_every_aws_behaviour_on() {
     assert!(again.succeeded(), "{:?}", again.acks.last());
     assert_product_is_healthy(&local).await;
 
-    // Cleanup drains R1's retired fleet, then terminates it once drained.
+    // Past the bake, cleanup drains R1's retired fleet, then terminates it once drained.
+    local.advance(601);
     let mut cleaned = false;
     for _ in 0..5 {
         let run = stage(&local, &app, Function::Cleanup, R2, DRAIN_S + 1).await;

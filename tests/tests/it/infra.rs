@@ -430,7 +430,7 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
         &local.base,
         1,
         1,
-        json!({"ALARMS": ["cutover-mobile-zum-api-5xx"]}),
+        json!({"ALARMS": ["cutover-mobile-zum-api-5xx"], "BAKE_S": 3600}),
     );
     fixture::put_settings_parameter(&local.clients, "mobile-zum-api", &settings).await;
     let app = local.app(&[]);

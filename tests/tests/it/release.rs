@@ -260,7 +260,7 @@ async fn a_full_release_with_two_instances_eips_and_dns() {
 
 #[tokio::test]
 async fn rollback_restores_the_exact_previous_forward_in_one_call() {
-    let (local, service, app) = setup(1, 0).await;
+    let (local, service, app) = Local::with_service(1, 0, json!({"BAKE_S": 3600})).await;
     release(&local, &app, R1).await;
     let before = local.product_forward().await;
     assert_eq!(before, service.green);
@@ -541,7 +541,7 @@ async fn refusals_leave_the_world_unchanged() {
 
 #[tokio::test]
 async fn a_person_rolls_back_with_one_invocation_and_every_message_fits_the_chat_schema() {
-    let (local, service, app) = setup(1, 0).await;
+    let (local, service, app) = Local::with_service(1, 0, json!({"BAKE_S": 3600})).await;
     release(&local, &app, R1).await;
     release(&local, &app, R2).await;
     let product = local.product_forward().await;

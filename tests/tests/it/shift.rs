@@ -177,7 +177,7 @@ async fn a_dry_run_changes_nothing_and_matches_what_happens_next() {
     fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     let app = local.app(&[(
         "MOBILE_ZUM_API",
-        fixture::settings_json(&local.base, 2, 1, json!({})),
+        fixture::settings_json(&local.base, 2, 1, json!({"BAKE_S": 3600})),
     )]);
     // A plan that would be refused says so, instead of "0 steps".
     let refused = app

@@ -66,6 +66,7 @@ pub fn roll_back(input: &RollbackInput) -> Planned {
         }
         RouteState::RollingBack { mark, to } => {
             refuse_another_release(input, &mark.release, to.other())?;
+            refuse_a_fleet_cleanup_may_take(input, to, false)?;
             let from = ReleaseId::parse(&mark.release).map_err(Refusal)?;
             let plan = rollback_switch(input, &from)?;
             Ok(plan.noting(vec![format!(
@@ -104,6 +105,7 @@ pub fn roll_back(input: &RollbackInput) -> Planned {
             if let Some(quiet) = alarm_not_firing(input).or_else(|| outside_the_bake(input, slot)) {
                 return Ok(Plan::done(quiet));
             }
+            refuse_a_fleet_cleanup_may_take(input, slot.other(), true)?;
             let plan = rollback_switch(input, &release)?;
             let mut steps = vec![mark_rollback(
                 &alb.product,
@@ -134,6 +136,43 @@ fn rollback_switch(input: &RollbackInput, from: &ReleaseId) -> Planned {
         progress: None,
         now: input.now,
     })
+}
+
+/// The previous fleet is cleanup's once its bake is over, and cleanup deregisters it from what
+/// it read (no conditional write): a rollback that read the fleet standing could land its move
+/// after that deregistration. A rollback's calls land within one Lambda lifetime of its read, so
+/// refusing a fleet whose bake ends within that lifetime keeps the two apart in time.
+/// `product_is_retiring`: instances still `product` in that slot are being retired by a switch
+/// in flight (not so mid-shift, where the old fleet serves and cleanup leaves it alone).
+fn refuse_a_fleet_cleanup_may_take(
+    input: &RollbackInput,
+    slot: Slot,
+    product_is_retiring: bool,
+) -> Result<(), Refusal> {
+    let previous = input.alb.slot(slot);
+    let bake_s = input.settings.bake_s;
+    // Retired by a switch still in flight: its time is at most one lifetime before ours.
+    let just_retired = input.now.saturating_sub(FUNCTION_TIMEOUT_S);
+    let bake_ends = input
+        .instances
+        .iter()
+        .filter(|i| !i.state.is_dead() && previous.has(&i.id))
+        .filter_map(|i| match i.stage {
+            Some(Stage::Retired) => Some(i.retired_at.unwrap_or(just_retired)),
+            Some(Stage::Product) if product_is_retiring => Some(just_retired),
+            _ => None,
+        })
+        .map(|at| at.saturating_add(bake_s))
+        .min();
+    match bake_ends {
+        Some(ends) if ends <= input.now.saturating_add(FUNCTION_TIMEOUT_S) => refuse(format!(
+            "cannot roll back {}: the previous fleet in the {slot} slot bakes only until {ends} \
+             (BAKE_S={bake_s}), and cleanup may take it while this rollback's calls land; ship a fix \
+             as a release",
+            input.service
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn serving_release(input: &RollbackInput, slot: Slot) -> String {

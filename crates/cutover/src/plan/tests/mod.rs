@@ -208,6 +208,38 @@ fn switch_plan(action: Action, alb: &Alb, instances: &[Instance]) -> Planned {
     })
 }
 
+fn rollback_plan(
+    trigger: Trigger,
+    release: Option<&ReleaseId>,
+    alb: &Alb,
+    instances: &[Instance],
+) -> Planned {
+    let alarms = [Alarm {
+        name: "api-5xx".into(),
+        state: AlarmState::Alarm,
+    }];
+    roll_back(&RollbackInput {
+        service: &service(),
+        release,
+        trigger,
+        settings: &settings(1),
+        alb,
+        instances,
+        addresses: &[],
+        dns: None,
+        alarms: &alarms,
+        now: NOW,
+    })
+}
+
+pub(crate) fn mark(release: &str, at: u64) -> RollbackMark {
+    RollbackMark {
+        release: release.into(),
+        by: "hand".into(),
+        at,
+    }
+}
+
 fn released_world() -> (Alb, Vec<Instance>) {
     let world = alb(
         vec![target("i-old", Health::Healthy)],
@@ -265,7 +297,9 @@ fn shift_plan(
 }
 
 mod cleanup;
+mod model;
 mod provision;
 mod records;
 mod register;
+mod rollback;
 mod switch;
