@@ -171,6 +171,11 @@ impl Local {
             clock: Arc::new(move || now.load(Ordering::SeqCst)),
             rollback_function: "cutover-switch-listener".to_owned(),
             parameters: Default::default(),
+            // Invocations here run one at a time, in process: no rollback is ever in flight when
+            // cleanup reads, so cleanup need not wait past the bake for one to land. The margin
+            // itself is proven by `races::cleanup_leaves_a_retired_fleet_until_no_rollback_can_land`
+            // and by the release model (`plan/tests/model.rs`).
+            switch_listener_timeout_s: 0,
         }
     }
 

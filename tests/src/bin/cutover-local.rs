@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cutover::aws::{Aws, InstanceQuery};
-use cutover::world::{short_arn, InstanceState};
+use cutover::world::{describe_forward, InstanceState};
 use cutover::Function;
 use cutover_tests::lambda::LambdaEmulator;
 use cutover_tests::{
@@ -25,8 +25,12 @@ const RELEASE: &str = "a1b2c3d4-5678-90ab-cdef-111122223333";
 const FIRST_RELEASE: &str = "f00dcafe-0000-4000-8000-000000000001";
 /// The alarm in `events/switch-listener-alarm.json`, in the service's `ALARMS`.
 const ALARM: &str = "cutover-mobile-zum-api-5xx";
-/// How long the demo keeps a replaced fleet for rollback (wall-clock seconds).
-const BAKE_S: u64 = 10;
+/// How long the demo keeps a replaced fleet for rollback (wall-clock seconds): long enough for
+/// the demo's rollbacks and re-releases, which all happen inside it.
+const BAKE_S: u64 = 30;
+/// switch-listener's timeout as the demo's functions are told it: they run one at a time and
+/// answer in well under it, so cleanup's wait past the bake (twice this) stays short.
+const SWITCH_LISTENER_TIMEOUT_S: &str = "2";
 
 struct Demo {
     endpoint: Endpoint,
@@ -88,6 +92,10 @@ async fn start() -> Result<Started, String> {
         ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
         ("RUST_LOG", "info"),
         ("CUTOVER_SNS_TOPIC_ARN", base.topic_arn.as_str()),
+        (
+            "CUTOVER_SWITCH_LISTENER_TIMEOUT_S",
+            SWITCH_LISTENER_TIMEOUT_S,
+        ),
         (VARIABLE, settings.as_str()),
     ]
     .iter()
@@ -182,17 +190,37 @@ async fn demo(assume_yes: bool) -> Result<(), String> {
     .await?;
     demo.snapshot().await?;
 
-    println!("\n== trouble in production: roll back ==");
-    demo.stage(
+    println!("\n== trouble in production: the on-call engineer sends the rollback command ==");
+    let rollback = json!({"service": SERVICE, "action": "rollback"});
+    demo.direct(Function::SwitchListener, &rollback, "rollback by hand")
+        .await?;
+    demo.snapshot().await?;
+    println!("\n== the same command again (a retry, a second person): nothing moves ==");
+    demo.direct(
         Function::SwitchListener,
-        RELEASE,
-        Some("switch-listener-rollback.json"),
-        "rollback",
+        &rollback,
+        "rollback by hand, again",
+    )
+    .await?;
+
+    println!("\n== fixed: release again, as a canary; trouble at 10%: roll back by hand ==");
+    let canary = json!({"service": SERVICE, "release": RELEASE, "strategy": "canary:10:5"});
+    let token = demo
+        .one_invocation(Function::SwitchListener, &canary, None)
+        .await?;
+    demo.snapshot().await?;
+    demo.direct(
+        Function::SwitchListener,
+        &rollback,
+        "rollback by hand, mid-canary",
     )
     .await?;
     demo.snapshot().await?;
+    println!("   CodePipeline sends the canary's continuation: the shift stops, never resumes");
+    demo.one_invocation(Function::SwitchListener, &canary, token.as_deref())
+        .await?;
 
-    println!("\n== fixed: release again ==");
+    println!("\n== fixed again: release ==");
     demo.stage(
         Function::SwitchListener,
         RELEASE,
@@ -363,18 +391,13 @@ impl Demo {
         println!(
             "   ALB: product -> {} ({}), pre-product -> {} ({})",
             slot_of(alb.product.forward.sole_target()),
-            alb.product
-                .forward
-                .sole_target()
-                .map(short_arn)
-                .unwrap_or_default(),
+            describe_forward(&alb.product.forward),
             slot_of(alb.pre_product.forward.sole_target()),
-            alb.pre_product
-                .forward
-                .sole_target()
-                .map(short_arn)
-                .unwrap_or_default(),
+            describe_forward(&alb.pre_product.forward),
         );
+        if let Some(mark) = &alb.product.rolled_back {
+            println!("   product route: {mark}");
+        }
         for tg in [&alb.blue, &alb.green] {
             let targets: Vec<String> = tg
                 .targets
@@ -416,6 +439,81 @@ impl Demo {
             println!("      SNS: {subject}");
         }
         self.published_seen = published.len();
+    }
+
+    /// One invocation of a pipeline job (no continuation played): its acknowledgement printed,
+    /// its continuation token returned.
+    async fn one_invocation(
+        &mut self,
+        function: Function,
+        params: &Value,
+        token: Option<&str>,
+    ) -> Result<Option<String>, String> {
+        self.jobs += 1;
+        let job_id = format!("demo-job-{:03}", self.jobs);
+        let file = self.work.join(format!("events/{job_id}.json"));
+        write_json(&file, &job_event(function, &job_id, params, token))?;
+        let emulator = &self.emulator;
+        tokio::task::block_in_place(|| emulator.invoke(function, &file))
+            .map_err(|e| format!("cargo lambda invoke {}: {e}", function.as_str()))?;
+        let ack = self
+            .endpoint
+            .ack_for(&job_id)
+            .ok_or_else(|| format!("job {job_id} was not acknowledged"))?;
+        let verdict = match (&ack.kind, &ack.continuation_token) {
+            (AckKind::Success, Some(_)) => "continues",
+            (AckKind::Success, None) => "ok",
+            _ => "job failed",
+        };
+        println!(
+            "\n[{verdict}] {:<15} {}",
+            function.as_str(),
+            ack.summary
+                .clone()
+                .or(ack.message.clone())
+                .unwrap_or_default()
+        );
+        self.print_notifications();
+        Ok(ack.continuation_token)
+    }
+
+    /// A direct invocation (what `aws lambda invoke` sends), through `cargo lambda invoke`.
+    async fn direct(
+        &mut self,
+        function: Function,
+        event: &Value,
+        what: &str,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        self.jobs += 1;
+        let file = self
+            .work
+            .join(format!("events/direct-{:03}.json", self.jobs));
+        write_json(&file, event)?;
+        let emulator = &self.emulator;
+        let response = tokio::task::block_in_place(|| emulator.invoke(function, &file))
+            .map_err(|e| format!("cargo lambda invoke {}: {e}", function.as_str()))?;
+        let response: Value = serde_json::from_str(&response).unwrap_or(Value::Null);
+        let result = &response["result"];
+        let verdict = if result["outcome"] == "succeeded" {
+            "ok"
+        } else {
+            "FAILED"
+        };
+        println!(
+            "\n[{verdict}] {what}: {}  ({} ms)",
+            result["summary"]
+                .as_str()
+                .or(result["message"].as_str())
+                .unwrap_or_default(),
+            started.elapsed().as_millis()
+        );
+        self.print_notifications();
+        if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(format!("{what} failed: {result}"))
+        }
     }
 
     /// An EventBridge event from `events/`, through `cargo lambda invoke`.
@@ -462,8 +560,11 @@ impl Demo {
     /// Cleanup once the bake of the replaced fleet is over (retried briefly: the bake is
     /// measured from the switch, on the wall clock).
     async fn clean_up_after_the_bake(&mut self) -> Result<(), String> {
-        println!("   … waiting {BAKE_S}s: the replaced fleet is kept for rollback until then");
-        tokio::time::sleep(std::time::Duration::from_secs(BAKE_S)).await;
+        let takeover: u64 = 2 * SWITCH_LISTENER_TIMEOUT_S.parse::<u64>().unwrap_or(0);
+        println!(
+            "   … waiting {BAKE_S}s + {takeover}s: the replaced fleet is kept for rollback, then until no rollback can still be landing"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(BAKE_S + takeover)).await;
         for _ in 0..10 {
             self.stage(Function::Cleanup, RELEASE, Some("cleanup.json"), "release")
                 .await?;
@@ -517,8 +618,17 @@ impl Demo {
             problems.push("product has unhealthy targets".to_owned());
         }
         let acks = self.endpoint.acks();
-        if acks.iter().any(|a| a.kind == AckKind::Failure) {
-            problems.push("a job was failed".to_owned());
+        // One failure is the story: the canary's continuation after the rollback by hand.
+        let failed: Vec<_> = acks.iter().filter(|a| a.kind == AckKind::Failure).collect();
+        let stopped_canary = |a: &&cutover_tests::Ack| {
+            a.message
+                .as_deref()
+                .is_some_and(|m| m.contains("the switch stops and never resumes"))
+        };
+        if failed.len() != 1 || !failed.iter().all(stopped_canary) {
+            problems.push(format!(
+                "expected one failed job, the stopped canary: {failed:?}"
+            ));
         }
         if problems.is_empty() {
             Ok(())

@@ -189,30 +189,7 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
     assert!(local.endpoint.mutations(mark).is_empty());
     assert_eq!(local.product_forward().await, r1_slot);
 
-    // While the alarm fires, cleanup keeps the retired fleet (and its job waits).
-    local.advance(601);
-    let job = local.next_job_id();
-    app.handle(
-        Function::Cleanup,
-        job_event(Function::Cleanup, &job, &params(R2), None),
-    )
-    .await
-    .unwrap();
-    let ack = local.endpoint.ack_for(&job).unwrap();
-    assert!(
-        ack.continuation_token.is_some(),
-        "waits while the alarm fires: {ack:?}"
-    );
-    assert_eq!(
-        cutover::aws::Aws::new(&local.config)
-            .instances(cutover::aws::InstanceQuery::Service(SERVICE))
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
-
-    // The alarm clears and the fix ships (R2 again); R1's fleet now bakes.
+    // The alarm clears and the fix ships (R2 again, inside its bake); R1's fleet now bakes.
     fixture::set_alarm(&local.clients, ALARM, "OK").await;
     let run = local
         .run_job(&app, Function::SwitchListener, &params(R2))
@@ -239,6 +216,28 @@ async fn an_alarm_inside_the_bake_rolls_back_once_and_outside_it_only_notifies()
     assert!(local.endpoint.mutations(mark).is_empty());
     assert_eq!(local.endpoint.published().len(), told + 1);
     assert_eq!(local.product_forward().await, r2_slot);
+
+    // While the alarm fires, cleanup keeps the retired fleet (and its job waits).
+    let job = local.next_job_id();
+    app.handle(
+        Function::Cleanup,
+        job_event(Function::Cleanup, &job, &params(R2), None),
+    )
+    .await
+    .unwrap();
+    let ack = local.endpoint.ack_for(&job).unwrap();
+    assert!(
+        ack.continuation_token.is_some(),
+        "waits while the alarm fires: {ack:?}"
+    );
+    assert_eq!(
+        cutover::aws::Aws::new(&local.config)
+            .instances(cutover::aws::InstanceQuery::Service(SERVICE))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
     // The alarm clears: the retired fleet goes.
     fixture::set_alarm(&local.clients, ALARM, "OK").await;

@@ -285,6 +285,18 @@ fn one_stage_holds_the_whole_release_and_invokes_functions_with_parameters_they_
         .to_string()
         .contains("ArtifactBucket.Arn"));
 
+    // Cleanup's takeover margin is computed from switch-listener's timeout: they must agree.
+    let globals = &shared["Globals"]["Function"];
+    let timeout = cutover::plan::SWITCH_LISTENER_TIMEOUT_S;
+    assert_eq!(globals["Timeout"], json!(timeout));
+    assert_eq!(
+        globals["Environment"]["Variables"]["CUTOVER_SWITCH_LISTENER_TIMEOUT_S"],
+        json!(timeout.to_string())
+    );
+    assert!(shared["Resources"]["SwitchListenerFunction"]["Properties"]
+        .get("Timeout")
+        .is_none());
+
     let cleanup = &shared["Resources"]["CleanupFunction"]["Properties"];
     assert_eq!(cleanup["Events"]["Sweep"]["Type"], "Schedule");
     assert_eq!(

@@ -234,3 +234,52 @@ async fn the_sweep_keeps_baking_fleets_and_removes_expired_ones() {
         .iter()
         .any(|(subject, _)| subject.contains("cleanup succeeded")));
 }
+
+/// A rollback may start until the bake ends and lands its calls within switch-listener's timeout;
+/// cleanup leaves the retired fleet alone for two timeouts past the bake, so it never deregisters
+/// a fleet a rollback is moving product to (the release model found that interleaving).
+#[tokio::test]
+async fn cleanup_leaves_a_retired_fleet_until_no_rollback_can_land() {
+    let local = local(0).await;
+    fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
+    let mut app = local.app(&[(
+        "MOBILE_ZUM_API",
+        fixture::settings_json(&local.base, 1, 0, json!({"BAKE_S": 600})),
+    )]);
+    app.switch_listener_timeout_s = cutover::plan::SWITCH_LISTENER_TIMEOUT_S;
+    local.release(&app, &params(R1)).await;
+    local.release(&app, &params(R2)).await;
+    let live = |local: &Local| {
+        let aws = Aws::new(&local.config);
+        async move {
+            aws.instances(InstanceQuery::Service(SERVICE))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let sweep = sample_event("cleanup-schedule.json");
+
+    // The bake is over: a rollback is refused, and the fleet is not yet cleanup's.
+    local.advance(600);
+    let mark = local.endpoint.mark();
+    let refused = app
+        .handle(
+            Function::SwitchListener,
+            json!({"service": SERVICE, "action": "rollback"}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        refused.to_string().contains("kept for rollback until"),
+        "{refused}"
+    );
+    app.handle(Function::Cleanup, sweep.clone()).await.unwrap();
+    assert!(local.endpoint.mutations(mark).is_empty());
+    assert_eq!(live(&local).await, 2);
+
+    // Two timeouts later no rollback begun inside the bake can still land: the fleet goes.
+    local.advance(2 * cutover::plan::SWITCH_LISTENER_TIMEOUT_S);
+    app.handle(Function::Cleanup, sweep).await.unwrap();
+    assert_eq!(live(&local).await, 1);
+}

@@ -20,6 +20,11 @@ pub struct CleanupInput<'a> {
     pub dns: Option<&'a Dns>,
     /// The service's alarms: none of the retired fleet goes while one is in ALARM.
     pub alarms: &'a [Alarm],
+    /// How long past its bake a retired fleet is still left alone: twice switch-listener's
+    /// timeout. A rollback may start until the bake ends (or while a switch still retires the
+    /// fleet, its time up to one timeout old), and its calls land within one timeout: by then it
+    /// has landed, so cleanup never deregisters a fleet a rollback is moving product to.
+    pub takeover_s: u64,
     pub progress: Option<&'a Progress>,
     pub now: u64,
 }
@@ -128,9 +133,11 @@ fn wanted(input: &CleanupInput, instance: &Instance) -> bool {
     let now = input.now;
     match &input.scope {
         CleanupScope::Expired => match instance.stage {
-            Some(Stage::Retired) => instance
-                .retired_at
-                .is_some_and(|at| at.saturating_add(input.settings.bake_s) <= now),
+            Some(Stage::Retired) => instance.retired_at.is_some_and(|at| {
+                at.saturating_add(input.settings.bake_s)
+                    .saturating_add(input.takeover_s)
+                    <= now
+            }),
             Some(Stage::Abandoned) => true,
             Some(Stage::PreProduct) => {
                 let locked = instance

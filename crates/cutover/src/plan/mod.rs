@@ -35,9 +35,9 @@ pub use self::switch::*;
 pub const RUNNING_TIMEOUT_S: u64 = 900;
 pub use crate::progress::MAX_ACTION_WAIT_S;
 pub const RECORD_TTL_S: i64 = 60;
-/// The functions' Lambda timeout (`Globals.Function.Timeout` in `infra/template.yaml`): every
-/// call of an invocation lands within this of its reads.
-pub const FUNCTION_TIMEOUT_S: u64 = 120;
+/// switch-listener's Lambda timeout as `infra/template.yaml` sets it (and passes it in
+/// `CUTOVER_SWITCH_LISTENER_TIMEOUT_S`): every call of a rollback lands within this of its reads.
+pub const SWITCH_LISTENER_TIMEOUT_S: u64 = 120;
 /// A lock older than this is taken over: CodePipeline's manual approval times out after 7 days,
 /// so no live execution holds a lock this long.
 pub const LOCK_STALE_S: u64 = 7 * 86_400 + 3_600;

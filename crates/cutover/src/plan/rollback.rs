@@ -66,7 +66,7 @@ pub fn roll_back(input: &RollbackInput) -> Planned {
         }
         RouteState::RollingBack { mark, to } => {
             refuse_another_release(input, &mark.release, to.other())?;
-            refuse_a_fleet_cleanup_may_take(input, to, false)?;
+            refuse_a_fleet_past_its_bake(input, to)?;
             let from = ReleaseId::parse(&mark.release).map_err(Refusal)?;
             let plan = rollback_switch(input, &from)?;
             Ok(plan.noting(vec![format!(
@@ -105,7 +105,8 @@ pub fn roll_back(input: &RollbackInput) -> Planned {
             if let Some(quiet) = alarm_not_firing(input).or_else(|| outside_the_bake(input, slot)) {
                 return Ok(Plan::done(quiet));
             }
-            refuse_a_fleet_cleanup_may_take(input, slot.other(), true)?;
+            refuse_a_fleet_past_its_bake(input, slot.other())?;
+            refuse_a_newer_fleet(input, &release, slot.other())?;
             let plan = rollback_switch(input, &release)?;
             let mut steps = vec![mark_rollback(
                 &alb.product,
@@ -138,41 +139,48 @@ fn rollback_switch(input: &RollbackInput, from: &ReleaseId) -> Planned {
     })
 }
 
-/// The previous fleet is cleanup's once its bake is over, and cleanup deregisters it from what
-/// it read (no conditional write): a rollback that read the fleet standing could land its move
-/// after that deregistration. A rollback's calls land within one Lambda lifetime of its read, so
-/// refusing a fleet whose bake ends within that lifetime keeps the two apart in time.
-/// `product_is_retiring`: instances still `product` in that slot are being retired by a switch
-/// in flight (not so mid-shift, where the old fleet serves and cleanup leaves it alone).
-fn refuse_a_fleet_cleanup_may_take(
-    input: &RollbackInput,
-    slot: Slot,
-    product_is_retiring: bool,
-) -> Result<(), Refusal> {
+/// A rollback goes to the previous fleet only inside its bake: after it, cleanup takes the fleet
+/// (once no rollback begun inside the bake can still be landing its calls, `CleanupInput::
+/// takeover_s`), and a rollback that read it standing could land its move on a fleet being
+/// drained. A fleet still being retired by a switch in flight has its whole bake ahead.
+fn refuse_a_fleet_past_its_bake(input: &RollbackInput, slot: Slot) -> Result<(), Refusal> {
     let previous = input.alb.slot(slot);
     let bake_s = input.settings.bake_s;
-    // Retired by a switch still in flight: its time is at most one lifetime before ours.
-    let just_retired = input.now.saturating_sub(FUNCTION_TIMEOUT_S);
-    let bake_ends = input
+    let ended = input
         .instances
         .iter()
-        .filter(|i| !i.state.is_dead() && previous.has(&i.id))
-        .filter_map(|i| match i.stage {
-            Some(Stage::Retired) => Some(i.retired_at.unwrap_or(just_retired)),
-            Some(Stage::Product) if product_is_retiring => Some(just_retired),
-            _ => None,
-        })
+        .filter(|i| !i.state.is_dead() && previous.has(&i.id) && i.stage == Some(Stage::Retired))
+        .filter_map(|i| i.retired_at)
         .map(|at| at.saturating_add(bake_s))
-        .min();
-    match bake_ends {
-        Some(ends) if ends <= input.now.saturating_add(FUNCTION_TIMEOUT_S) => refuse(format!(
-            "cannot roll back {}: the previous fleet in the {slot} slot bakes only until {ends} \
-             (BAKE_S={bake_s}), and cleanup may take it while this rollback's calls land; ship a fix \
-             as a release",
+        .min()
+        .filter(|ends| *ends <= input.now);
+    match ended {
+        Some(ends) => refuse(format!(
+            "cannot roll back {}: the previous fleet in the {slot} slot was kept for rollback until \
+             {ends} (BAKE_S={bake_s}) and is cleanup's now; ship a fix as a release",
             input.service
         )),
-        _ => Ok(()),
+        None => Ok(()),
     }
+}
+
+/// A rollback goes back, to a fleet launched before the one serving, never forward: a reader
+/// between a release's mark removal and its move sees the older release serving and the newer
+/// one standing in the other slot (going forward again is a release).
+fn refuse_a_newer_fleet(
+    input: &RollbackInput,
+    from: &ReleaseId,
+    slot: Slot,
+) -> Result<(), Refusal> {
+    if !is_newer(input.alb, input.instances, slot) {
+        return Ok(());
+    }
+    refuse(format!(
+        "cannot roll back release {from} of {}: the {slot} slot holds {}, launched after it; \
+         going forward again is a release, never a rollback",
+        input.service,
+        serving_release(input, slot)
+    ))
 }
 
 fn serving_release(input: &RollbackInput, slot: Slot) -> String {

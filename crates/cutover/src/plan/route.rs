@@ -7,7 +7,7 @@
 //! | what is on the product route | reads as |
 //! |---|---|
 //! | no rollback mark, one target group | `Serving` that slot |
-//! | no rollback mark, a weighted forward | `Shifting` toward the slot holding the release in QA |
+//! | no rollback mark, a weighted forward | `Shifting` toward the slot holding the newer fleet |
 //! | `cutover:rolled-back=X`, some traffic still on X's fleet | `RollingBack`: finish it |
 //! | `cutover:rolled-back=X`, no traffic on X's fleet | `RolledBack`: nothing is due |
 //!
@@ -20,6 +20,9 @@
 //! - a **release** removes the mark (one call) before its own move, and only when it moves: a
 //!   replayed job of an older release never clears a newer rollback.
 //! - a **gradual step** moves the weights alone; a shift that finds its release marked stops.
+//! - a release moves product only to a fleet launched after the one serving, a rollback only to
+//!   one launched before: the direction of a shift is read from launch times, never from stage
+//!   tags that a writer stopped at its timeout may have left stale.
 //! - `cutover:previous` is bookkeeping, written after the move; no reader decides a move from it.
 //! - the **lock** (`cutover:lock`) is register-target's and is removed last by the switch.
 
@@ -73,11 +76,22 @@ impl RouteState {
                     )
                 });
         }
-        let in_qa = [Slot::Blue, Slot::Green].into_iter().find(|slot| {
-            instances
-                .iter()
-                .any(|i| alb.slot(*slot).has(&i.id) && i.stage == Some(Stage::PreProduct))
-        });
+        // A shift goes forward, to the newer fleet (a release never moves product to an older
+        // one): launch times, unlike stage tags, are never stale. Fleets launched within the
+        // same second (local endpoints) fall back to the stages: toward the fleet not `product`.
+        let serves = |slot: Slot| {
+            instances.iter().any(|i| {
+                !i.state.is_dead() && alb.slot(slot).has(&i.id) && i.stage == Some(Stage::Product)
+            })
+        };
+        let in_qa = [Slot::Blue, Slot::Green]
+            .into_iter()
+            .find(|slot| is_newer(alb, instances, *slot))
+            .or(match (serves(Slot::Blue), serves(Slot::Green)) {
+                (true, false) => Some(Slot::Green),
+                (false, true) => Some(Slot::Blue),
+                _ => None,
+            });
         match in_qa.and_then(|toward| share_of(forward, alb, toward).map(|s| (toward, s))) {
             Some((toward, share)) => Ok(RouteState::Shifting { toward, share }),
             None => Err(format!(
@@ -105,6 +119,28 @@ pub fn slot_of_release(alb: &Alb, instances: &[Instance], release: &str) -> Opti
     [Slot::Blue, Slot::Green]
         .into_iter()
         .find(|slot| ids.iter().any(|id| alb.slot(*slot).has(id)))
+}
+
+/// (first, last) launch time of the live instances registered in `slot`.
+pub fn launched(alb: &Alb, instances: &[Instance], slot: Slot) -> Option<(u64, u64)> {
+    let times: Vec<u64> = instances
+        .iter()
+        .filter(|i| !i.state.is_dead() && alb.slot(slot).has(&i.id))
+        .filter_map(|i| i.launched_at)
+        .collect();
+    Some((*times.iter().min()?, *times.iter().max()?))
+}
+
+/// Whether the fleet in `slot` was launched after the one in the other slot: product moves
+/// forward (a release) only to the newer fleet, back (a rollback) only to the older.
+pub fn is_newer(alb: &Alb, instances: &[Instance], slot: Slot) -> bool {
+    match (
+        launched(alb, instances, slot),
+        launched(alb, instances, slot.other()),
+    ) {
+        (Some(this), Some(other)) => this.0 > other.1,
+        _ => false,
+    }
 }
 
 /// The release whose instances are registered in `slot`.

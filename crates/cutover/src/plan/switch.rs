@@ -55,6 +55,22 @@ pub fn switch(input: &SwitchInput) -> Planned {
         if let Some(stop) = stopped_by_a_rollback(input, release_slot) {
             return stop;
         }
+        if let Some(ended) = bake_over(input, &mine).filter(|_| share < 100) {
+            return refuse(format!(
+                "release {release} of {service} was rolled back and its fleet kept until {ended} \
+                 (BAKE_S={}); it is cleanup's now: run the pipeline again for a new release",
+                input.settings.bake_s
+            ));
+        }
+        if share < 100 && is_newer(alb, input.instances, release_slot.other()) {
+            return refuse(format!(
+                "release {release} of {service} was launched before the release serving product \
+                 ({}): a release never moves product back; roll back instead",
+                release_in(alb, input.instances, release_slot.other())
+                    .map(|r| r.to_string())
+                    .unwrap_or_default()
+            ));
+        }
     }
     let lock = alb.product.lock.as_ref();
     if let Some(conflict) = lock_conflict(lock, release, service, input.now) {
@@ -103,6 +119,18 @@ pub fn switch(input: &SwitchInput) -> Planned {
     .noting(alarm_notes))
 }
 
+/// When the bake of a retired fleet (a rolled-back release) ended, if it has: from then on the
+/// fleet is cleanup's, and moving product onto it would race cleanup's deregistration.
+fn bake_over(input: &SwitchInput, fleet: &[&Instance]) -> Option<u64> {
+    fleet
+        .iter()
+        .filter(|i| i.stage == Some(Stage::Retired))
+        .filter_map(|i| i.retired_at)
+        .map(|at| at.saturating_add(input.settings.bake_s))
+        .min()
+        .filter(|ends| *ends <= input.now)
+}
+
 /// A release moving product clears a rollback mark first (`plan::route`): once it moves, an alarm
 /// must be able to roll it back. A plan that does not move product (a replay) leaves the mark.
 fn clear_a_rollback_first(alb: &Alb, plan: Plan) -> Plan {
@@ -141,8 +169,8 @@ fn stopped_by_a_rollback(input: &SwitchInput, release_slot: Slot) -> Option<Plan
     }
     let old = alb.slot(release_slot.other());
     let message = format!(
-        "release {} of {} was {mark}: the switch stops and never resumes; product stays on the {} slot ({}); run this stage again to go forward",
-        input.release, input.service, old.slot, old.name
+        "release {} of {} was rolled back by {} at {}: the switch stops and never resumes; product stays on the {} slot ({}); run this stage again to go forward",
+        input.release, input.service, mark.by, mark.at, old.slot, old.name
     );
     if rolling_back {
         return Some(Ok(

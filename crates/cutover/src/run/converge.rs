@@ -93,7 +93,14 @@ impl<C: Cloud> App<C> {
                 }
             }
         };
-        Ok(Ok(plan_for(work, settings, &seen, (self.clock)())))
+        let takeover_s = 2 * self.switch_listener_timeout_s;
+        Ok(Ok(plan_for(
+            work,
+            settings,
+            &seen,
+            (self.clock)(),
+            takeover_s,
+        )))
     }
 
     /// A service's settings: its variable, else its parameter (all of them read on first use,
@@ -185,6 +192,7 @@ pub(super) fn plan_for(
     settings: &ServiceSettings,
     seen: &Seen,
     now: u64,
+    takeover_s: u64,
 ) -> Planned {
     let cleanup = |service, scope, progress| {
         plan::cleanup(&plan::CleanupInput {
@@ -196,6 +204,7 @@ pub(super) fn plan_for(
             addresses: &seen.addresses,
             dns: seen.dns.as_ref(),
             alarms: &seen.alarms,
+            takeover_s,
             progress,
             now,
         })

@@ -57,6 +57,9 @@ pub struct App<C> {
     pub rollback_function: String,
     /// Settings read from SSM parameters, kept while the function stays warm.
     pub parameters: ParameterCache,
+    /// switch-listener's Lambda timeout (`CUTOVER_SWITCH_LISTENER_TIMEOUT_S`): a rollback's calls
+    /// land within it, so cleanup leaves a retired fleet alone for twice as long past its bake.
+    pub switch_listener_timeout_s: u64,
 }
 
 /// The deployed switch-listener's name, from this function's own (`<stack>-<function>`).
@@ -92,6 +95,10 @@ impl<C: Cloud> App<C> {
                 function,
             ),
             parameters: ParameterCache::default(),
+            switch_listener_timeout_s: std::env::var("CUTOVER_SWITCH_LISTENER_TIMEOUT_S")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(plan::SWITCH_LISTENER_TIMEOUT_S),
         }
     }
 }

@@ -152,6 +152,7 @@ fn app(cloud: &FakeCloud, count: u32) -> App<FakeCloud> {
         clock: Arc::new(|| NOW),
         rollback_function: "cutover-switch-listener".to_owned(),
         parameters: Default::default(),
+        switch_listener_timeout_s: crate::plan::SWITCH_LISTENER_TIMEOUT_S,
     }
 }
 

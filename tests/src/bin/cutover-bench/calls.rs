@@ -2,6 +2,8 @@
 
 use super::*;
 
+/// The longest chain of `calls` in which each call was sent after the one before it was
+/// answered: the sequential round trips they cost. Calls made side by side count once.
 pub(crate) fn round_trips(calls: &[Call]) -> usize {
     let mut order: Vec<usize> = (0..calls.len()).collect();
     order.sort_by_key(|&i| calls[i].received);

@@ -92,10 +92,8 @@ pub(crate) fn python_baseline() -> Value {
     stats.json()
 }
 
-/// One CodePipeline action played through a running binary, continuations included.
-
-/// their sizes: printed, not written to the results (a one-off comparison outside `make bench`).
 /// Init of two builds of one function (say opt-level "s" and "z"), spawns interleaved, and
+/// their sizes: printed, not written to the results (a one-off comparison outside `make bench`).
 pub(crate) async fn compare_init(a: &str, b: &str) {
     let (local, _service, settings) = world(2, 2).await;
     drop(local);

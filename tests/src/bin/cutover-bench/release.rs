@@ -2,6 +2,7 @@
 
 use super::*;
 
+/// One CodePipeline action played through a running binary, continuations included.
 pub(crate) struct Played {
     pub(crate) took: Duration,
     /// Each invocation's calls, as a range of `calls()`.
@@ -47,9 +48,6 @@ pub(crate) async fn action(
         }
     }
 }
-
-/// The longest chain of `calls` in which each call was sent after the one before it was
-/// answered: the sequential round trips they cost. Calls made side by side count once.
 
 pub(crate) async fn world(
     count: u32,

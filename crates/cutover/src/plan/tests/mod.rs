@@ -245,10 +245,12 @@ fn released_world() -> (Alb, Vec<Instance>) {
         vec![target("i-old", Health::Healthy)],
         vec![target("i-new", Health::Healthy)],
     );
-    let instances = vec![
+    let mut instances = vec![
         running("i-old", "r1", 1, Stage::Product),
         running("i-new", "r2", 1, Stage::PreProduct),
     ];
+    // r2 is launched after r1, as every next release is.
+    instances[1].launched_at = Some(NOW - 50);
     (world, instances)
 }
 
@@ -260,6 +262,7 @@ fn cleanup_plan(
 ) -> Planned {
     let dns = owned_dns(instances);
     cleanup(&CleanupInput {
+        takeover_s: 0,
         service: &service(),
         scope,
         settings: &settings(1),

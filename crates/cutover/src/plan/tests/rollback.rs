@@ -185,6 +185,51 @@ fn a_shift_continuation_after_a_rollback_stops_and_never_resumes() {
 }
 
 #[test]
+fn a_rolled_back_release_goes_forward_again_inside_its_bake_only() {
+    let (world, mut instances) = rolled_back_world();
+    let plan = switch_plan(Action::Release, &world, &instances).expect("inside the bake");
+    assert!(
+        matches!(&plan.steps[0], Step::UntagRoute { .. }),
+        "{plan:?}"
+    );
+    // Past it, the fleet is cleanup's: moving product onto it would race its deregistration.
+    instances[1].retired_at = Some(NOW - 600);
+    let refusal = switch_plan(Action::Release, &world, &instances).expect_err("past the bake");
+    assert!(refusal.0.contains("cleanup's now"), "{refusal:?}");
+}
+
+#[test]
+fn neither_a_release_moves_product_to_an_older_fleet_nor_a_rollback_to_a_newer_one() {
+    // r1 (older) serves after a completed rollback; r2 stands in the other slot.
+    let (mut world, mut instances) = switched_world();
+    world.product.forward = Forward::to(BLUE);
+    instances[0].stage = Some(Stage::Product);
+    instances[1].stage = Some(Stage::Retired);
+    instances[1].retired_at = Some(NOW - 10);
+    // No mark (a release removed it and has not moved yet): a rollback of r1 would go forward.
+    let refusal = rollback_plan(Trigger::Hand, None, &world, &instances).expect_err("refused");
+    assert!(refusal.0.contains("launched after it"), "{refusal:?}");
+    // And a replayed job of r1 while r2 serves never moves product back.
+    let (world, instances) = switched_world();
+    let old_job = switch(&SwitchInput {
+        service: &service(),
+        release: &release("r1"),
+        action: Action::Release,
+        settings: &settings(1),
+        alb: &world,
+        instances: &instances,
+        addresses: &[],
+        dns: None,
+        strategy: Strategy::AllAtOnce,
+        alarms: &[],
+        ignore_alarms: false,
+        progress: None,
+        now: NOW,
+    });
+    assert!(old_job.is_err_and(|r| r.0.contains("never moves product back")));
+}
+
+#[test]
 fn cleanup_waits_quietly_while_product_is_split() {
     let (mut world, instances) = released_world();
     world.product.forward = weighted(&world, Slot::Green, 25, None);
