@@ -6,11 +6,7 @@ use super::*;
 impl<C: Cloud> App<C> {
     /// Observe → plan → execute until the plan is done, waits, refuses or the rounds or the
     /// deadline run out. The one loop behind every job and every cleanup outside CodePipeline.
-    pub(super) async fn converge(
-        &self,
-        work: &Work<'_>,
-        deadline: Option<SystemTime>,
-    ) -> Converged {
+    pub(super) async fn converge(&self, work: &Work<'_>, deadline: Option<Deadline>) -> Converged {
         let mut steps = Vec::new();
         let stop = |stop: Stop, steps: Vec<String>| Converged { stop, steps };
         let refused = |why: String| match work.dry_run() {
@@ -28,7 +24,17 @@ impl<C: Cloud> App<C> {
             if round > 0 && out_of_time(deadline) {
                 return stop(Stop::waiting(Phase::Handover), steps);
             }
-            let planned = match self.observe_and_plan(work, &mut settings, &source).await {
+            // Boxed: the reads' future is large, and inline it would sit in every frame above.
+            let observed = Box::pin(self.observe_and_plan(work, &mut settings, &source));
+            // After the first round, reads that would outlive the cut are abandoned.
+            let observed = match deadline.filter(|_| round > 0) {
+                Some(deadline) => match deadline.cut(observed).await {
+                    Some(observed) => observed,
+                    None => return stop(Stop::waiting(Phase::Handover), steps),
+                },
+                None => observed.await,
+            };
+            let planned = match observed {
                 Ok(Ok(planned)) => planned,
                 Ok(Err(unusable)) => return stop(refused(unusable), steps),
                 Err(error) => return stop(Stop::Broke(error), steps),
@@ -119,7 +125,9 @@ impl<C: Cloud> App<C> {
         };
         let name = parameter_name(service);
         self.load_parameters_once().await?;
-        if !self.parameters.contains(&name) {
+        // A parameter not read yet, or read broken, is read now: an error is never kept, so a
+        // fixed parameter works without a cold start.
+        if !matches!(self.parameters.get(&name), Some(Ok(_))) {
             let read = self.cloud.parameters(Parameters::One(&name)).await?;
             self.parameters.put(&name, &read);
         }
@@ -146,7 +154,7 @@ impl<C: Cloud> App<C> {
         &self,
         steps: &[Step],
         done: &mut Vec<String>,
-        deadline: Option<SystemTime>,
+        deadline: Option<Deadline>,
     ) -> Result<Executed, Error> {
         for (n, now) in crate::world::rounds(steps, LAUNCH_PARALLELISM)
             .into_iter()
@@ -161,8 +169,33 @@ impl<C: Cloud> App<C> {
                 running
                     .spawn(async move { (position, cloud.execute(&step).await) }.in_current_span());
             }
-            let mut results: Vec<(usize, Result<(), Error>)> =
-                running.join_all().await.into_iter().collect();
+            // The first round always runs to its end (each call is bounded by its operation
+            // timeout); a later one still running at the cut is abandoned, its calls dropped:
+            // AWS may have applied them, and the next invocation plans from what it sees.
+            let cut = deadline.filter(|_| n > 0);
+            let mut results: Vec<(usize, Result<(), Error>)> = Vec::new();
+            let mut abandoned = false;
+            loop {
+                let next = match cut {
+                    Some(deadline) => match deadline.cut(running.join_next()).await {
+                        Some(next) => next,
+                        None => {
+                            running.abort_all();
+                            abandoned = true;
+                            break;
+                        }
+                    },
+                    None => running.join_next().await,
+                };
+                match next {
+                    Some(Ok(result)) => results.push(result),
+                    Some(Err(joined)) if joined.is_panic() => {
+                        std::panic::resume_unwind(joined.into_panic())
+                    }
+                    Some(Err(_)) => {}
+                    None => break,
+                }
+            }
             results.sort_by_key(|(position, _)| *position);
             let mut failure = None;
             for (position, result) in results {
@@ -180,6 +213,10 @@ impl<C: Cloud> App<C> {
             }
             if let Some(error) = failure {
                 return Err(error);
+            }
+            if abandoned {
+                warn!("calls still running at the cut were abandoned; the next invocation goes on");
+                return Ok(Executed::OutOfTime);
             }
         }
         Ok(Executed::All)
@@ -411,15 +448,33 @@ pub(super) enum Executed {
     OutOfTime,
 }
 
-/// When an invocation that must end by `deadline` stops working and hands over.
-pub(super) fn handover_time(deadline: SystemTime) -> SystemTime {
-    let left = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    deadline - HANDOVER_MARGIN.min(left / 4)
+/// When an invocation that must end by Lambda's deadline stops: `handover`, after which it starts
+/// no new round; `cut`, when whatever still runs is abandoned, leaving the acknowledgement and
+/// the message their own operation timeout before the deadline.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deadline {
+    pub(super) handover: SystemTime,
+    pub(super) cut: SystemTime,
 }
 
-/// `handover`: from `handover_time`.
-pub(super) fn out_of_time(handover: Option<SystemTime>) -> bool {
-    handover.is_some_and(|at| SystemTime::now() >= at)
+impl Deadline {
+    pub(super) fn before(lambda_deadline: SystemTime) -> Self {
+        let left = |until: SystemTime| until.duration_since(SystemTime::now()).unwrap_or_default();
+        let cut = lambda_deadline - ACKNOWLEDGEMENT_BUDGET.min(left(lambda_deadline) / 2);
+        let handover = cut - HANDOVER_MARGIN.min(left(cut) / 4);
+        Deadline { handover, cut }
+    }
+
+    /// `work`, unless the cut comes first.
+    pub(super) async fn cut<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        let left = self
+            .cut
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::timeout(left, work).await.ok()
+    }
+}
+
+pub(super) fn out_of_time(deadline: Option<Deadline>) -> bool {
+    deadline.is_some_and(|d| SystemTime::now() >= d.handover)
 }

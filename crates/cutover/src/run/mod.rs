@@ -35,10 +35,12 @@ pub use self::outcome::*;
 /// Rounds of observe → plan → execute within one invocation before handing over to a
 /// continuation token.
 const MAX_ROUNDS: usize = 4;
-/// Left of the Lambda timeout when an invocation stops working and hands over with a
-/// continuation token: enough for the acknowledgement and a notification. An invocation with less
-/// time than four margins keeps a quarter of what it has, so a short timeout still makes progress.
+/// Before the cut (`converge::Deadline`), an invocation starts no new round: room for one more
+/// round of calls. An invocation with less time keeps a quarter of what it has.
 pub const HANDOVER_MARGIN: Duration = Duration::from_secs(20);
+/// Kept for the acknowledgement and the message (side by side) after the cut: their operation
+/// timeout (30 s, `aws::config_loader`) and a little more. An invocation with less time keeps half.
+pub const ACKNOWLEDGEMENT_BUDGET: Duration = Duration::from_secs(35);
 /// RunInstances calls in flight at once: fifty serial launches at real latency (0.5–2 s each)
 /// would outlive the Lambda timeout; EC2's request rate limits favour a small bound.
 pub const LAUNCH_PARALLELISM: usize = 8;
@@ -120,7 +122,7 @@ impl<C: Cloud> App<C> {
         // that sets none (local emulators), and would hand every invocation over at once.
         let deadline = deadline
             .filter(|d| *d > SystemTime::now())
-            .map(handover_time);
+            .map(Deadline::before);
         let invocation = Invocation::parse(event)
             .inspect_err(|bad| warn!(function = function.as_str(), %bad, "rejected event"))?;
         match invocation {
@@ -144,24 +146,34 @@ impl<C: Cloud> App<C> {
                 state,
             } if function == Function::Cleanup && cfg!(feature = "cleanup") => {
                 let span = tracing::info_span!("pipeline-execution", pipeline = %pipeline, release = %execution_id, state = %state);
-                self.cleanup_failed_release(&execution_id, &state)
+                self.cleanup_failed_release(&execution_id, &state, deadline)
                     .instrument(span)
                     .await
             }
             Invocation::Schedule if function == Function::Cleanup && cfg!(feature = "cleanup") => {
-                self.sweep().instrument(tracing::info_span!("sweep")).await
+                self.sweep(deadline)
+                    .instrument(tracing::info_span!("sweep"))
+                    .await
             }
             Invocation::AlarmChange { alarm, state, at }
                 if function == Function::SwitchListener && cfg!(feature = "switch-listener") =>
             {
                 let span = tracing::info_span!("alarm", alarm = %alarm, state = %state);
-                Box::pin(self.alarm_changed(&alarm, &state, at).instrument(span)).await
+                Box::pin(
+                    self.alarm_changed(&alarm, &state, at, deadline)
+                        .instrument(span),
+                )
+                .await
             }
             Invocation::Rollback { service, release }
                 if function == Function::SwitchListener && cfg!(feature = "switch-listener") =>
             {
                 let span = tracing::info_span!("rollback", service = %service);
-                Box::pin(self.roll_back(&service, release.as_ref()).instrument(span)).await
+                Box::pin(
+                    self.roll_back(&service, release.as_ref(), deadline)
+                        .instrument(span),
+                )
+                .await
             }
             _ => {
                 let bad = BadEvent(format!(
@@ -180,7 +192,7 @@ impl<C: Cloud> App<C> {
         function: Function,
         job_id: &str,
         request: Result<JobRequest, BadEvent>,
-        deadline: Option<SystemTime>,
+        deadline: Option<Deadline>,
     ) -> Result<Value, Error> {
         let started = Instant::now();
         let outcome = match &request {
@@ -234,7 +246,7 @@ impl<C: Cloud> App<C> {
         &self,
         function: Function,
         request: &JobRequest,
-        deadline: Option<SystemTime>,
+        deadline: Option<Deadline>,
     ) -> Outcome {
         let work = Work::Job { function, request };
         let Converged { stop, steps } = self.converge(&work, deadline).await;
@@ -284,9 +296,14 @@ impl<C: Cloud> App<C> {
 
     /// Runs cleanup for one service outside CodePipeline: no continuation, so a wait ends the
     /// run and the next sweep picks it up.
-    async fn cleanup_service(&self, service: &ServiceName, scope: CleanupScope) -> Outcome {
+    async fn cleanup_service(
+        &self,
+        service: &ServiceName,
+        scope: CleanupScope,
+        deadline: Option<Deadline>,
+    ) -> Outcome {
         let work = Work::Cleanup { service, scope };
-        let Converged { stop, steps } = self.converge(&work, None).await;
+        let Converged { stop, steps } = self.converge(&work, deadline).await;
         settled_outside_a_job(stop, steps, |phase, steps| Outcome::Succeeded {
             summary: format!("{service}: waiting for {phase}; the next sweep finishes the job"),
             output_variables: BTreeMap::new(),
@@ -300,10 +317,11 @@ impl<C: Cloud> App<C> {
         &self,
         service: &ServiceName,
         release: Option<&ReleaseId>,
+        deadline: Option<Deadline>,
     ) -> Result<Value, Error> {
         let started = Instant::now();
         let outcome = self
-            .rollback_outcome(&Work::Rollback { service, release })
+            .rollback_outcome(&Work::Rollback { service, release }, deadline)
             .await;
         self.notify(
             Function::SwitchListener,
@@ -323,6 +341,7 @@ impl<C: Cloud> App<C> {
         alarm: &str,
         state: &str,
         at: Option<u64>,
+        deadline: Option<Deadline>,
     ) -> Result<Value, Error> {
         if state != "ALARM" {
             info!("alarm state {state}: nothing to do");
@@ -336,7 +355,7 @@ impl<C: Cloud> App<C> {
                 alarm,
                 at,
             };
-            let outcome = self.rollback_outcome(&work).await;
+            let outcome = self.rollback_outcome(&work, deadline).await;
             self.notify(Function::SwitchListener, &service, None, &outcome, started)
                 .await;
             results.insert(service.to_string(), outcome);
@@ -347,9 +366,23 @@ impl<C: Cloud> App<C> {
         Ok(json!({ "alarm": alarm, "state": state, "services": results }))
     }
 
-    /// Services whose settings (variables, then parameters) name `alarm` in their `ALARMS`.
+    /// Services whose settings (variables, then parameters) name `alarm` in their `ALARMS`. An
+    /// alarm no service is known to name makes the parameters read again, once: a service's
+    /// `ALARMS` may have grown since this container read them.
     async fn services_naming(&self, alarm: &str) -> Result<Vec<ServiceName>, Error> {
+        let fresh = !self.parameters.loaded();
         self.load_parameters_once().await?;
+        let services = self.services_known_to_name(alarm);
+        if !services.is_empty() || fresh {
+            return Ok(services);
+        }
+        info!("no service is known to name this alarm: reading the settings parameters again");
+        self.parameters
+            .fill(self.cloud.parameters(Parameters::All).await?);
+        Ok(self.services_known_to_name(alarm))
+    }
+
+    fn services_known_to_name(&self, alarm: &str) -> Vec<ServiceName> {
         let names_it = |parsed: &Result<ServiceSettings, _>| {
             parsed
                 .as_ref()
@@ -370,15 +403,15 @@ impl<C: Cloud> App<C> {
                     .map(str::to_owned)
             });
         let services: BTreeSet<String> = from_variables.chain(from_parameters).collect();
-        Ok(services
+        services
             .iter()
             .filter_map(|s| ServiceName::parse(s).ok())
-            .collect())
+            .collect()
     }
 
     /// A rollback (by hand or by an alarm), converged and told as an outcome: it never waits.
-    async fn rollback_outcome(&self, work: &Work<'_>) -> Outcome {
-        let Converged { stop, steps } = self.converge(work, None).await;
+    async fn rollback_outcome(&self, work: &Work<'_>, deadline: Option<Deadline>) -> Outcome {
+        let Converged { stop, steps } = self.converge(work, deadline).await;
         settled_outside_a_job(stop, steps, |phase, steps| Outcome::Failed {
             message: format!(
                 "the rollback of {} stopped waiting for {phase}; run it again",
@@ -393,6 +426,7 @@ impl<C: Cloud> App<C> {
         &self,
         release: &ReleaseId,
         state: &str,
+        deadline: Option<Deadline>,
     ) -> Result<Value, Error> {
         let started = Instant::now();
         if !matches!(state, "FAILED" | "CANCELED" | "SUPERSEDED" | "STOPPED") {
@@ -408,9 +442,8 @@ impl<C: Cloud> App<C> {
         for service in services {
             let outcome = match ServiceName::parse(&service) {
                 Ok(name) => {
-                    let outcome = self
-                        .cleanup_service(&name, CleanupScope::FailedRelease(release.clone()))
-                        .await;
+                    let scope = CleanupScope::FailedRelease(release.clone());
+                    let outcome = self.cleanup_service(&name, scope, deadline).await;
                     self.notify(Function::Cleanup, &name, Some(release), &outcome, started)
                         .await;
                     outcome
@@ -425,17 +458,25 @@ impl<C: Cloud> App<C> {
         Ok(json!({ "release": release, "state": state, "services": results }))
     }
 
-    /// The scheduled sweep: every service's retired instances past their bake time.
-    async fn sweep(&self) -> Result<Value, Error> {
+    /// The scheduled sweep: every service's retired instances past their bake time. Services it
+    /// has no time left for are the next sweep's (every five minutes).
+    async fn sweep(&self, deadline: Option<Deadline>) -> Result<Value, Error> {
         let started = Instant::now();
         let instances = self.cloud.instances(InstanceQuery::AllServices).await?;
         let services: BTreeSet<String> = instances.iter().map(|i| i.service.clone()).collect();
         let mut results = BTreeMap::new();
+        let mut not_reached = Vec::new();
         for service in services {
             let Ok(name) = ServiceName::parse(&service) else {
                 continue;
             };
-            let outcome = self.cleanup_service(&name, CleanupScope::Expired).await;
+            if out_of_time(deadline) {
+                not_reached.push(service);
+                continue;
+            }
+            let outcome = self
+                .cleanup_service(&name, CleanupScope::Expired, deadline)
+                .await;
             let changed = matches!(&outcome, Outcome::Succeeded { steps, .. } if !steps.is_empty());
             if changed || matches!(outcome, Outcome::Failed { .. }) {
                 self.notify(Function::Cleanup, &name, None, &outcome, started)
@@ -443,7 +484,13 @@ impl<C: Cloud> App<C> {
             }
             results.insert(service, outcome);
         }
-        Ok(json!({ "sweep": results }))
+        if !not_reached.is_empty() {
+            warn!(
+                ?not_reached,
+                "out of time: the next sweep takes these services"
+            );
+        }
+        Ok(json!({ "sweep": results, "not_reached": not_reached }))
     }
 
     /// One SNS message per outcome; no topic, no message. A failed publish is logged, never fatal.

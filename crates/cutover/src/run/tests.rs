@@ -28,6 +28,11 @@ struct World {
     fail_publish: bool,
     /// How long a launch takes.
     launch_latency: Duration,
+    /// SSM parameters by name, and how many reads of them were made.
+    parameters: BTreeMap<String, String>,
+    parameter_reads: usize,
+    /// The nth `execute` (0-based) hangs this long, as a call to an endpoint that stopped answering.
+    hang_execute: Option<(usize, Duration)>,
 }
 
 #[derive(Clone)]
@@ -61,6 +66,9 @@ impl FakeCloud {
             fail_acknowledge: false,
             fail_publish: false,
             launch_latency: Duration::ZERO,
+            hang_execute: None,
+            parameters: BTreeMap::new(),
+            parameter_reads: 0,
         })))
     }
 
@@ -79,8 +87,18 @@ impl FakeCloud {
 }
 
 impl Cloud for FakeCloud {
-    async fn parameters(&self, _which: Parameters<'_>) -> Result<Vec<(String, String)>, Error> {
-        Ok(Vec::new())
+    async fn parameters(&self, which: Parameters<'_>) -> Result<Vec<(String, String)>, Error> {
+        let mut world = self.world();
+        world.parameter_reads += 1;
+        Ok(world
+            .parameters
+            .iter()
+            .filter(|(name, _)| match which {
+                Parameters::All => true,
+                Parameters::One(one) => one == name.as_str(),
+            })
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect())
     }
 
     async fn observe(&self, _look: Look<'_>) -> Result<Seen, Error> {
@@ -97,6 +115,20 @@ impl Cloud for FakeCloud {
     }
 
     async fn execute(&self, step: &Step) -> Result<(), Error> {
+        let hang = {
+            let mut world = self.world();
+            match world.hang_execute {
+                Some((n, hang)) if n == world.executed.len() => {
+                    world.executed.push(step.clone());
+                    Some(hang)
+                }
+                _ => None,
+            }
+        };
+        if let Some(hang) = hang {
+            tokio::time::sleep(hang).await;
+            return Ok(());
+        }
         let latency = {
             let mut world = self.world();
             if world.fail_execute == Some(world.executed.len()) {
@@ -439,6 +471,32 @@ async fn an_invocation_near_its_deadline_hands_over_after_one_batch() {
 }
 
 #[tokio::test]
+async fn a_later_round_still_running_at_the_cut_is_abandoned_and_the_job_acknowledged_in_time() {
+    let cloud = FakeCloud::new(Vec::new());
+    // Nine launches: a first batch of eight, then one that hangs far past the deadline.
+    cloud.world().hang_execute = Some((LAUNCH_PARALLELISM, Duration::from_secs(30)));
+    let app = app(&cloud, 9);
+    let started = std::time::Instant::now();
+    let deadline = SystemTime::now() + Duration::from_millis(800);
+    app.handle_until(
+        Function::Provision,
+        job("job-1", params(), None),
+        Some(deadline),
+    )
+    .await
+    .unwrap();
+    assert!(
+        SystemTime::now() < deadline,
+        "acknowledged {:?} after the start, past the deadline",
+        started.elapsed()
+    );
+    let ack = &cloud.acks_of("job-1")[0];
+    let progress = Progress::decode(&token(ack).expect("hands over")).unwrap();
+    assert_eq!(progress.phase, Phase::Handover);
+    assert_eq!(cloud.world().executed.len(), LAUNCH_PARALLELISM + 1);
+}
+
+#[tokio::test]
 async fn acknowledgement_faults_are_errors_and_a_second_acknowledgement_is_not() {
     let cloud = FakeCloud::new(vec![running("i-1", R2, 1, Stage::PreProduct)]);
     let app = app(&cloud, 1);
@@ -472,4 +530,76 @@ async fn a_failed_notification_leaves_the_outcome_as_it_was() {
         .unwrap();
     assert_eq!(response["result"]["outcome"], "succeeded", "{response}");
     assert!(is_success(&cloud.acks_of("job-1")[0]));
+}
+
+const SETTINGS: &str = r#"{"AMI":"ami-1","INSTANCE_TYPE":"t3.small","SUBNET":["subnet-a"],"SG":"sg-1","ALARMS":["api-5xx"]}"#;
+
+/// An app whose only settings are SSM parameters.
+fn app_on_parameters(cloud: &FakeCloud) -> App<FakeCloud> {
+    App {
+        registry: Registry::from_vars(Vec::<(String, String)>::new()),
+        ..app(cloud, 1)
+    }
+}
+
+#[tokio::test]
+async fn a_broken_parameter_is_never_kept_and_its_fix_works_without_a_cold_start() {
+    let cloud = FakeCloud::new(Vec::new());
+    cloud
+        .world()
+        .parameters
+        .insert("/cutover/api".into(), "{\"AMI\": ".into());
+    let app = app_on_parameters(&cloud);
+    app.handle(Function::Provision, job("job-1", params(), None))
+        .await
+        .unwrap();
+    let Acknowledgement::Failure { message } = &cloud.acks_of("job-1")[0] else {
+        panic!("a broken parameter fails the job");
+    };
+    assert!(message.contains("/cutover/api"), "{message}");
+
+    cloud
+        .world()
+        .parameters
+        .insert("/cutover/api".into(), SETTINGS.into());
+    app.handle(Function::Provision, job("job-2", params(), None))
+        .await
+        .unwrap();
+    assert!(
+        !matches!(cloud.acks_of("job-2")[0], Acknowledgement::Failure { .. }),
+        "{:?}",
+        cloud.acks_of("job-2")
+    );
+}
+
+#[tokio::test]
+async fn an_alarm_no_known_service_names_makes_the_parameters_read_again_once() {
+    let cloud = FakeCloud::new(Vec::new());
+    let app = app_on_parameters(&cloud);
+    let alarm = |at: &str| {
+        serde_json::json!({
+            "detail-type": "CloudWatch Alarm State Change",
+            "source": "aws.cloudwatch",
+            "time": at,
+            "detail": {"alarmName": "api-5xx", "state": {"value": "ALARM"}}
+        })
+    };
+    let first = app
+        .handle(Function::SwitchListener, alarm("2027-01-15T08:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(first["services"], serde_json::json!({}));
+    let reads = cloud.world().parameter_reads;
+
+    // The service's stack adds the alarm to its ALARMS; this container read them before.
+    cloud
+        .world()
+        .parameters
+        .insert("/cutover/api".into(), SETTINGS.into());
+    let second = app
+        .handle(Function::SwitchListener, alarm("2027-01-15T08:05:00Z"))
+        .await
+        .unwrap();
+    assert!(second["services"].get("api").is_some(), "{second}");
+    assert!(cloud.world().parameter_reads > reads);
 }
