@@ -109,13 +109,24 @@ impl ReleaseId {
         &self.0
     }
 
-    /// The first 8 characters, lower-cased: short enough for DNS labels and Name tags.
+    /// 8 lower-case characters, unique per release, for DNS labels, Name tags and chat threads:
+    /// a pipeline execution id (a UUID, random from its first character) keeps its first 8, as
+    /// the console shows it; any other id (typed by hand, shared prefixes) a hash of all of it.
     pub fn short(&self) -> String {
-        self.0
-            .chars()
-            .take(8)
-            .collect::<String>()
-            .to_ascii_lowercase()
+        let is_uuid = self.0.len() == 36
+            && self.0.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_hexdigit(),
+            });
+        if is_uuid {
+            return self.0[..8].to_ascii_lowercase();
+        }
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in self.0.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        format!("{hash:08x}")
     }
 }
 
@@ -159,6 +170,13 @@ mod tests {
     fn release_ids_are_checked_and_shortened() {
         let id = ReleaseId::parse("A1B2C3D4-e5f6-7890-abcd-ef1234567890").unwrap();
         assert_eq!(id.short(), "a1b2c3d4");
+        // Ids that are not execution ids may share any prefix: each gets its own short form.
+        let typed = ["release-2026-12-01-a", "release-2026-12-01-b", "r1", "r10"]
+            .map(|raw| ReleaseId::parse(raw).unwrap().short());
+        for (i, short) in typed.iter().enumerate() {
+            assert!(short.len() == 8 && short.chars().all(|c| c.is_ascii_hexdigit()));
+            assert!(!typed[i + 1..].contains(short), "{typed:?}");
+        }
         let err = ReleaseId::parse("#{codepipeline.PipelineExecutionId}").unwrap_err();
         assert!(err.contains("not resolved"), "{err}");
         assert!(ReleaseId::parse("").is_err());

@@ -283,3 +283,29 @@ async fn cleanup_leaves_a_retired_fleet_until_no_rollback_can_land() {
     app.handle(Function::Cleanup, sweep).await.unwrap();
     assert_eq!(live(&local).await, 1);
 }
+
+/// The lock is removed only by the release holding it, read again in the step that removes it: a
+/// claim another release wrote after the plan was made survives the first release's switch.
+#[tokio::test]
+async fn a_lock_claimed_by_another_release_after_the_plan_survives_its_release() {
+    let (local, service, _app) = setup().await;
+    let lock = |release: &str| cutover::world::Lock {
+        release: release.to_owned(),
+        since: local.now(),
+    };
+    let aws = Aws::new(&local.config);
+    let tag = cutover::world::Step::TagRoute {
+        route: service.product_rule.clone(),
+        tags: [(cutover::world::TAG_LOCK.to_owned(), lock(R2).tag_value())].into(),
+    };
+    aws.execute(&tag).await.unwrap();
+    // R1's switch planned the removal of its own lock; R2's claim landed first.
+    let release = |release: &str| cutover::world::Step::ReleaseLock {
+        route: service.product_rule.clone(),
+        release: release.to_owned(),
+    };
+    aws.execute(&release(R1)).await.unwrap();
+    assert_eq!(local.alb().await.product.lock, Some(lock(R2)));
+    aws.execute(&release(R2)).await.unwrap();
+    assert_eq!(local.alb().await.product.lock, None);
+}

@@ -32,6 +32,32 @@ impl Aws {
             | Step::SetForward { .. }
             | Step::TagRoute { .. }
             | Step::UntagRoute { .. } => self.elb_step(step).await,
+            Step::ReleaseLock { route, release } => self.release_lock(route, release).await,
+        }
+    }
+
+    /// Removes the lock only if `release` holds it when read now, in this step: the smallest
+    /// window ELBv2 allows between the check and the removal (it has no conditional write).
+    async fn release_lock(&self, route: &str, release: &str) -> Result<(), Error> {
+        let tags = self.elb_tags(&[route.to_owned()]).await?;
+        let holder = tags
+            .get(route)
+            .and_then(|tags| tags.get(TAG_LOCK))
+            .and_then(|value| Lock::parse(value));
+        match holder {
+            Some(lock) if lock.release == release => self
+                .elb
+                .remove_tags()
+                .resource_arns(route)
+                .tag_keys(TAG_LOCK)
+                .send()
+                .await
+                .map(drop)
+                .map_err(aws_error("RemoveTags")),
+            other => {
+                tracing::info!(?other, "the lock is not {release}'s any more: left alone");
+                Ok(())
+            }
         }
     }
 

@@ -61,9 +61,9 @@ pub fn cleanup(input: &CleanupInput) -> Planned {
     let mut steps = Vec::new();
     if let CleanupScope::FailedRelease(release) = &input.scope {
         if holds_lock(alb.product.lock.as_ref(), release) {
-            steps.push(Step::UntagRoute {
+            steps.push(Step::ReleaseLock {
                 route: alb.product.arn.clone(),
-                keys: vec![TAG_LOCK.to_owned()],
+                release: release.to_string(),
             });
         }
     }

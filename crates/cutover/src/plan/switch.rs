@@ -97,9 +97,9 @@ pub fn switch(input: &SwitchInput) -> Planned {
     let current = if product_at_to { to } else { to.other() };
     let mut cutover = cutover_steps(input, current, to)?;
     if holds_lock(lock, release) {
-        cutover.steps.push(Step::UntagRoute {
+        cutover.steps.push(Step::ReleaseLock {
             route: alb.product.arn.clone(),
-            keys: vec![TAG_LOCK.to_owned()],
+            release: release.to_string(),
         });
     }
     let what = if product_at_to { "already" } else { "now" };

@@ -53,6 +53,13 @@ pub enum Step {
         route: String,
         keys: Vec<String>,
     },
+    /// Removes the route's `cutover:lock` if `release` still holds it: the tag is read again in
+    /// the same step (ELBv2 has no compare-and-delete), so a claim another release wrote since
+    /// the plan was made is left alone.
+    ReleaseLock {
+        route: String,
+        release: String,
+    },
     TagInstances {
         instance_ids: Vec<String>,
         tags: BTreeMap<String, String>,
@@ -130,6 +137,12 @@ impl Step {
             Step::UntagRoute { route, keys } => {
                 format!("untag {} {}", short_arn(route), keys.join(", "))
             }
+            Step::ReleaseLock { route, release } => {
+                format!(
+                    "release the lock of {release} on {} (if it still holds it)",
+                    short_arn(route)
+                )
+            }
             Step::TagInstances { instance_ids, tags } => {
                 format!("tag {} {}", instance_ids.join(", "), describe_tags(tags))
             }
@@ -170,6 +183,7 @@ impl Step {
             Step::Launch { .. }
             | Step::RegisterTargets { .. }
             | Step::DeregisterTargets { .. }
+            | Step::ReleaseLock { .. }
             | Step::Terminate { .. } => false,
         }
     }
@@ -211,6 +225,7 @@ impl Step {
             Step::Launch { .. }
             | Step::RegisterTargets { .. }
             | Step::DeregisterTargets { .. }
+            | Step::ReleaseLock { .. }
             | Step::Terminate { .. } => Vec::new(),
         }
     }
@@ -347,9 +362,9 @@ mod tests {
                 service: "svc".into(),
                 changes: Vec::new(),
             },
-            Step::UntagRoute {
+            Step::ReleaseLock {
                 route: "product".into(),
-                keys: vec![TAG_LOCK.into()],
+                release: "r2".into(),
             },
         ];
         let rounds = rounds(&steps, 8);

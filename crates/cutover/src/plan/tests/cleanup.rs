@@ -52,7 +52,7 @@ fn cleanup_drains_first_then_releases_and_terminates() {
         matches!(&plan.steps[0], Step::DisassociateAddress { association_id, .. } if association_id == "eipassoc-9")
     );
     assert!(
-        matches!(&plan.steps[1], Step::ChangeRecords { changes, .. } if changes.iter().all(|c| c.action == RecordAction::Delete && c.name.starts_with("1.r1.")))
+        matches!(&plan.steps[1], Step::ChangeRecords { changes, .. } if changes.iter().all(|c| c.action == RecordAction::Delete && c.name.starts_with(&format!("1.{}.", release("r1").short()))))
     );
     assert_eq!(
         plan.steps[2],

@@ -515,6 +515,17 @@ impl Model {
                     }
                 }
             }
+            Step::ReleaseLock { release, .. } => {
+                if self
+                    .alb
+                    .product
+                    .lock
+                    .as_ref()
+                    .is_some_and(|l| l.release == *release)
+                {
+                    self.alb.product.lock = None;
+                }
+            }
             Step::DeregisterTargets {
                 target_group,
                 instance_ids,

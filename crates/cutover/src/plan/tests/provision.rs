@@ -27,7 +27,10 @@ fn provision_launches_count_instances_across_subnets_then_waits() {
     assert_eq!(tags[TAG_STAGE], "pre-product");
     assert_eq!(tags[TAG_RELEASE], "r2");
     assert_eq!(tags[TAG_INDEX], "2");
-    assert_eq!(tags[TAG_NAME], "api-pre-product-r2-2");
+    assert_eq!(
+        tags[TAG_NAME],
+        format!("api-pre-product-{}-2", release("r2").short())
+    );
     assert_eq!(launches[1].2, client_token(&service(), &release("r2"), 2));
 }
 
@@ -97,12 +100,13 @@ fn provision_finishes_with_addresses_records_and_outputs() {
         panic!("{:?}", plan.steps)
     };
     let names: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
+    let r2 = release("r2").short();
     assert_eq!(
         names,
         [
-            "1.r2.api.internal.example.",
-            "2.r2.api.internal.example.",
-            "pre-product.api.internal.example."
+            format!("1.{r2}.api.internal.example."),
+            format!("2.{r2}.api.internal.example."),
+            "pre-product.api.internal.example.".to_owned()
         ]
     );
     assert_eq!(changes[2].values.len(), 2);

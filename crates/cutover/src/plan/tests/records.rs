@@ -17,17 +17,16 @@ fn desired_records_follow_stages() {
         &BTreeMap::new(),
         &BTreeSet::new(),
     );
-    let names: Vec<&str> = records.keys().map(String::as_str).collect();
-    assert_eq!(
-        names,
-        [
-            "1.r0.api.internal.example.",
-            "1.r1.api.internal.example.",
-            "1.r2.api.internal.example.",
-            "pre-product.api.internal.example.",
-            "product.api.internal.example.",
-        ]
-    );
+    let names: BTreeSet<String> = records.keys().cloned().collect();
+    let expected: BTreeSet<String> = ["r0", "r1", "r2"]
+        .map(|r| format!("1.{}.api.internal.example.", release(r).short()))
+        .into_iter()
+        .chain([
+            "pre-product.api.internal.example.".to_owned(),
+            "product.api.internal.example.".to_owned(),
+        ])
+        .collect();
+    assert_eq!(names, expected);
 }
 
 #[test]

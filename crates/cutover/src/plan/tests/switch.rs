@@ -37,7 +37,7 @@ fn switch_moves_product_in_one_step_and_converges_the_rest() {
         .iter()
         .any(|s| matches!(s, Step::TagRoute { tags, .. } if tags[TAG_PREVIOUS] == BLUE)));
     assert!(plan.steps.iter().any(
-        |s| matches!(s, Step::TagInstances { instance_ids, tags } if instance_ids == &["i-old"] && tags[TAG_STAGE] == "retired" && tags[TAG_RETIRED_AT] == NOW.to_string() && tags[TAG_NAME] == "api-retired-r1-1")
+        |s| matches!(s, Step::TagInstances { instance_ids, tags } if instance_ids == &["i-old"] && tags[TAG_STAGE] == "retired" && tags[TAG_RETIRED_AT] == NOW.to_string() && tags[TAG_NAME] == format!("api-retired-{}-1", release("r1").short()))
     ));
     assert!(plan.steps.iter().any(
         |s| matches!(s, Step::TagInstances { instance_ids, tags } if instance_ids == &["i-new"] && tags[TAG_STAGE] == "product")
@@ -129,9 +129,9 @@ fn the_switch_releases_the_lock_and_a_failed_release_cleanup_too() {
     let plan = switch_plan(Action::Release, &world, &instances).expect("a plan");
     assert_eq!(
         plan.steps.last(),
-        Some(&Step::UntagRoute {
+        Some(&Step::ReleaseLock {
             route: PRODUCT_RULE.into(),
-            keys: vec![TAG_LOCK.to_owned()]
+            release: "r2".into()
         })
     );
     let plan = cleanup_plan(
@@ -141,9 +141,9 @@ fn the_switch_releases_the_lock_and_a_failed_release_cleanup_too() {
         &[],
     )
     .expect("a plan");
-    assert!(plan.steps.contains(&Step::UntagRoute {
+    assert!(plan.steps.contains(&Step::ReleaseLock {
         route: PRODUCT_RULE.into(),
-        keys: vec![TAG_LOCK.to_owned()]
+        release: "r2".into()
     }));
 }
 
