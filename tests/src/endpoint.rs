@@ -33,6 +33,8 @@ pub struct Call {
     pub received: std::time::Instant,
     /// When the answer went back to the caller.
     pub answered: std::time::Instant,
+    /// Applied, and its answer lost on the way back (`inject_lost_answer`).
+    pub lost: bool,
 }
 impl Call {
     pub fn param(&self, key: &str) -> Option<&str> {
@@ -80,6 +82,9 @@ struct Fault {
     code: String,
     /// Hold the call this long before answering (a hung call).
     hang: Option<Duration>,
+    /// Let the call through (moto applies it), then lose the answer: the connection closes
+    /// before it, as when AWS applied a call and the reply never reached the caller.
+    lose_answer: bool,
 }
 
 struct State {
@@ -212,6 +217,22 @@ impl Endpoint {
             status,
             code: code.to_owned(),
             hang: None,
+            lose_answer: false,
+        });
+    }
+
+    /// The next `times` calls of `action`, after `skip` pass untouched, are applied and then
+    /// their answers lost: the SDK sees a dropped connection and retries a call AWS already
+    /// carried out.
+    pub fn inject_lost_answer(&self, action: &str, skip: usize, times: usize) {
+        self.state.lock().unwrap().faults.push(Fault {
+            action: action.to_owned(),
+            skip,
+            remaining: times,
+            status: 0,
+            code: String::new(),
+            hang: None,
+            lose_answer: true,
         });
     }
 
@@ -224,6 +245,7 @@ impl Endpoint {
             status: 0,
             code: String::new(),
             hang: Some(hang),
+            lose_answer: false,
         });
     }
 
@@ -373,7 +395,7 @@ async fn handle(
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
     let call = Received::read(&parts, &body);
@@ -381,43 +403,69 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if let Some(response) = injected_fault(&state, &call).await {
-        return Ok(response);
+    let lose_answer = match injected_fault(&state, &call).await {
+        Injected::Answer(response) => return Ok(response),
+        Injected::LoseAnswer => true,
+        Injected::Nothing => false,
+    };
+    let response = if let Some(response) = modelled(&state, &call) {
+        response
+    } else if call.target.starts_with("CodePipeline_20150709.") {
+        codepipeline_response(&state, &call, &body)
+    } else {
+        proxy(&state, &client, &upstream, parts, body, &call).await?
+    };
+    if lose_answer {
+        if let Some(recorded) = state
+            .lock()
+            .unwrap()
+            .calls
+            .iter_mut()
+            .rev()
+            .find(|c| c.received == call.received && c.action == call.action)
+        {
+            recorded.lost = true;
+        }
+        // An error from the service makes hyper close the connection without an answer.
+        return Err("the answer was lost on the way back (injected by the test endpoint)".into());
     }
-    if let Some(response) = modelled(&state, &call) {
-        return Ok(response);
-    }
-    if call.target.starts_with("CodePipeline_20150709.") {
-        return Ok(codepipeline_response(&state, &call, &body));
-    }
-    proxy(&state, &client, &upstream, parts, body, call).await
+    Ok(response)
 }
 
-/// An injected fault for this call: an error answer, or a hang after which it goes on.
-async fn injected_fault(
-    state: &Arc<Mutex<State>>,
-    call: &Received,
-) -> Option<Response<Full<Bytes>>> {
+enum Injected {
+    Answer(Response<Full<Bytes>>),
+    LoseAnswer,
+    Nothing,
+}
+
+/// An injected fault for this call: an error answer, a hang after which it goes on, or an answer
+/// to lose once the call is applied.
+async fn injected_fault(state: &Arc<Mutex<State>>, call: &Received) -> Injected {
     let fault = {
         let mut state = state.lock().unwrap();
         let action = &call.action;
-        let matching = state.faults.iter_mut().find(|f| {
+        let Some(matching) = state.faults.iter_mut().find(|f| {
             (&f.action == action || (action.contains('/') && action.contains(&f.action)))
                 && f.remaining > 0
-        })?;
+        }) else {
+            return Injected::Nothing;
+        };
         if matching.skip > 0 {
             matching.skip -= 1;
-            return None;
+            return Injected::Nothing;
         }
         matching.remaining -= 1;
         matching.clone()
     };
+    if fault.lose_answer {
+        return Injected::LoseAnswer;
+    }
     record(state, call, fault.status);
     if let Some(hang) = fault.hang {
         // Recorded with status 0 when it starts; by the time it ends the caller has given up.
         tokio::time::sleep(hang).await;
     }
-    Some(error_response(
+    Injected::Answer(error_response(
         &call.service,
         &call.target,
         fault.status,
@@ -484,7 +532,7 @@ async fn proxy(
     upstream: &str,
     parts: hyper::http::request::Parts,
     body: Bytes,
-    call: Received,
+    call: &Received,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let uri = format!(
         "{upstream}{}",
@@ -524,7 +572,7 @@ async fn proxy(
             .realism
             .after(&call.action, &call.params, status.as_u16(), &reply, now);
     }
-    record(state, &call, status.as_u16());
+    record(state, call, status.as_u16());
     let mut response = Response::new(Full::new(reply));
     *response.status_mut() = status;
     for (name, value) in &headers {
@@ -543,6 +591,7 @@ fn record(state: &Arc<Mutex<State>>, call: &Received, status: u16) {
         status,
         received: call.received,
         answered: std::time::Instant::now(),
+        lost: false,
     });
 }
 

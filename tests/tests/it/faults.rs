@@ -24,6 +24,25 @@ struct Fault {
     status: u16,
     code: &'static str,
     during: Function,
+    /// Applied by AWS, its answer lost (`status` and `code` unused): the SDK retries it.
+    lost: bool,
+    /// EC2 deduplicates RunInstances by ClientToken, as AWS does (moto does not).
+    tokens: bool,
+}
+
+/// One call of `action` (after `skip`) applied, its answer lost; the SDK retries a call AWS
+/// already carried out.
+const fn lost(action: &'static str, skip: usize, during: Function, tokens: bool) -> Fault {
+    Fault {
+        action,
+        skip,
+        times: 1,
+        status: 0,
+        code: "",
+        during,
+        lost: true,
+        tokens,
+    }
 }
 
 const fn fault(
@@ -41,6 +60,8 @@ const fn fault(
         status,
         code,
         during,
+        lost: false,
+        tokens: false,
     }
 }
 
@@ -135,12 +156,26 @@ async fn assert_converged(local: &Local, service: &ServiceFixture, release: &str
 
 async fn run_scenario(fault: Fault) {
     let (local, service, app) = setup().await;
+    if fault.lost {
+        // A retry lands on AWS's world, not moto's: re-deregistering a target succeeds there
+        // (the ELBv2 API reference), and the endpoint's target model says so. Targets turn
+        // healthy and drain at once, so the scenario needs no clock.
+        local.endpoint.model_targets(0, 0);
+    }
+    if fault.tokens {
+        local.endpoint.honour_client_tokens();
+    }
+
     for function in STAGES {
         stage_with_retry(&local, &app, function, R1).await;
     }
     let mark = local.endpoint.mark();
     for function in STAGES {
-        if function == fault.during {
+        if function == fault.during && fault.lost {
+            local
+                .endpoint
+                .inject_lost_answer(fault.action, fault.skip, fault.times);
+        } else if function == fault.during {
             local.endpoint.inject_fault_after(
                 fault.action,
                 fault.skip,
@@ -162,8 +197,12 @@ async fn run_scenario(fault: Fault) {
     let hits = local.endpoint.calls()[mark..]
         .iter()
         .filter(|c| {
-            c.status == fault.status
-                && (c.action == fault.action || c.action.contains(fault.action))
+            (c.action == fault.action || c.action.contains(fault.action))
+                && if fault.lost {
+                    c.lost
+                } else {
+                    c.status == fault.status
+                }
         })
         .count();
     assert_eq!(hits, fault.times, "every injected fault was met");
@@ -209,6 +248,25 @@ fault_tests! {
     deregistration_fails_in_cleanup: fault("DeregisterTargets", 0, 4, 500, "InternalFailure", C);
     termination_fails_after_deregistration: fault("TerminateInstances", 0, 4, 500, "InternalError", C);
     dns_delete_fails_in_cleanup: fault("rrset", 0, 4, 500, "InternalError", C);
+}
+
+// Calls AWS applied whose answers were lost: the SDK retries each, and the retry lands on a
+// world that already changed. Every one converges with nothing duplicated, lost or moved twice.
+fault_tests! {
+    launch_applied_answer_lost: lost("RunInstances", 0, P, true);
+    // Without EC2's ClientToken deduplication (moto's), the retry launches a second instance of
+    // the index: provision finds both by their tags and terminates the younger.
+    launch_applied_answer_lost_token_ignored: lost("RunInstances", 0, P, false);
+    records_applied_answer_lost: lost("rrset", 0, P, true);
+    acknowledgement_applied_answer_lost: lost("PutJobSuccessResult", 0, P, true);
+    lock_claim_applied_answer_lost: lost("AddTags", 0, R, true);
+    registration_applied_answer_lost: lost("RegisterTargets", 0, R, true);
+    product_move_applied_answer_lost: lost("ModifyRule", 0, S, true);
+    pre_product_move_applied_answer_lost: lost("ModifyRule", 1, S, true);
+    retag_applied_answer_lost: lost("CreateTags", 0, S, true);
+    address_move_applied_answer_lost: lost("AssociateAddress", 0, S, true);
+    deregistration_applied_answer_lost: lost("DeregisterTargets", 0, C, true);
+    termination_applied_answer_lost: lost("TerminateInstances", 0, C, true);
 }
 
 #[tokio::test]

@@ -49,6 +49,9 @@ enum Op {
     Advance(usize),
     /// Time passes (continuations become due, targets drain).
     Tick(u64),
+    /// The last call an in-flight invocation made lands again (an SDK retry of a call AWS applied
+    /// whose answer was lost), after whatever other writers did in between.
+    Retry(usize),
 }
 
 fn op() -> impl Generate<Value = Op> {
@@ -61,6 +64,7 @@ fn op() -> impl Generate<Value = Op> {
         1 => Just(Op::Sweep),
         8 => (0usize..4).prop_map(Op::Advance),
         2 => prop_oneof![Just(1u64), Just(30), Just(120), Just(599), Just(700)].prop_map(Op::Tick),
+        1 => (0usize..4).prop_map(Op::Retry),
     ]
 }
 
@@ -87,6 +91,8 @@ struct Invocation {
     reads: usize,
     /// When it read the world last; Lambda ends it `SWITCH_LISTENER_TIMEOUT_S` after it started.
     started: u64,
+    /// The call it made last, which an SDK retry may land again.
+    last_call: Option<Step>,
 }
 
 struct Model {
@@ -199,6 +205,16 @@ impl Model {
                 }
             }
             Op::Tick(seconds) => self.tick(*seconds),
+            Op::Retry(n) => {
+                if !self.inflight.is_empty() {
+                    let n = n % self.inflight.len();
+                    if let Some(call) = self.inflight[n].last_call.clone() {
+                        let kind = self.inflight[n].kind.clone();
+                        self.log.push("  (retried)".to_owned());
+                        self.apply(&kind, &call)?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -211,6 +227,7 @@ impl Model {
             next: None,
             reads: 0,
             started: self.now,
+            last_call: None,
         });
     }
 
@@ -376,6 +393,7 @@ impl Model {
         {
             let kind = self.inflight[n].kind.clone();
             self.apply(&kind, &step)?;
+            self.inflight[n].last_call = Some(step);
         }
         if self.inflight[n]
             .calls
@@ -396,6 +414,7 @@ impl Model {
                 next: None,
                 reads: invocation.reads,
                 started: invocation.started,
+                last_call: None,
             }),
             (
                 Some(Next::Wait { phase, hold_from }),
