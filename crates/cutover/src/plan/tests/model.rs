@@ -534,16 +534,15 @@ impl Model {
                     }
                 }
             }
-            Step::ReleaseLock { release, .. } => {
+            Step::ReleaseLock { release, .. }
                 if self
                     .alb
                     .product
                     .lock
                     .as_ref()
-                    .is_some_and(|l| l.release == *release)
-                {
-                    self.alb.product.lock = None;
-                }
+                    .is_some_and(|l| l.release == *release) =>
+            {
+                self.alb.product.lock = None;
             }
             Step::DeregisterTargets {
                 target_group,
