@@ -249,6 +249,12 @@ impl Endpoint {
         });
     }
 
+    /// A replayed ClientToken answers with the first call's answer unchanged (the EC2 guide says
+    /// it "might" carry updated information, so cutover must not count on either).
+    pub fn replay_first_answers(&self) {
+        self.state.lock().unwrap().realism.replay_first_answers();
+    }
+
     /// Every call answers after `latency`, as AWS's round trips do.
     pub fn set_latency(&self, latency: Duration) {
         self.state.lock().unwrap().realism.latency = latency;

@@ -10,7 +10,9 @@
 //! - **ClientToken**: a repeated `RunInstances` with the same token returns the first call's
 //!   reservation (with the instances' current state, so a terminated one shows as terminated);
 //!   the same token with other parameters is `IdempotentParameterMismatch`. Tokens stay bound
-//!   for the whole test (AWS: at least 24 hours after the instances terminate).
+//!   for the whole test (AWS: at least 24 hours after the instances terminate). The EC2 guide
+//!   says a replayed answer "might contain updated information": `replay_first_answers` makes
+//!   it the first call's answer unchanged, state and all.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -46,6 +48,9 @@ pub struct Realism {
     pub latency: Duration,
     lifecycle: Option<Lifecycle>,
     tokens: Option<HashMap<String, Launch>>,
+    /// Replayed RunInstances answers keep the first call's state (a terminated instance still
+    /// shows as it was launched).
+    replay_first_answers: bool,
     terminated: HashSet<String>,
     /// Instances terminated while a target group still held them (registered or draining).
     pub terminated_while_in_a_group: Vec<String>,
@@ -76,6 +81,10 @@ impl Realism {
 
     pub fn honour_client_tokens(&mut self) {
         self.tokens = Some(HashMap::new());
+    }
+
+    pub fn replay_first_answers(&mut self) {
+        self.replay_first_answers = true;
     }
 
     /// Forces a target's health (`unhealthy`, `unavailable`), or clears it (`None`).
@@ -227,10 +236,11 @@ impl Realism {
             };
         }
         let mut body = String::from_utf8_lossy(&first.body).into_owned();
-        if first
-            .instance_ids
-            .iter()
-            .any(|id| self.terminated.contains(id))
+        if !self.replay_first_answers
+            && first
+                .instance_ids
+                .iter()
+                .any(|id| self.terminated.contains(id))
         {
             body = replace_blocks(
                 &body,

@@ -113,7 +113,22 @@ async fn register_target_waits_out_initial_health_before_routing_qa() {
 
 #[tokio::test]
 async fn a_dead_instance_fails_provision_and_a_retried_stage_replaces_it_with_a_new_token() {
+    a_dead_instance_is_replaced_with_a_new_token(false).await;
+}
+
+/// The same, with EC2 replaying the token's first answer unchanged: the dead instance shows as
+/// pending. Provision read it dead, so the token is spent all the same (before, the retried stage
+/// waited for it and failed again with the same token).
+#[tokio::test]
+async fn a_replayed_answer_that_shows_a_dead_instance_alive_still_moves_to_a_new_token() {
+    a_dead_instance_is_replaced_with_a_new_token(true).await;
+}
+
+async fn a_dead_instance_is_replaced_with_a_new_token(first_answers: bool) {
     let (local, _service, app) = setup(json!({"COUNT": 1})).await;
+    if first_answers {
+        local.endpoint.replay_first_answers();
+    }
     // First invocation: launched, waiting for `running`.
     let first = local.next_job_id();
     app.handle(

@@ -16,7 +16,8 @@ impl Aws {
                 spec,
                 client_token,
                 tags,
-            } => self.launch(spec, client_token, tags).await,
+                dead,
+            } => self.launch(spec, client_token, tags, dead).await,
             Step::ChangeRecords {
                 zone_id,
                 service,
@@ -228,12 +229,14 @@ impl Aws {
 
     /// One instance per call, so each has its own index, Name and ClientToken. A token whose
     /// instance has died (a retried stage keeps its execution id, so its tokens) is spent: the
-    /// next generation of it launches a fresh instance.
+    /// next generation of it launches a fresh instance. Dead is what the answer says, or what
+    /// provision read (`dead`): EC2 may replay the first call's answer, state and all.
     async fn launch(
         &self,
         spec: &LaunchSpec,
         client_token: &str,
         tags: &BTreeMap<String, String>,
+        dead: &[String],
     ) -> Result<(), Error> {
         let tags: Vec<ec2t::Tag> = tags
             .iter()
@@ -285,15 +288,18 @@ impl Aws {
                 .send()
                 .await
                 .map_err(aws_error("RunInstances"))?;
-            let dead = out.instances().iter().any(|i| {
-                matches!(
+            let spent = out.instances().iter().any(|i| {
+                let says_dead = matches!(
                     i.state().and_then(|s| s.name()),
                     Some(
                         ec2t::InstanceStateName::ShuttingDown | ec2t::InstanceStateName::Terminated
                     )
-                )
+                );
+                says_dead
+                    || i.instance_id()
+                        .is_some_and(|id| dead.iter().any(|d| d == id))
             });
-            if !dead {
+            if !spent {
                 return Ok(());
             }
         }

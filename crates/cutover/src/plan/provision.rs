@@ -64,7 +64,7 @@ pub fn provision(input: &ProvisionInput) -> Planned {
         }
     }
     if !missing.is_empty() {
-        steps.extend(missing.iter().map(|&index| launch(input, index)));
+        steps.extend(missing.iter().map(|&index| launch(input, index, &dead)));
         return Ok(Plan::wait(Phase::Running).with_steps(steps));
     }
 
@@ -143,7 +143,7 @@ fn died_while_waiting(missing: &[u32], dead: &[&Instance]) -> Option<String> {
 }
 
 /// One member of the fleet, in the subnet its index picks.
-fn launch(input: &ProvisionInput, index: u32) -> Step {
+fn launch(input: &ProvisionInput, index: u32, dead: &[&Instance]) -> Step {
     let settings = input.settings;
     let subnet = &settings.subnets[(index as usize - 1) % settings.subnets.len()];
     Step::Launch {
@@ -158,6 +158,11 @@ fn launch(input: &ProvisionInput, index: u32) -> Step {
         },
         client_token: client_token(input.service, input.release, index),
         tags: launch_tags(input.service, input.release, settings, index),
+        dead: dead
+            .iter()
+            .filter(|i| i.index == Some(index))
+            .map(|i| i.id.clone())
+            .collect(),
     }
 }
 

@@ -15,6 +15,11 @@ pub enum Step {
         spec: LaunchSpec,
         client_token: String,
         tags: BTreeMap<String, String>,
+        /// Instances of this index that provision read as dead: a token answered with one of
+        /// them is spent, whatever state the answer reports (EC2's replayed answer "might
+        /// contain updated information", or the first call's).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        dead: Vec<String>,
     },
     AssociateAddress {
         allocation_id: String,
@@ -341,6 +346,7 @@ mod tests {
             },
             client_token: format!("token-{n}"),
             tags: BTreeMap::new(),
+            dead: Vec::new(),
         }
     }
 

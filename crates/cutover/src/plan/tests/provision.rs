@@ -14,6 +14,7 @@ fn provision_launches_count_instances_across_subnets_then_waits() {
                 spec,
                 tags,
                 client_token,
+                ..
             } => (spec.subnet.as_str(), tags, client_token.as_str()),
             other => panic!("unexpected {other:?}"),
         })
@@ -227,12 +228,13 @@ fn an_instance_that_dies_while_provision_waits_fails_the_job_with_its_reason() {
 #[test]
 fn a_retried_stage_launches_a_replacement_for_a_dead_instance() {
     // CodePipeline's Retry keeps the execution id: a fresh invocation (no token) sees the dead
-    // instance of the first attempt and launches the index again (the executor moves its
-    // ClientToken to a new generation when AWS answers with the dead instance).
+    // instance of the first attempt and launches the index again, naming the dead instance: the
+    // executor moves its ClientToken to a new generation when AWS answers with it, whatever
+    // state the answer reports.
     let died = instance("i-1", "r2", 1, Stage::PreProduct, InstanceState::Terminated);
     let plan = provision_plan(&settings(1), &[died], &[], None).expect("a plan");
     assert!(
-        matches!(&plan.steps[..], [Step::Launch { tags, .. }] if tags[TAG_INDEX] == "1"),
+        matches!(&plan.steps[..], [Step::Launch { tags, dead, .. }] if tags[TAG_INDEX] == "1" && dead == &["i-1"]),
         "{:?}",
         plan.steps
     );
