@@ -153,9 +153,21 @@ pub async fn seed_base(clients: &Clients, elastic_ips: usize) -> Base {
         .to_owned();
     let mut eips = Vec::new();
     for _ in 0..elastic_ips {
+        // The service's addresses, as its team tags them: cutover moves no other.
         let address = ec2
             .allocate_address()
             .domain(ec2t::DomainType::Vpc)
+            .tag_specifications(
+                ec2t::TagSpecification::builder()
+                    .resource_type(ec2t::ResourceType::ElasticIp)
+                    .tags(
+                        ec2t::Tag::builder()
+                            .key("cutover:service")
+                            .value(crate::SERVICE)
+                            .build(),
+                    )
+                    .build(),
+            )
             .send()
             .await
             .expect("AllocateAddress");

@@ -547,6 +547,7 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
         "ec2:RunInstances network-interface",
         "ec2:CreateTags volume",
         "ec2:AssociateAddress network-interface",
+        "ec2:AssociateAddress elastic-ip",
         "ec2:DisassociateAddress network-interface",
         "ec2:TerminateInstances instance",
         "elasticloadbalancing:ModifyRule listener-rule",
@@ -595,6 +596,7 @@ mod iam {
     pub struct World {
         refs: HashMap<String, String>,
         instance_tags: HashMap<String, Vec<(String, String)>>,
+        address_tags: HashMap<String, Vec<(String, String)>>,
         elb_tags: HashMap<String, Vec<(String, String)>>,
     }
 
@@ -617,6 +619,24 @@ mod iam {
                     instance_tags.insert(instance.instance_id().unwrap().to_owned(), tags);
                 }
             }
+            let addresses = local.clients.ec2.describe_addresses().send().await.unwrap();
+            let address_tags = addresses
+                .addresses()
+                .iter()
+                .map(|a| {
+                    let tags = a
+                        .tags()
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.key().unwrap_or_default().to_owned(),
+                                t.value().unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect();
+                    (a.allocation_id().unwrap_or_default().to_owned(), tags)
+                })
+                .collect();
             let mut arns: Vec<String> = Vec::new();
             let groups = local
                 .clients
@@ -705,6 +725,7 @@ mod iam {
             World {
                 refs,
                 instance_tags,
+                address_tags,
                 elb_tags,
             }
         }
@@ -757,14 +778,32 @@ mod iam {
         }
 
         fn instance(&self, id: &str, action: &str) -> Request {
+            self.tagged_ec2(
+                &format!("instance/{id}"),
+                self.instance_tags.get(id),
+                action,
+            )
+        }
+
+        fn address(&self, allocation_id: &str, action: &str) -> Request {
+            let tags = self.address_tags.get(allocation_id);
+            self.tagged_ec2(&format!("elastic-ip/{allocation_id}"), tags, action)
+        }
+
+        fn tagged_ec2(
+            &self,
+            resource: &str,
+            tags: Option<&Vec<(String, String)>>,
+            action: &str,
+        ) -> Request {
             let mut context = BTreeMap::new();
-            for (key, value) in self.instance_tags.get(id).into_iter().flatten() {
+            for (key, value) in tags.into_iter().flatten() {
                 context.insert(format!("ec2:ResourceTag/{key}"), vec![value.clone()]);
                 context.insert(format!("aws:ResourceTag/{key}"), vec![value.clone()]);
             }
             Request {
                 action: action.to_owned(),
-                resource: self.arn("ec2", &format!("instance/{id}")),
+                resource: self.arn("ec2", resource),
                 context,
             }
         }
@@ -810,10 +849,7 @@ mod iam {
                         .map(|id| self.instance(id, &action))
                         .collect(),
                     "AssociateAddress" => vec![
-                        plain(&self.arn(
-                            "ec2",
-                            &format!("elastic-ip/{}", call.param("AllocationId").unwrap()),
-                        )),
+                        self.address(call.param("AllocationId").unwrap(), &action),
                         self.instance(call.param("InstanceId").unwrap(), &action),
                         plain(&self.arn("ec2", "network-interface/*")),
                     ],

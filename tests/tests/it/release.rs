@@ -650,3 +650,38 @@ async fn a_person_rolls_back_with_one_invocation_and_every_message_fits_the_chat
         assert!(threads.get(&thread).is_some_and(|n| *n >= 3), "{threads:?}");
     }
 }
+
+/// A mistyped EIP in settings that names another system's address (not tagged for the service)
+/// fails provision by name before anything is launched, and IAM would refuse the move anyway.
+#[tokio::test]
+async fn an_address_of_another_system_in_settings_is_refused_and_nothing_launches() {
+    let local = local(0).await;
+    fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
+    let theirs = local
+        .clients
+        .ec2
+        .allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .send()
+        .await
+        .unwrap()
+        .allocation_id()
+        .unwrap()
+        .to_owned();
+    let app = local.app(&[(
+        "MOBILE_ZUM_API",
+        fixture::settings_json(&local.base, 1, 0, json!({"EIP": [theirs]})),
+    )]);
+    let mark = local.endpoint.mark();
+    let run = local.run_job(&app, Function::Provision, &params(R1)).await;
+    let message = run.failure_message().expect("refused").to_owned();
+    assert!(
+        message.contains(&theirs) && message.contains("cutover:service=mobile-zum-api"),
+        "{message}"
+    );
+    assert!(
+        local.endpoint.mutations(mark).is_empty(),
+        "{:?}",
+        local.endpoint.mutations(mark)
+    );
+}

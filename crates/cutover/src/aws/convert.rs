@@ -232,5 +232,11 @@ pub(super) fn address_from_sdk(address: &ec2t::Address) -> Option<Address> {
             .filter(|id| !id.is_empty())
             .map(str::to_owned),
         public_ip: address.public_ip().map(str::to_owned),
+        service: address
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(TAG_SERVICE))
+            .and_then(|t| t.value())
+            .map(str::to_owned),
     })
 }

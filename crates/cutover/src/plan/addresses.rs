@@ -4,8 +4,10 @@ use super::*;
 
 /// Associates `allocation_ids[n-1]` with the fleet's instance of index n. With `take_over`, an
 /// address held by another instance is moved (at switch time, from the retiring fleet); without,
-/// it is left where it is and noted.
+/// it is left where it is and noted. Only addresses tagged `cutover:service=<service>` move: a
+/// mistyped id in settings must not take another system's address.
 pub(super) fn address_steps(
+    service: &ServiceName,
     allocation_ids: &[String],
     addresses: &[Address],
     fleet: &[&Instance],
@@ -24,6 +26,10 @@ pub(super) fn address_steps(
             ));
             continue;
         };
+        if !is_the_services(address, service) {
+            notes.push(untagged(address, service));
+            continue;
+        }
         match address.instance_id.as_deref() {
             Some(holder) if holder == instance.id => {}
             Some(holder) if !take_over => {
@@ -38,4 +44,16 @@ pub(super) fn address_steps(
         }
     }
     steps
+}
+
+pub(super) fn is_the_services(address: &Address, service: &ServiceName) -> bool {
+    address.service.as_deref() == Some(service.as_str())
+}
+
+pub(super) fn untagged(address: &Address, service: &ServiceName) -> String {
+    format!(
+        "address {} (settings EIP) is not tagged {TAG_SERVICE}={service}: cutover moves only the \
+         service's own addresses; tag it to let cutover move it",
+        address.allocation_id
+    )
 }

@@ -221,7 +221,8 @@ fn terminate(
         else {
             continue;
         };
-        if chosen.iter().any(|i| &i.id == instance_id) {
+        // Only the service's own addresses: terminating the instance releases the rest.
+        if chosen.iter().any(|i| &i.id == instance_id) && is_the_services(address, input.service) {
             steps.push(Step::DisassociateAddress {
                 allocation_id: address.allocation_id.clone(),
                 association_id: association_id.clone(),

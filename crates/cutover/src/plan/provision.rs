@@ -22,6 +22,14 @@ pub fn provision(input: &ProvisionInput) -> Planned {
         return refuse(conflict);
     }
     let (service, release, settings) = (input.service, input.release, input.settings);
+    // A settings EIP that is not the service's is refused before anything is launched.
+    if let Some(foreign) = input
+        .addresses
+        .iter()
+        .find(|a| settings.elastic_ips.contains(&a.allocation_id) && !is_the_services(a, service))
+    {
+        return refuse(untagged(foreign, service));
+    }
     // Dead instances are read too: one that died while this job waited for it must fail the job.
     let (dead, mine): (Vec<&Instance>, Vec<&Instance>) = of_release(input.instances, release)
         .into_iter()
@@ -171,6 +179,7 @@ fn finish(input: &ProvisionInput, fleet: &[&Instance], mut steps: Vec<Step>) -> 
     let (service, release) = (input.service, input.release);
     let mut notes = Vec::new();
     steps.extend(address_steps(
+        input.service,
         &input.settings.elastic_ips,
         input.addresses,
         fleet,

@@ -429,6 +429,7 @@ fn cutover_steps(input: &SwitchInput, current: Slot, to: Slot) -> Result<Cutover
         .collect();
     let mut notes = Vec::new();
     steps.extend(address_steps(
+        input.service,
         &input.settings.elastic_ips,
         input.addresses,
         &promoted,

@@ -502,6 +502,8 @@ pub struct Address {
     pub association_id: Option<String>,
     pub instance_id: Option<String>,
     pub public_ip: Option<String>,
+    /// Its `cutover:service` tag: cutover moves only the addresses tagged for the service.
+    pub service: Option<String>,
 }
 
 /// The A records under `<service>.<zone>` that cutover owns (each has the ownership TXT record

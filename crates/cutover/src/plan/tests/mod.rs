@@ -139,12 +139,14 @@ fn owned_dns(instances: &[Instance]) -> Dns {
     }
 }
 
+/// An address of the service's (tagged `cutover:service=api`), associated with nothing.
 pub(crate) fn free_address() -> Address {
     Address {
         allocation_id: "eipalloc-1".into(),
         association_id: None,
         instance_id: None,
         public_ip: None,
+        service: Some("api".into()),
     }
 }
 
@@ -191,9 +193,13 @@ fn register_unlocked(alb: &Alb, instances: &[Instance], progress: Option<&Progre
 }
 
 fn switch_plan(action: Action, alb: &Alb, instances: &[Instance]) -> Planned {
+    switch_plan_of("r2", action, alb, instances)
+}
+
+fn switch_plan_of(of: &str, action: Action, alb: &Alb, instances: &[Instance]) -> Planned {
     switch(&SwitchInput {
         service: &service(),
-        release: &release("r2"),
+        release: &release(of),
         action,
         settings: &settings(1),
         alb,

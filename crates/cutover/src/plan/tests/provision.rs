@@ -240,3 +240,38 @@ fn a_retried_stage_launches_a_replacement_for_a_dead_instance() {
     );
     assert_eq!(plan.next, Next::wait(Phase::Running));
 }
+
+#[test]
+fn a_settings_address_of_another_system_is_refused_before_anything_is_launched() {
+    // A mistyped EIP in settings names an address another system holds, untagged or another
+    // service's: provision refuses, naming it, and the switch never moves it.
+    for service in [None, Some("billing".to_owned())] {
+        let foreign = Address {
+            instance_id: Some("i-billing".into()),
+            association_id: Some("eipassoc-b".into()),
+            service,
+            ..free_address()
+        };
+        let refusal = provision_plan(&settings(1), &[], std::slice::from_ref(&foreign), None)
+            .expect_err("refused");
+        assert!(
+            refusal.0.contains("eipalloc-1") && refusal.0.contains("cutover:service=api"),
+            "{refusal:?}"
+        );
+        let mut notes = Vec::new();
+        let fleet = [running("i-1", "r2", 1, Stage::Product)];
+        let fleet: Vec<&Instance> = fleet.iter().collect();
+        let steps = address_steps(
+            &super::service(),
+            &["eipalloc-1".to_owned()],
+            &[foreign],
+            &fleet,
+            true,
+            &mut notes,
+        );
+        assert!(
+            steps.is_empty() && notes[0].contains("not tagged"),
+            "{notes:?}"
+        );
+    }
+}

@@ -211,21 +211,7 @@ fn neither_a_release_moves_product_to_an_older_fleet_nor_a_rollback_to_a_newer_o
     assert!(refusal.0.contains("launched after it"), "{refusal:?}");
     // And a replayed job of r1 while r2 serves never moves product back.
     let (world, instances) = switched_world();
-    let old_job = switch(&SwitchInput {
-        service: &service(),
-        release: &release("r1"),
-        action: Action::Release,
-        settings: &settings(1),
-        alb: &world,
-        instances: &instances,
-        addresses: &[],
-        dns: None,
-        strategy: Strategy::AllAtOnce,
-        alarms: &[],
-        ignore_alarms: false,
-        progress: None,
-        now: NOW,
-    });
+    let old_job = switch_plan_of("r1", Action::Release, &world, &instances);
     assert!(old_job.is_err_and(|r| r.0.contains("never moves product back")));
 }
 
