@@ -104,7 +104,7 @@ async fn routes_are_found_on_every_listener_when_the_listener_the_target_groups_
 }
 
 #[tokio::test]
-async fn a_warm_container_reads_what_it_found_again_by_arn_and_lists_nothing() {
+async fn a_warm_container_reads_its_slots_by_arn_and_only_the_listeners_it_searched() {
     let (local, _service, app) = Local::with_service(1, 0, json!({})).await;
     local.release(&app, &params(R1)).await;
     let mark = local.endpoint.mark();
@@ -115,13 +115,65 @@ async fn a_warm_container_reads_what_it_found_again_by_arn_and_lists_nothing() {
         !groups.is_empty() && groups.iter().all(|c| c.has_param("TargetGroupArns")),
         "only the two known target groups are read again: {groups:?}"
     );
+    let rules = local.endpoint.calls_of(mark, "DescribeRules");
+    assert!(
+        !rules.is_empty()
+            && rules
+                .iter()
+                .all(|c| c.param("ListenerArn") == Some(local.base.listener.as_str())),
+        "every rule of the listener it searched, and no other listener's: {rules:?}"
+    );
     assert!(
         local
             .endpoint
-            .calls_of(mark, "DescribeRules")
+            .calls_of(mark, "DescribeListeners")
             .iter()
-            .all(|c| c.has_param("RuleArns")),
-        "only the known rules are read again"
+            .all(|c| c.has_param("ListenerArns")),
+        "no listing of the load balancer's listeners"
+    );
+}
+
+/// A rule newly tagged as the service's product route beside the one that is: a cold start refuses
+/// the ambiguity, and so does a warm container, which reads every rule of the listener again
+/// (before, it re-read only the rules it remembered and moved product without seeing the second).
+#[tokio::test]
+async fn a_warm_container_sees_a_second_product_rule_as_a_cold_start_does() {
+    let (local, service, app) = Local::with_service(1, 0, json!({})).await;
+    local.release(&app, &params(R1)).await;
+    for function in [Function::Provision, Function::RegisterTarget] {
+        let run = local.run_job(&app, function, &params(R2)).await;
+        assert!(run.succeeded(), "{}: {:?}", function.as_str(), run.last());
+    }
+    let forward = forward_of(&local, &service.product_rule).await;
+    let host = format!("www.{}", service.product_host);
+    fixture::route_rule(
+        &local.clients,
+        &local.base.listener,
+        40,
+        &host,
+        &forward,
+        SERVICE,
+        "product",
+    )
+    .await;
+    let mark = local.endpoint.mark();
+    let warm = local
+        .run_job(&app, Function::SwitchListener, &params(R2))
+        .await;
+    let why = warm.failure_message().expect("refused").to_owned();
+    assert!(why.contains("product"), "{why}");
+    assert!(local.endpoint.mutations(mark).is_empty());
+    let cold = local.app(&[(
+        cutover_tests::VARIABLE,
+        fixture::settings_json(&local.base, 1, 0, json!({})),
+    )]);
+    let refused = local
+        .run_job(&cold, Function::SwitchListener, &params(R2))
+        .await;
+    assert_eq!(
+        refused.failure_message(),
+        Some(why.as_str()),
+        "the same refusal cold"
     );
 }
 

@@ -3,9 +3,12 @@
 //!
 //! Cold, that takes four rounds of reads, the reads of each round side by side: the target
 //! groups; their tags; the listener they name (`cutover:listener`) and its rules, beside the two
-//! groups' health; the tags of that listener and its rules. A warm container remembers where it
-//! found them and re-reads all of it in one round, checking every tag again: anything that no
-//! longer matches costs a full discovery, never a wrong move.
+//! groups' health; the tags of that listener and its rules. A warm container remembers the two
+//! target groups and the listeners it searched, and reads them again in two rounds: the groups,
+//! their tags and health beside those listeners and every rule on them; then the tags of those
+//! listeners and rules. It so sees what a cold start sees there (a second rule newly tagged as a
+//! route is refused as a cold start refuses it); anything that no longer matches costs a full
+//! discovery, never a wrong move.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,35 +21,13 @@ use tracing::info;
 use super::convert::*;
 use super::*;
 
-/// Where a warm container last found a service's slots and routes: only where to look, never
-/// what is there.
+/// Where a warm container last found a service's slots, and the listeners it searched for its
+/// routes: only where to look, never what is there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct KnownAlb {
     blue: String,
     green: String,
-    product: KnownRoute,
-    pre_product: KnownRoute,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct KnownRoute {
-    arn: String,
-    is_listener_default: bool,
-}
-
-impl KnownAlb {
-    fn of(alb: &Alb) -> Self {
-        let route = |r: &Route| KnownRoute {
-            arn: r.arn.clone(),
-            is_listener_default: r.is_listener_default,
-        };
-        KnownAlb {
-            blue: alb.blue.arn.clone(),
-            green: alb.green.arn.clone(),
-            product: route(&alb.product),
-            pre_product: route(&alb.pre_product),
-        }
-    }
+    listeners: Vec<String>,
 }
 
 /// Per service, where its slots and routes were last found; shared by the clones of one `Aws`.
@@ -87,36 +68,30 @@ impl Aws {
                 Err(why) => info!(service, %why, "looking for the slots and routes again"),
             }
         }
-        let alb = self.discover_alb(service, health).await?;
+        let (alb, listeners) = self.discover_alb(service, health).await?;
         if let Ok(mut known) = self.known_albs.lock() {
-            known.insert(service.to_owned(), KnownAlb::of(&alb));
+            let slots = (alb.blue.arn.clone(), alb.green.arn.clone());
+            let (blue, green) = slots;
+            known.insert(
+                service.to_owned(),
+                KnownAlb {
+                    blue,
+                    green,
+                    listeners,
+                },
+            );
         }
         Ok(alb)
     }
 
-    /// The slots and routes where they were last found, in one round of reads, and still tagged
-    /// as the service's; an error when any of them is gone or tagged otherwise.
+    /// The slots where they were last found, and the routes on the listeners searched then, in
+    /// two rounds of reads, every tag checked again; an error when a slot is gone or tagged
+    /// otherwise, or the routes are not (or not only once) there.
     async fn alb_at(&self, service: &str, known: &KnownAlb, health: bool) -> Result<Alb, Error> {
         let groups = [known.blue.clone(), known.green.clone()];
-        let routes = [&known.product, &known.pre_product];
-        let tagged: Vec<String> = groups
-            .iter()
-            .cloned()
-            .chain(routes.iter().map(|r| r.arn.clone()))
-            .collect();
-        let arns_of = |listener_default: bool| -> Vec<String> {
-            routes
-                .iter()
-                .filter(|r| r.is_listener_default == listener_default)
-                .map(|r| r.arn.clone())
-                .collect()
-        };
-        let (listeners, rules) = (arns_of(true), arns_of(false));
-        let (groups, tags, listeners, rules, blue, green) = tokio::try_join!(
-            self.target_groups(Some(&groups)),
-            self.elb_tags(&tagged),
-            self.listeners(Listeners::Named(&listeners)),
-            self.rules_by_arn(&rules),
+        let ((groups, tags), (product, pre_product, _), blue, green) = tokio::try_join!(
+            async { tokio::try_join!(self.target_groups(Some(&groups)), self.elb_tags(&groups)) },
+            self.routes_on(service, Listeners::Named(&known.listeners)),
             self.targets(&known.blue, health),
             self.targets(&known.green, health),
         )?;
@@ -128,8 +103,6 @@ impl Aws {
             target_group(group, slot, targets.remove(arn).unwrap_or_default())
         };
         let (blue, green) = (slot(blue_group, Slot::Blue), slot(green_group, Slot::Green));
-        let candidates = listeners.into_iter().chain(rules).collect();
-        let (product, pre_product) = pick_routes(service, candidates, &tags)?;
         Ok(Alb {
             blue,
             green,
@@ -138,8 +111,9 @@ impl Aws {
         })
     }
 
-    /// Every target group, their tags, then the service's routes beside the slots' health.
-    async fn discover_alb(&self, service: &str, health: bool) -> Result<Alb, Error> {
+    /// Every target group, their tags, then the service's routes beside the slots' health; and
+    /// the listeners searched for the routes.
+    async fn discover_alb(&self, service: &str, health: bool) -> Result<(Alb, Vec<String>), Error> {
         let groups = self.target_groups(None).await?;
         let arns: Vec<String> = groups
             .iter()
@@ -163,17 +137,18 @@ impl Aws {
         load_balancers.sort();
         load_balancers.dedup();
         let (blue_arn, green_arn) = (arn(blue), arn(green));
-        let ((product, pre_product), blue_targets, green_targets) = tokio::try_join!(
+        let ((product, pre_product, listeners), blue_targets, green_targets) = tokio::try_join!(
             self.find_routes(service, &named, &load_balancers),
             self.targets(&blue_arn, health),
             self.targets(&green_arn, health),
         )?;
-        Ok(Alb {
+        let alb = Alb {
             blue: target_group(blue, Slot::Blue, blue_targets),
             green: target_group(green, Slot::Green, green_targets),
             product,
             pre_product,
-        })
+        };
+        Ok((alb, listeners))
     }
 
     /// On the listener the target groups name, if they name one and the routes are there; else
@@ -183,7 +158,7 @@ impl Aws {
         service: &str,
         named: &[String],
         load_balancers: &[String],
-    ) -> Result<(Route, Route), Error> {
+    ) -> Result<(Route, Route, Vec<String>), Error> {
         if !named.is_empty() {
             match self.routes_on(service, Listeners::Named(named)).await {
                 Ok(routes) => return Ok(routes),
@@ -198,12 +173,13 @@ impl Aws {
             .await
     }
 
-    /// The service's product and pre-product routes among these listeners and their rules.
+    /// The service's product and pre-product routes among these listeners and their rules, and
+    /// the listeners they were looked for on.
     async fn routes_on(
         &self,
         service: &str,
         listeners: Listeners<'_>,
-    ) -> Result<(Route, Route), Error> {
+    ) -> Result<(Route, Route, Vec<String>), Error> {
         let candidates: Vec<Candidate> = match listeners {
             Listeners::Named(arns) => {
                 let (listeners, rules) = tokio::try_join!(
@@ -225,9 +201,15 @@ impl Aws {
                     .collect()
             }
         };
+        let searched: Vec<String> = candidates
+            .iter()
+            .filter(|c| c.is_listener_default)
+            .map(|c| c.arn.clone())
+            .collect();
         let arns: Vec<String> = candidates.iter().map(|c| c.arn.clone()).collect();
         let tags = self.elb_tags(&arns).await?;
-        pick_routes(service, candidates, &tags)
+        let (product, pre_product) = pick_routes(service, candidates, &tags)?;
+        Ok((product, pre_product, searched))
     }
 
     /// These target groups (all of them when `None`), every page.
@@ -332,21 +314,6 @@ impl Aws {
                 return Ok(candidates);
             }
         }
-    }
-
-    /// These rules, by ARN.
-    async fn rules_by_arn(&self, arns: &[String]) -> Result<Vec<Candidate>, Error> {
-        if arns.is_empty() {
-            return Ok(Vec::new());
-        }
-        let out = self
-            .elb
-            .describe_rules()
-            .set_rule_arns(Some(arns.to_vec()))
-            .send()
-            .await
-            .map_err(aws_error("DescribeRules"))?;
-        Ok(out.rules().iter().filter_map(rule_candidate).collect())
     }
 
     /// Tags of these ELB resources, batches side by side.
