@@ -644,11 +644,20 @@ async fn a_person_rolls_back_with_one_invocation_and_every_message_fits_the_chat
         let thread = metadata["threadId"].as_str().unwrap().to_owned();
         *threads.entry(thread).or_default() += 1;
     }
-    // Each release's messages share a thread.
-    for release in [R1, R2] {
-        let thread = format!("cutover-{SERVICE}-{}", &release[..8]);
-        assert!(threads.get(&thread).is_some_and(|n| *n >= 3), "{threads:?}");
-    }
+    // Each release's messages share a thread; the rollbacks by hand of R2 (the first and the two
+    // repeats) thread under R2, the release they undo, not under a sweep; the refused one that
+    // named R1 under R1.
+    assert_eq!(
+        threads[&format!("cutover-{SERVICE}-{}", &R1[..8])],
+        3 + 1,
+        "{threads:?}"
+    );
+    assert_eq!(
+        threads[&format!("cutover-{SERVICE}-{}", &R2[..8])],
+        3 + 3,
+        "{threads:?}"
+    );
+    assert!(!threads.keys().any(|t| t.ends_with("sweep")), "{threads:?}");
 }
 
 /// A mistyped EIP in settings that names another system's address (not tagged for the service)

@@ -40,7 +40,29 @@ pub struct RollbackInput<'a> {
     pub now: u64,
 }
 
+/// The output a rollback's plan names the release it undoes by (its message threads under it).
+pub const ROLLED_BACK_RELEASE: &str = "rolled_back_release";
+
 pub fn roll_back(input: &RollbackInput) -> Planned {
+    let planned = plan_rollback(input)?;
+    let from = match RouteState::read(input.alb, input.instances) {
+        Ok(RouteState::RolledBack { mark, .. } | RouteState::RollingBack { mark, .. }) => {
+            Some(mark.release)
+        }
+        Ok(RouteState::Shifting { toward: slot, .. } | RouteState::Serving { slot }) => {
+            release_in(input.alb, input.instances, slot).map(|r| r.to_string())
+        }
+        Err(_) => None,
+    };
+    Ok(match from {
+        Some(from) => {
+            planned.with_outputs(BTreeMap::from([(ROLLED_BACK_RELEASE.to_owned(), from)]))
+        }
+        None => planned,
+    })
+}
+
+fn plan_rollback(input: &RollbackInput) -> Planned {
     let (service, alb) = (input.service, input.alb);
     let state = RouteState::read(alb, input.instances)
         .map_err(|why| Refusal(format!("cannot roll back {service}: {why}")))?;

@@ -323,6 +323,8 @@ impl<C: Cloud> App<C> {
         let outcome = self
             .rollback_outcome(&Work::Rollback { service, release }, deadline)
             .await;
+        let undone = rolled_back_release(&outcome);
+        let release = release.or(undone.as_ref());
         self.notify(
             Function::SwitchListener,
             service,
@@ -356,8 +358,15 @@ impl<C: Cloud> App<C> {
                 at,
             };
             let outcome = self.rollback_outcome(&work, deadline).await;
-            self.notify(Function::SwitchListener, &service, None, &outcome, started)
-                .await;
+            let undone = rolled_back_release(&outcome);
+            self.notify(
+                Function::SwitchListener,
+                &service,
+                undone.as_ref(),
+                &outcome,
+                started,
+            )
+            .await;
             results.insert(service.to_string(), outcome);
         }
         if results.is_empty() {
@@ -514,6 +523,18 @@ impl<C: Cloud> App<C> {
         if let Err(error) = self.cloud.publish(topic, &message).await {
             error!(%error, topic, "could not publish the notification; the outcome stands");
         }
+    }
+}
+
+/// The release a rollback undid (or found undone), which its message threads under.
+fn rolled_back_release(outcome: &Outcome) -> Option<ReleaseId> {
+    match outcome {
+        Outcome::Succeeded {
+            output_variables, ..
+        } => output_variables
+            .get(plan::ROLLED_BACK_RELEASE)
+            .and_then(|r| ReleaseId::parse(r).ok()),
+        _ => None,
     }
 }
 

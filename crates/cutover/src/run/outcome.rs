@@ -73,9 +73,13 @@ pub(super) fn settled_outside_a_job(
     waiting: impl FnOnce(Phase, Vec<String>) -> Outcome,
 ) -> Outcome {
     match stop {
-        Stop::Done { summary, notes, .. } => Outcome::Succeeded {
+        Stop::Done {
             summary,
-            output_variables: BTreeMap::new(),
+            notes,
+            outputs,
+        } => Outcome::Succeeded {
+            summary,
+            output_variables: outputs,
             steps,
             notes,
         },
