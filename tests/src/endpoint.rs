@@ -94,6 +94,9 @@ struct State {
     realism: Realism,
     /// The tests' clock, in unix seconds: what the realistic behaviours measure time by.
     clock: Arc<AtomicU64>,
+    /// Pipeline executions by (pipeline, id) as `GetPipelineExecution` reports them; any other
+    /// is `InProgress` (every release a test runs is a live execution), `NotFound` is an error.
+    executions: HashMap<(String, String), String>,
 }
 
 #[derive(Clone)]
@@ -116,6 +119,7 @@ impl Endpoint {
             faults: Vec::new(),
             realism: Realism::default(),
             clock,
+            executions: HashMap::new(),
         }));
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
@@ -253,6 +257,15 @@ impl Endpoint {
     /// it "might" carry updated information, so cutover must not count on either).
     pub fn replay_first_answers(&self) {
         self.state.lock().unwrap().realism.replay_first_answers();
+    }
+
+    /// What `GetPipelineExecution` says of this execution from now on (`Failed`, `Stopped`,
+    /// `NotFound`, …): CodePipeline's job API is served here, moto has none of it.
+    pub fn set_execution(&self, pipeline: &str, execution_id: &str, status: &str) {
+        self.state.lock().unwrap().executions.insert(
+            (pipeline.to_owned(), execution_id.to_owned()),
+            status.to_owned(),
+        );
     }
 
     /// Every call answers after `latency`, as AWS's round trips do.
@@ -609,6 +622,25 @@ fn codepipeline(state: &Arc<Mutex<State>>, action: &str, body: &[u8]) -> (Status
     let kind = match action {
         "PutJobSuccessResult" => AckKind::Success,
         "PutJobFailureResult" => AckKind::Failure,
+        "GetPipelineExecution" => {
+            let pipeline = request["pipelineName"].as_str().unwrap_or_default();
+            let id = request["pipelineExecutionId"].as_str().unwrap_or_default();
+            let state = state.lock().unwrap();
+            let status = state
+                .executions
+                .get(&(pipeline.to_owned(), id.to_owned()))
+                .map_or("InProgress", String::as_str);
+            if status == "NotFound" {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"__type": "PipelineExecutionNotFoundException", "message": format!("execution {id} of {pipeline} not found")}),
+                );
+            }
+            return (
+                StatusCode::OK,
+                json!({"pipelineExecution": {"pipelineName": pipeline, "pipelineExecutionId": id, "status": status}}),
+            );
+        }
         other => {
             return (
                 StatusCode::BAD_REQUEST,

@@ -175,6 +175,9 @@ pub struct JobRequest {
     pub ignore_alarms: bool,
     /// Where an earlier invocation of this job left off.
     pub progress: Option<Progress>,
+    /// The service's pipeline (`UserParameters.pipeline`, else `cutover-<service>` as the service
+    /// stack names it): where the execution holding the service's lock is asked after.
+    pub pipeline: String,
 }
 
 /// `UserParameters` as the pipeline writes it.
@@ -191,6 +194,8 @@ struct UserParameters {
     dry_run: bool,
     #[serde(default)]
     ignore_alarms: bool,
+    #[serde(default)]
+    pipeline: Option<String>,
 }
 
 pub const ALARM_STATE_CHANGE_DETAIL_TYPE: &str = "CloudWatch Alarm State Change";
@@ -314,8 +319,6 @@ fn job_request(event: &CodePipelineJobEvent) -> Result<JobRequest, BadEvent> {
         .transpose()
         .map_err(|e| BadEvent(format!("continuationToken: {e}")))?;
     Ok(JobRequest {
-        service,
-        release,
         action: params.action,
         strategy: params
             .strategy
@@ -327,6 +330,12 @@ fn job_request(event: &CodePipelineJobEvent) -> Result<JobRequest, BadEvent> {
         dry_run: params.dry_run,
         ignore_alarms: params.ignore_alarms,
         progress,
+        pipeline: params
+            .pipeline
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("cutover-{service}")),
+        service,
+        release,
     })
 }
 

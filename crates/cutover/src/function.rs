@@ -37,6 +37,7 @@ impl Function {
     pub fn aws_actions(self) -> Vec<&'static str> {
         let own: &[&str] = match self {
             Function::Provision => &[
+                "codepipeline:GetPipelineExecution",
                 "ec2:DescribeAddresses",
                 "ec2:RunInstances",
                 "ec2:CreateTags",
@@ -44,6 +45,7 @@ impl Function {
                 "ec2:TerminateInstances",
             ],
             Function::RegisterTarget => &[
+                "codepipeline:GetPipelineExecution",
                 "elasticloadbalancing:RegisterTargets",
                 "elasticloadbalancing:DeregisterTargets",
                 "elasticloadbalancing:ModifyRule",

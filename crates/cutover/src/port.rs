@@ -10,7 +10,7 @@ use crate::error::Error;
 pub use crate::function::Function;
 use crate::names::ServiceName;
 use crate::settings::ServiceSettings;
-use crate::world::{Address, Alarm, Alb, Dns, Instance, Step};
+use crate::world::{Address, Alarm, Alb, Dns, Execution, Instance, Step};
 
 /// One message, in the forms its subscribers read.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +61,9 @@ pub struct Seen {
     /// The service's `ALARMS` that exist, for the functions that answer to them (switch-listener,
     /// cleanup).
     pub alarms: Vec<Alarm>,
+    /// The execution holding the service's lock, when another release holds it and the job asked
+    /// (provision, register-target).
+    pub lock_holder: Option<Execution>,
 }
 
 /// How a CodePipeline job ends (or goes on).
@@ -102,6 +105,13 @@ pub trait Cloud: Clone + Send + Sync + 'static {
         &self,
         query: InstanceQuery<'_>,
     ) -> impl Future<Output = Result<Vec<Instance>, Error>> + Send;
+
+    /// What CodePipeline says of one execution of a pipeline (the lock holder's).
+    fn execution(
+        &self,
+        pipeline: &str,
+        execution_id: &str,
+    ) -> impl Future<Output = Result<Execution, Error>> + Send;
 
     /// Carries out one step (one AWS call).
     fn execute(&self, step: &Step) -> impl Future<Output = Result<(), Error>> + Send;

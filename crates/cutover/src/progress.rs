@@ -18,6 +18,8 @@ pub enum Phase {
     Running,
     /// Register-target: its claim of the release lock to be verified.
     Lock,
+    /// Provision, register-target: the execution holding the service's lock to end.
+    LockHolder,
     /// Register-target: the previous fleet's bake to end in the idle slot.
     Bake,
     /// Register-target: the release's targets to be healthy.
@@ -39,6 +41,7 @@ impl Phase {
         match self {
             Phase::Running => "running",
             Phase::Lock => "lock",
+            Phase::LockHolder => "lock-holder",
             Phase::Bake => "bake",
             Phase::Healthy => "healthy",
             Phase::Drained => "drained",

@@ -459,8 +459,28 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
         ("r2", Function::SwitchListener, "release"),
         ("r2", Function::Cleanup, "release"),
         ("r3", Function::Provision, "release"),
+        // r3 holds the lock when its execution fails; r4 asks CodePipeline and takes over.
+        ("r4", Function::Provision, "release"),
     ];
     for (release, function, action) in steps {
+        if release == "r4" {
+            let product = cutover_tests::Local::alb(&local).await.product.arn;
+            let claim = cutover::world::Step::TagRoute {
+                route: product,
+                tags: [(
+                    cutover::world::TAG_LOCK.to_owned(),
+                    format!("r3@{}", local.now()),
+                )]
+                .into(),
+            };
+            cutover::aws::Aws::new(&local.config)
+                .execute(&claim)
+                .await
+                .unwrap();
+            local
+                .endpoint
+                .set_execution("cutover-mobile-zum-api", "r3", "Failed");
+        }
         let mark = local.endpoint.mark();
         let params = json!({"service": "mobile-zum-api", "release": release, "action": action});
         let run = local.run_job(&app, function, &params).await;
@@ -557,6 +577,7 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
         "ssm:GetParametersByPath parameter",
         "ssm:GetParameter parameter",
         "cloudwatch:DescribeAlarms *",
+        "codepipeline:GetPipelineExecution cutover-mobile-zum-api",
     ] {
         assert!(
             checked.contains(needed),
@@ -889,6 +910,10 @@ mod iam {
                     vec![plain(&format!("arn:aws:route53:::hostedzone/{zone}"))]
                 }
                 "sns" => vec![plain(call.param("TopicArn").unwrap_or_default())],
+                "codepipeline" if call.action == "GetPipelineExecution" => vec![plain(&self.arn(
+                    "codepipeline",
+                    call.param("pipelineName").unwrap_or_default(),
+                ))],
                 "ssm" => {
                     // A path is authorised as `parameter/cutover`, a name as its own ARN.
                     let name = call

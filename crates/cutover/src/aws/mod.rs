@@ -179,6 +179,10 @@ impl Cloud for Aws {
         self.execute(step).await
     }
 
+    async fn execution(&self, pipeline: &str, execution_id: &str) -> Result<Execution, Error> {
+        self.pipeline_execution(pipeline, execution_id).await
+    }
+
     async fn acknowledge(&self, job_id: &str, ack: &Acknowledgement) -> Result<bool, Error> {
         match ack {
             Acknowledgement::Success {

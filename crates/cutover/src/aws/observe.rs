@@ -72,6 +72,7 @@ impl Aws {
             dns,
             addresses,
             alarms,
+            lock_holder: None,
         })
     }
 

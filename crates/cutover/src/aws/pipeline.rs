@@ -28,6 +28,45 @@ impl Aws {
         acknowledged(request.send().await.map(|_| ()), "PutJobSuccessResult")
     }
 
+    /// The status of one execution; one that is not found (or whose pipeline is gone) has ended.
+    pub async fn pipeline_execution(
+        &self,
+        pipeline: &str,
+        execution_id: &str,
+    ) -> Result<Execution, Error> {
+        let read = self
+            .codepipeline
+            .get_pipeline_execution()
+            .pipeline_name(pipeline)
+            .pipeline_execution_id(execution_id)
+            .send()
+            .await;
+        match read {
+            Ok(out) => {
+                let status = out
+                    .pipeline_execution()
+                    .and_then(|e| e.status())
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default();
+                Ok(match status.as_str() {
+                    "InProgress" | "Stopping" => Execution::Running(status),
+                    _ => Execution::Ended(status),
+                })
+            }
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err().code(),
+                    Some("PipelineExecutionNotFoundException" | "PipelineNotFoundException")
+                ) =>
+            {
+                Ok(Execution::Ended(
+                    e.err().code().unwrap_or_default().to_owned(),
+                ))
+            }
+            Err(e) => Err(aws_error("GetPipelineExecution")(e)),
+        }
+    }
+
     pub async fn put_job_failure(&self, job_id: &str, message: &str) -> Result<bool, Error> {
         let details = aws_sdk_codepipeline::types::FailureDetails::builder()
             .r#type(aws_sdk_codepipeline::types::FailureType::JobFailed)

@@ -63,6 +63,38 @@ fn lock_conflict(
     })
 }
 
+/// Whether `release` may take the service, given its lock and what CodePipeline says of the
+/// execution holding it: an ended execution's lock is free at once (in QUEUED mode a newer
+/// execution is in the stage, so the holder can no longer be retried); a running one is waited
+/// for; without an answer, only a stale lock is taken over.
+fn lock_verdict(
+    lock: Option<&Lock>,
+    holder: Option<&Execution>,
+    release: &ReleaseId,
+    service: &ServiceName,
+    now: u64,
+    progress: Option<&Progress>,
+) -> Result<Option<Plan>, Refusal> {
+    let Some(conflict) = lock_conflict(lock, release, service, now) else {
+        return Ok(None);
+    };
+    match holder {
+        Some(Execution::Ended(_)) => Ok(None),
+        Some(Execution::Running(status)) => {
+            let waited = progress
+                .filter(|p| p.phase == Phase::LockHolder)
+                .map_or(0, |p| p.waited(now));
+            if waited >= MAX_ACTION_WAIT_S {
+                return refuse(format!("{conflict}; its execution is still {status}"));
+            }
+            Ok(Some(Plan::wait(Phase::LockHolder).with_notes(vec![
+                format!("{conflict}; its execution is {status}: waiting for it to end"),
+            ])))
+        }
+        None => refuse(conflict),
+    }
+}
+
 fn holds_lock(lock: Option<&Lock>, release: &ReleaseId) -> bool {
     lock.is_some_and(|l| l.release == release.as_str())
 }

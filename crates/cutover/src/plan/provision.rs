@@ -13,13 +13,22 @@ pub struct ProvisionInput<'a> {
     pub dns: Option<&'a Dns>,
     /// The service's release lock (from its product route).
     pub lock: Option<&'a Lock>,
+    /// What CodePipeline says of the execution holding the lock, when another release holds it.
+    pub lock_holder: Option<&'a Execution>,
     pub progress: Option<&'a Progress>,
     pub now: u64,
 }
 
 pub fn provision(input: &ProvisionInput) -> Planned {
-    if let Some(conflict) = lock_conflict(input.lock, input.release, input.service, input.now) {
-        return refuse(conflict);
+    if let Some(wait) = lock_verdict(
+        input.lock,
+        input.lock_holder,
+        input.release,
+        input.service,
+        input.now,
+        input.progress,
+    )? {
+        return Ok(wait);
     }
     let (service, release, settings) = (input.service, input.release, input.settings);
     // A settings EIP that is not the service's is refused before anything is launched.

@@ -8,6 +8,8 @@ pub struct RegisterInput<'a> {
     pub settings: &'a ServiceSettings,
     pub alb: &'a Alb,
     pub instances: &'a [Instance],
+    /// What CodePipeline says of the execution holding the lock, when another release holds it.
+    pub lock_holder: Option<&'a Execution>,
     pub progress: Option<&'a Progress>,
     pub now: u64,
 }
@@ -84,8 +86,16 @@ fn already_serving(input: &RegisterInput, mine: &[&Instance], product: Slot) -> 
 fn claim_the_lock(input: &RegisterInput) -> Result<Option<Plan>, Refusal> {
     let (alb, release) = (input.alb, input.release);
     let lock = alb.product.lock.as_ref();
-    if let Some(conflict) = lock_conflict(lock, release, input.service, input.now) {
-        return refuse(conflict);
+    let holder = input.lock_holder;
+    if let Some(wait) = lock_verdict(
+        lock,
+        holder,
+        release,
+        input.service,
+        input.now,
+        input.progress,
+    )? {
+        return Ok(Some(wait));
     }
     if holds_lock(lock, release) {
         return Ok(None);

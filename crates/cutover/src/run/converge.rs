@@ -99,6 +99,7 @@ impl<C: Cloud> App<C> {
                 }
             }
         };
+        let seen = self.with_the_lock_holder(work, seen).await?;
         let takeover_s = 2 * self.switch_listener_timeout_s;
         Ok(Ok(plan_for(
             work,
@@ -107,6 +108,29 @@ impl<C: Cloud> App<C> {
             (self.clock)(),
             takeover_s,
         )))
+    }
+
+    /// For a job that would take the service (provision, register-target) while another release
+    /// holds its lock: what CodePipeline says of that release's execution (one more read, only
+    /// then).
+    async fn with_the_lock_holder(&self, work: &Work<'_>, mut seen: Seen) -> Result<Seen, Error> {
+        let Work::Job { function, request } = work else {
+            return Ok(seen);
+        };
+        if !matches!(function, Function::Provision | Function::RegisterTarget) {
+            return Ok(seen);
+        }
+        let Some(lock) = seen.alb.product.lock.as_ref() else {
+            return Ok(seen);
+        };
+        if lock.release != request.release.as_str() {
+            let holder = self
+                .cloud
+                .execution(&request.pipeline, &lock.release)
+                .await?;
+            seen.lock_holder = Some(holder);
+        }
+        Ok(seen)
     }
 
     /// A service's settings: its variable, else its parameter (all of them read on first use,
@@ -278,6 +302,7 @@ pub(super) fn plan_for(
                 dns: seen.dns.as_ref(),
                 // A release that could not take the lock must not launch anything.
                 lock: seen.alb.product.lock.as_ref(),
+                lock_holder: seen.lock_holder.as_ref(),
                 progress,
                 now,
             })
@@ -289,6 +314,7 @@ pub(super) fn plan_for(
                 settings,
                 alb: &seen.alb,
                 instances: &seen.instances,
+                lock_holder: seen.lock_holder.as_ref(),
                 progress,
                 now,
             })

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::plan::tests::{alb, instance, running, target, NOW};
-use crate::world::{Health, Instance, InstanceState, Stage, Step, TAG_INDEX, TAG_RELEASE};
+use crate::world::{
+    Execution, Health, Instance, InstanceState, Stage, Step, TAG_INDEX, TAG_RELEASE,
+};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:1:cutover-releases";
 const R2: &str = "r2";
@@ -55,6 +57,7 @@ impl FakeCloud {
                 dns: None,
                 addresses: Vec::new(),
                 alarms: Vec::new(),
+                lock_holder: None,
             },
             launched: InstanceState::Running,
             executed: Vec::new(),
@@ -108,6 +111,10 @@ impl Cloud for FakeCloud {
             return Err(aws_error("DescribeInstances"));
         }
         Ok(world.seen.clone())
+    }
+
+    async fn execution(&self, _pipeline: &str, _id: &str) -> Result<Execution, Error> {
+        Ok(Execution::Ended("Failed".into()))
     }
 
     async fn instances(&self, _query: InstanceQuery<'_>) -> Result<Vec<Instance>, Error> {

@@ -399,6 +399,17 @@ impl fmt::Display for RollbackMark {
     }
 }
 
+/// What CodePipeline says of the execution that holds a service's lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "execution", content = "status", rename_all = "kebab-case")]
+pub enum Execution {
+    /// `InProgress` or `Stopping`: it may still release (or a person may retry it).
+    Running(String),
+    /// `Succeeded`, `Failed`, `Stopped`, `Superseded`, `Cancelled`, or not found: in QUEUED mode
+    /// a newer execution is in the stage, so it can no longer be retried; its lock is free.
+    Ended(String),
+}
+
 /// The per-service release lock, held from register-target until the switch (or the end of a
 /// failed execution).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -165,6 +165,7 @@ fn provision_plan(
         addresses,
         dns: Some(&dns),
         lock: None,
+        lock_holder: None,
         progress,
         now: NOW,
     })
@@ -187,6 +188,7 @@ fn register_unlocked(alb: &Alb, instances: &[Instance], progress: Option<&Progre
         settings: &settings(1),
         alb,
         instances,
+        lock_holder: None,
         progress,
         now: NOW,
     })

@@ -154,6 +154,7 @@ fn provision_replayed_after_it_finished_plans_nothing() {
         addresses: &[associated],
         dns: Some(&dns),
         lock: None,
+        lock_holder: None,
         progress: None,
         now: NOW,
     })
@@ -207,6 +208,7 @@ fn provision_refuses_while_another_release_holds_the_service() {
         addresses: &[],
         dns: Some(&dns),
         lock: Some(&lock),
+        lock_holder: None,
         progress: None,
         now: NOW,
     });

@@ -124,6 +124,7 @@ fn a_lock_held_by_another_release_refuses_until_it_is_stale() {
         addresses: &[],
         dns: None,
         lock: world.product.lock.as_ref(),
+        lock_holder: None,
         progress: None,
         now: NOW,
     });
@@ -176,6 +177,7 @@ fn register_waits_while_the_idle_slot_holds_a_baking_fleet_and_names_the_bake_en
             locked
         },
         instances: &instances,
+        lock_holder: None,
         progress: None,
         now: NOW,
     });
@@ -190,4 +192,58 @@ fn register_waits_while_the_idle_slot_holds_a_baking_fleet_and_names_the_bake_en
     assert!(after.steps.iter().any(
         |s| matches!(s, Step::DeregisterTargets { instance_ids, .. } if instance_ids == &["i-old"])
     ));
+}
+
+#[test]
+fn a_lock_whose_execution_ended_is_taken_over_and_a_running_one_is_waited_for() {
+    let (mut world, fleet) = (
+        alb(vec![target("i-old", Health::Healthy)], vec![]),
+        vec![
+            running("i-old", "r1", 1, Stage::Product),
+            running("i-new", "r2", 1, Stage::PreProduct),
+        ],
+    );
+    world.product.lock = Some(Lock {
+        release: "r1".into(),
+        since: NOW - 60,
+    });
+    let provision_with = |holder: Option<Execution>| {
+        provision(&ProvisionInput {
+            service: &service(),
+            release: &release("r2"),
+            settings: &settings(1),
+            instances: &[],
+            addresses: &[],
+            dns: None,
+            lock: world.product.lock.as_ref(),
+            lock_holder: holder.as_ref(),
+            progress: None,
+            now: NOW,
+        })
+    };
+    // r1's execution failed (QUEUED mode started r2 at once): its lock is free.
+    let taken = provision_with(Some(Execution::Ended("Failed".into()))).expect("a plan");
+    assert!(taken.steps.iter().any(|s| matches!(s, Step::Launch { .. })));
+    // Still running: r2 waits (a continuation), it does not fail.
+    let waits = provision_with(Some(Execution::Running("InProgress".into()))).expect("a plan");
+    assert_eq!(
+        (waits.steps.len(), waits.next),
+        (0, Next::wait(Phase::LockHolder))
+    );
+    // And register-target claims over the ended execution's lock.
+    let claim = register(&RegisterInput {
+        service: &service(),
+        release: &release("r2"),
+        settings: &settings(1),
+        alb: &world,
+        instances: &fleet,
+        lock_holder: Some(&Execution::Ended("Failed".into())),
+        progress: None,
+        now: NOW,
+    })
+    .expect("a plan");
+    assert!(
+        matches!(&claim.steps[..], [Step::TagRoute { tags, .. }] if tags[TAG_LOCK].starts_with("r2@")),
+        "{claim:?}"
+    );
 }
