@@ -352,6 +352,34 @@ const MUTATING_ELB: &[&str] = &[
 ];
 
 /// Everything but reads, job acknowledgements and notifications.
+/// The longest chain of `calls` in which each call was sent after the one before it was
+/// answered: the sequential round trips they cost. Calls made side by side count once.
+pub fn round_trips(calls: &[Call]) -> usize {
+    let mut order: Vec<usize> = (0..calls.len()).collect();
+    order.sort_by_key(|&i| calls[i].received);
+    let mut depth = vec![0usize; calls.len()];
+    for (k, &i) in order.iter().enumerate() {
+        depth[i] = 1 + order[..k]
+            .iter()
+            .filter(|&&j| calls[j].answered <= calls[i].received)
+            .map(|&j| depth[j])
+            .max()
+            .unwrap_or(0);
+    }
+    depth.into_iter().max().unwrap_or(0)
+}
+
+/// Round trips made before the first call that moved product (`None` when none did).
+pub fn round_trips_before_product_moved(calls: &[Call], product_rule: &str) -> Option<usize> {
+    let moved = calls.iter().find(|c| c.moves_rule(product_rule))?;
+    let before: Vec<Call> = calls
+        .iter()
+        .filter(|c| c.answered <= moved.received)
+        .cloned()
+        .collect();
+    Some(round_trips(&before))
+}
+
 pub fn is_mutation(call: &Call) -> bool {
     let read = ["Describe", "List", "Get", "GET "]
         .iter()

@@ -43,6 +43,9 @@ pub struct Look<'a> {
     pub function: Function,
     pub service: &'a ServiceName,
     pub settings: &'a ServiceSettings,
+    /// The service's slots and routes, when they were read beside its settings (a cold start's
+    /// first round): not read again.
+    pub alb: Option<&'a Alb>,
 }
 
 /// What a function saw of its service, all it plans from.
@@ -99,6 +102,14 @@ pub trait Cloud: Clone + Send + Sync + 'static {
     /// What `look.function` must see to plan: the reads each function makes are decided by the
     /// adapter, in one place.
     fn observe(&self, look: Look<'_>) -> impl Future<Output = Result<Seen, Error>> + Send;
+
+    /// The service's slots and routes as `function` reads them (what `observe` would read), for
+    /// a first round that reads them beside the settings.
+    fn alb(
+        &self,
+        service: &ServiceName,
+        function: Function,
+    ) -> impl Future<Output = Result<Alb, Error>> + Send;
 
     /// Live instances, to find the services a sweep or a failed execution concerns.
     fn instances(

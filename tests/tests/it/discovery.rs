@@ -202,3 +202,39 @@ async fn a_warm_container_whose_product_route_moved_moves_the_new_one_and_never_
     );
     assert_ne!(forward_of(&local, &new_rule).await, old_forward);
 }
+
+/// A cold start whose settings are an SSM parameter reads only that parameter, beside the slots
+/// and routes (which need no settings); the reads that need the settings (instances, records)
+/// follow the discovery: product moves after five rounds. Before, every service's parameter was
+/// read first, in pages of ten: five rounds more with the 41 parameters of `ssm.rs`, ten with a
+/// hundred services.
+#[tokio::test]
+async fn a_cold_switch_reads_its_parameter_beside_its_slots_and_routes() {
+    let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
+    let settings = fixture::settings_json(&local.base, 1, 0, json!({}));
+    fixture::put_settings_parameter(&local.clients, SERVICE, &settings).await;
+    let warm = local.app(&[]);
+    local.release(&warm, &params(R1)).await;
+    for function in [Function::Provision, Function::RegisterTarget] {
+        let run = local.run_job(&warm, function, &params(R2)).await;
+        assert!(run.succeeded(), "{}: {:?}", function.as_str(), run.last());
+    }
+    // A new container: no settings, no slots or routes known. Calls take 20 ms, so calls made
+    // side by side overlap and a round trip is one link of the longest chain.
+    let cold = local.app(&[]);
+    local
+        .endpoint
+        .set_latency(std::time::Duration::from_millis(20));
+    let mark = local.endpoint.mark();
+    let run = local
+        .run_job(&cold, Function::SwitchListener, &params(R2))
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    let calls = &local.endpoint.calls()[mark..];
+    assert_eq!(
+        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
+        Some(5),
+        "{:?}",
+        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
+    );
+}

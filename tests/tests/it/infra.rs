@@ -527,6 +527,19 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
             .iter()
             .map(|c| (Function::Cleanup, c.clone())),
     );
+    // An alarm event: switch-listener reads every service's parameter to find who names it.
+    let mark = local.endpoint.mark();
+    app.handle(
+        Function::SwitchListener,
+        cutover_tests::alarm_event(local.now()),
+    )
+    .await
+    .unwrap();
+    made.extend(
+        local.endpoint.calls()[mark..]
+            .iter()
+            .map(|c| (Function::SwitchListener, c.clone())),
+    );
 
     for function in FUNCTIONS {
         let allowed = function.aws_actions();

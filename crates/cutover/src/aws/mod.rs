@@ -9,8 +9,9 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
+use crate::names::ServiceName;
 pub use crate::port::InstanceQuery;
-use crate::port::{Acknowledgement, Cloud, Look, Parameters, Seen};
+use crate::port::{Acknowledgement, Cloud, Function, Look, Parameters, Seen};
 use crate::world::*;
 
 mod alb;
@@ -177,6 +178,11 @@ impl Cloud for Aws {
 
     async fn execute(&self, step: &Step) -> Result<(), Error> {
         self.execute(step).await
+    }
+
+    async fn alb(&self, service: &ServiceName, function: Function) -> Result<Alb, Error> {
+        self.slots_and_routes(service.as_str(), function.reads_target_health())
+            .await
     }
 
     async fn execution(&self, pipeline: &str, execution_id: &str) -> Result<Execution, Error> {

@@ -60,12 +60,17 @@ impl Aws {
                 Function::Provision | Function::RegisterTarget => Ok(Vec::new()),
             }
         };
-        let ((instances, addresses), dns, alb, alarms) = tokio::try_join!(
-            instances_and_addresses,
-            dns,
-            self.slots_and_routes(service, function.reads_target_health()),
-            alarms
-        )?;
+        let alb = async {
+            match look.alb {
+                Some(alb) => Ok(alb.clone()),
+                None => {
+                    self.slots_and_routes(service, function.reads_target_health())
+                        .await
+                }
+            }
+        };
+        let ((instances, addresses), dns, alb, alarms) =
+            tokio::try_join!(instances_and_addresses, dns, alb, alarms)?;
         Ok(Seen {
             alb,
             instances,

@@ -2,6 +2,7 @@
 //! waits, refuses, or the rounds or the deadline run out.
 
 use super::*;
+use crate::world::Alb;
 
 impl<C: Cloud> App<C> {
     /// Observe → plan → execute until the plan is done, waits, refuses or the rounds or the
@@ -13,7 +14,22 @@ impl<C: Cloud> App<C> {
             true => Stop::Planned(Err(plan::Refusal(why))),
             false => Stop::Refused(why),
         };
-        let (mut settings, source) = match self.settings_of(work.service()).await {
+        // Settings that must be read (a cold start's parameter) are read beside the slots and
+        // routes, which need none of them: one round less before product moves.
+        let (settings, mut found_alb) = if self.settings_ready(work.service()) {
+            (self.settings_of(work.service()).await, None)
+        } else {
+            // Boxed, as the reads below: inline, these futures overflow a test thread's stack.
+            let (settings, alb) = Box::pin(async {
+                tokio::join!(
+                    self.settings_of(work.service()),
+                    self.cloud.alb(work.service(), work.function())
+                )
+            })
+            .await;
+            (settings, alb.ok())
+        };
+        let (mut settings, source) = match settings {
             Ok(Ok(found)) => found,
             Ok(Err(unusable)) => return stop(refused(unusable), steps),
             Err(error) => return stop(Stop::Broke(error), steps),
@@ -25,7 +41,8 @@ impl<C: Cloud> App<C> {
                 return stop(Stop::waiting(Phase::Handover), steps);
             }
             // Boxed: the reads' future is large, and inline it would sit in every frame above.
-            let observed = Box::pin(self.observe_and_plan(work, &mut settings, &source));
+            let alb = found_alb.take();
+            let observed = Box::pin(self.observe_and_plan(work, &mut settings, &source, alb));
             // After the first round, reads that would outlive the cut are abandoned.
             let observed = match deadline.filter(|_| round > 0) {
                 Some(deadline) => match deadline.cut(observed).await {
@@ -74,11 +91,13 @@ impl<C: Cloud> App<C> {
         work: &Work<'_>,
         settings: &mut ServiceSettings,
         source: &Source,
+        alb: Option<Alb>,
     ) -> Result<Result<Planned, String>, Error> {
         let look = |settings| Look {
             function: work.function(),
             service: work.service(),
             settings,
+            alb: alb.as_ref(),
         };
         let seen = match source {
             Source::Variable(_) => self.cloud.observe(look(settings)).await?,
@@ -133,8 +152,19 @@ impl<C: Cloud> App<C> {
         Ok(seen)
     }
 
-    /// A service's settings: its variable, else its parameter (all of them read on first use,
-    /// and once more for a service not known yet). `Ok(Err(..))`: none usable, and why.
+    /// Whether the service's settings are at hand without a read (its variable, or its parameter
+    /// as read before).
+    fn settings_ready(&self, service: &ServiceName) -> bool {
+        match self.registry.get(service) {
+            Ok(_) | Err(LookupError::Invalid(_)) => true,
+            Err(LookupError::Unknown { .. }) => {
+                matches!(self.parameters.get(&parameter_name(service)), Some(Ok(_)))
+            }
+        }
+    }
+
+    /// A service's settings: its variable, else its parameter (read on first use, and again
+    /// while it is broken). `Ok(Err(..))`: none usable, and why.
     pub(super) async fn settings_of(
         &self,
         service: &ServiceName,
@@ -148,9 +178,9 @@ impl<C: Cloud> App<C> {
             Err(unknown @ LookupError::Unknown { .. }) => unknown,
         };
         let name = parameter_name(service);
-        self.load_parameters_once().await?;
-        // A parameter not read yet, or read broken, is read now: an error is never kept, so a
-        // fixed parameter works without a cold start.
+        // Only the service's own parameter (one call, not every service's in pages). One not
+        // read yet, or read broken, is read now: an error is never kept, so a fixed parameter
+        // works without a cold start.
         if !matches!(self.parameters.get(&name), Some(Ok(_))) {
             let read = self.cloud.parameters(Parameters::One(&name)).await?;
             self.parameters.put(&name, &read);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::plan::tests::{alb, instance, running, target, NOW};
 use crate::world::{
-    Execution, Health, Instance, InstanceState, Stage, Step, TAG_INDEX, TAG_RELEASE,
+    Alb, Execution, Health, Instance, InstanceState, Stage, Step, TAG_INDEX, TAG_RELEASE,
 };
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:1:cutover-releases";
@@ -111,6 +111,10 @@ impl Cloud for FakeCloud {
             return Err(aws_error("DescribeInstances"));
         }
         Ok(world.seen.clone())
+    }
+
+    async fn alb(&self, _service: &ServiceName, _function: Function) -> Result<Alb, Error> {
+        Ok(self.world().seen.alb.clone())
     }
 
     async fn execution(&self, _pipeline: &str, _id: &str) -> Result<Execution, Error> {

@@ -13,7 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cutover::Function;
-use cutover_tests::endpoint::{is_mutating_elb, is_mutation, Call};
+use cutover_tests::endpoint::{
+    is_mutating_elb, is_mutation, round_trips, round_trips_before_product_moved, Call,
+};
 use cutover_tests::lambda::FUNCTIONS;
 use cutover_tests::moto::repo_root;
 use cutover_tests::runtime_api::RuntimeApi;
