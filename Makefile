@@ -29,7 +29,7 @@ build: ## Build the workspace (the four functions, the library, the local tools)
 test: setup build ## Run every test (unit, moto integration, infra checks)
 	$(CARGO) test --workspace --locked
 
-soak: ## The release model (plan/tests/model.rs) over many more cases than `make test`; a failure keeps its seed in proptest-regressions/
+soak: ## The release model (plan/tests/model/) over many more cases than `make test`; a failure keeps its seed in proptest-regressions/
 	PROPTEST_CASES=$(or $(CASES),20000) $(CARGO) test --locked -p cutover --lib plan::tests::model
 
 demo: setup build ## Run a whole release against a local AWS (non-interactive with --yes or CI)

@@ -512,34 +512,30 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
         .send()
         .await
         .unwrap();
-    let mark = local.endpoint.mark();
+    // The events outside a pipeline: a failed execution's and the sweep's (cleanup), an alarm's
+    // (switch-listener, which reads every service's parameter to find who names it).
     let mut failed = cutover_tests::sample_event("cleanup-pipeline-failed.json");
     failed["detail"]["execution-id"] = Value::from("r3");
-    app.handle(Function::Cleanup, failed).await.unwrap();
-    app.handle(
-        Function::Cleanup,
-        cutover_tests::sample_event("cleanup-schedule.json"),
-    )
-    .await
-    .unwrap();
-    made.extend(
-        local.endpoint.calls()[mark..]
-            .iter()
-            .map(|c| (Function::Cleanup, c.clone())),
-    );
-    // An alarm event: switch-listener reads every service's parameter to find who names it.
-    let mark = local.endpoint.mark();
-    app.handle(
-        Function::SwitchListener,
-        cutover_tests::alarm_event(local.now()),
-    )
-    .await
-    .unwrap();
-    made.extend(
-        local.endpoint.calls()[mark..]
-            .iter()
-            .map(|c| (Function::SwitchListener, c.clone())),
-    );
+    let events = [
+        (Function::Cleanup, failed),
+        (
+            Function::Cleanup,
+            cutover_tests::sample_event("cleanup-schedule.json"),
+        ),
+        (
+            Function::SwitchListener,
+            cutover_tests::alarm_event(local.now()),
+        ),
+    ];
+    for (function, event) in events {
+        let mark = local.endpoint.mark();
+        app.handle(function, event).await.unwrap();
+        made.extend(
+            local.endpoint.calls()[mark..]
+                .iter()
+                .map(|c| (function, c.clone())),
+        );
+    }
 
     for function in FUNCTIONS {
         let allowed = function.aws_actions();
@@ -634,22 +630,24 @@ mod iam {
         elb_tags: HashMap<String, Vec<(String, String)>>,
     }
 
+    fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+        tags.iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     impl World {
         pub async fn read(local: &Local) -> World {
             let mut instance_tags = HashMap::new();
             let reservations = local.clients.ec2.describe_instances().send().await.unwrap();
             for reservation in reservations.reservations() {
                 for instance in reservation.instances() {
-                    let tags = instance
-                        .tags()
-                        .iter()
-                        .map(|t| {
-                            (
-                                t.key().unwrap_or_default().to_owned(),
-                                t.value().unwrap_or_default().to_owned(),
-                            )
-                        })
-                        .collect();
+                    let tags = ec2_tags(instance.tags());
                     instance_tags.insert(instance.instance_id().unwrap().to_owned(), tags);
                 }
             }
@@ -658,17 +656,8 @@ mod iam {
                 .addresses()
                 .iter()
                 .map(|a| {
-                    let tags = a
-                        .tags()
-                        .iter()
-                        .map(|t| {
-                            (
-                                t.key().unwrap_or_default().to_owned(),
-                                t.value().unwrap_or_default().to_owned(),
-                            )
-                        })
-                        .collect();
-                    (a.allocation_id().unwrap_or_default().to_owned(), tags)
+                    let id = a.allocation_id().unwrap_or_default().to_owned();
+                    (id, ec2_tags(a.tags()))
                 })
                 .collect();
             let mut arns: Vec<String> = Vec::new();

@@ -52,24 +52,8 @@ pub fn switch(input: &SwitchInput) -> Planned {
         share == 0
     };
     if input.action == Action::Release {
-        if let Some(stop) = stopped_by_a_rollback(input, release_slot) {
+        if let Some(stop) = release_may_not_go_on(input, &mine, release_slot, share) {
             return stop;
-        }
-        if let Some(ended) = bake_over(input, &mine).filter(|_| share < 100) {
-            return refuse(format!(
-                "release {release} of {service} was rolled back and its fleet kept until {ended} \
-                 (BAKE_S={}); it is cleanup's now: run the pipeline again for a new release",
-                input.settings.bake_s
-            ));
-        }
-        if share < 100 && is_newer(alb, input.instances, release_slot.other()) {
-            return refuse(format!(
-                "release {release} of {service} was launched before the release serving product \
-                 ({}): a release never moves product back; roll back instead",
-                release_in(alb, input.instances, release_slot.other())
-                    .map(|r| r.to_string())
-                    .unwrap_or_default()
-            ));
         }
     }
     let lock = alb.product.lock.as_ref();
@@ -117,6 +101,38 @@ pub fn switch(input: &SwitchInput) -> Planned {
     .with_steps(cutover.steps)
     .with_notes(cutover.notes)
     .noting(alarm_notes))
+}
+
+/// Why a release's switch must stop before it moves anything: it was rolled back while it ran,
+/// its fleet (rolled back earlier) is past its bake and cleanup's, or it is older than the release
+/// serving (a release never moves product back).
+fn release_may_not_go_on(
+    input: &SwitchInput,
+    mine: &[&Instance],
+    release_slot: Slot,
+    share: i32,
+) -> Option<Planned> {
+    let (alb, release, service) = (input.alb, input.release, input.service);
+    if let Some(stop) = stopped_by_a_rollback(input, release_slot) {
+        return Some(stop);
+    }
+    if let Some(ended) = bake_over(input, mine).filter(|_| share < 100) {
+        return Some(refuse(format!(
+            "release {release} of {service} was rolled back and its fleet kept until {ended} \
+             (BAKE_S={}); it is cleanup's now: run the pipeline again for a new release",
+            input.settings.bake_s
+        )));
+    }
+    if share < 100 && is_newer(alb, input.instances, release_slot.other()) {
+        return Some(refuse(format!(
+            "release {release} of {service} was launched before the release serving product \
+             ({}): a release never moves product back; roll back instead",
+            release_in(alb, input.instances, release_slot.other())
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        )));
+    }
+    None
 }
 
 /// When the bake of a retired fleet (a rolled-back release) ended, if it has: from then on the

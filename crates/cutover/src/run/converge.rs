@@ -285,41 +285,69 @@ pub(super) fn plan_for(
     now: u64,
     takeover_s: u64,
 ) -> Planned {
-    let cleanup = |service, scope, progress| {
-        plan::cleanup(&plan::CleanupInput {
-            service,
-            scope,
-            settings,
-            alb: &seen.alb,
-            instances: &seen.instances,
-            addresses: &seen.addresses,
-            dns: seen.dns.as_ref(),
-            alarms: &seen.alarms,
-            takeover_s,
-            progress,
-            now,
-        })
+    let on = Observed {
+        settings,
+        seen,
+        now,
+        takeover_s,
     };
     // Each arm is guarded by its function's feature: a binary built for one function has the
     // others' arms dead at compile time, so their planners are not linked in.
-    let (function, request) = match work {
-        Work::Job { function, request } => (*function, *request),
+    match work {
+        Work::Job { function, request } => plan_job(work, *function, request, &on),
         Work::Cleanup { service, scope } if cfg!(feature = "cleanup") => {
-            return cleanup(service, scope.clone(), None)
+            on.cleanup(service, scope.clone(), None)
         }
         Work::Rollback { .. } if cfg!(feature = "switch-listener") => {
-            return roll_back(work, plan::Trigger::Hand, settings, seen, now)
+            roll_back(work, plan::Trigger::Hand, settings, seen, now)
         }
         Work::AlarmRollback { alarm, at, .. } if cfg!(feature = "switch-listener") => {
             let trigger = plan::Trigger::Alarm {
                 name: alarm,
                 at: *at,
             };
-            return roll_back(work, trigger, settings, seen, now);
+            roll_back(work, trigger, settings, seen, now)
         }
-        _ => return not_built(work.function()),
-    };
+        _ => not_built(work.function()),
+    }
+}
+
+/// What a planner is handed besides the work itself.
+struct Observed<'a> {
+    settings: &'a ServiceSettings,
+    seen: &'a Seen,
+    now: u64,
+    takeover_s: u64,
+}
+
+impl Observed<'_> {
+    fn cleanup(
+        &self,
+        service: &ServiceName,
+        scope: CleanupScope,
+        progress: Option<&Progress>,
+    ) -> Planned {
+        let seen = self.seen;
+        plan::cleanup(&plan::CleanupInput {
+            service,
+            scope,
+            settings: self.settings,
+            alb: &seen.alb,
+            instances: &seen.instances,
+            addresses: &seen.addresses,
+            dns: seen.dns.as_ref(),
+            alarms: &seen.alarms,
+            takeover_s: self.takeover_s,
+            progress,
+            now: self.now,
+        })
+    }
+}
+
+/// A CodePipeline job's planner.
+fn plan_job(work: &Work<'_>, function: Function, request: &JobRequest, on: &Observed) -> Planned {
     let (service, release) = (&request.service, &request.release);
+    let (settings, seen, now) = (on.settings, on.seen, on.now);
     let progress = request.progress.as_ref();
     match function {
         Function::Provision if cfg!(feature = "provision") => {
@@ -373,7 +401,7 @@ pub(super) fn plan_for(
             })
         }
         Function::Cleanup if cfg!(feature = "cleanup") => {
-            cleanup(service, CleanupScope::Expired, progress)
+            on.cleanup(service, CleanupScope::Expired, progress)
         }
         _ => not_built(function),
     }

@@ -139,7 +139,7 @@ fn a_second_alarm_reading_between_the_first_ones_calls_never_moves_product_back(
     // Apply the first alarm's calls one by one; a second alarm reads after each.
     let mut seen = (world.clone(), instances.clone());
     for step in &first.steps {
-        apply(&mut seen, step);
+        model::apply_tags(&mut seen.0, &mut seen.1, step);
         let second = rollback_plan(ALARM, None, &seen.0, &seen.1).expect("a plan");
         for step in &second.steps {
             if let Step::SetForward {
@@ -222,39 +222,4 @@ fn cleanup_waits_quietly_while_product_is_split() {
     let plan = cleanup_plan(&world, &instances, CleanupScope::Expired, &[]).expect("a plan");
     assert!(plan.steps.is_empty());
     assert_eq!(plan.next, Next::wait(Phase::Shift));
-}
-
-/// The route and instance parts of a step, applied to what a planner sees.
-fn apply((alb, instances): &mut (Alb, Vec<Instance>), step: &Step) {
-    match step {
-        Step::SetForward { route, to, .. } if *route == alb.product.arn => {
-            alb.product.forward = to.clone()
-        }
-        Step::SetForward { to, .. } => alb.pre_product.forward = to.clone(),
-        Step::TagRoute { tags, .. } => {
-            if let Some(previous) = tags.get(TAG_PREVIOUS) {
-                alb.product.previous = Some(previous.clone());
-            }
-            if let Some(release) = tags.get(TAG_ROLLED_BACK) {
-                alb.product.rolled_back = Some(RollbackMark::parse(
-                    release,
-                    tags.get(TAG_ROLLED_BACK_BY).map(String::as_str),
-                ));
-            }
-        }
-        Step::TagInstances { instance_ids, tags } => {
-            for instance in instances
-                .iter_mut()
-                .filter(|i| instance_ids.contains(&i.id))
-            {
-                if let Some(stage) = tags.get(TAG_STAGE) {
-                    instance.stage = Stage::parse(stage);
-                }
-                if let Some(at) = tags.get(TAG_RETIRED_AT) {
-                    instance.retired_at = at.parse().ok();
-                }
-            }
-        }
-        _ => {}
-    }
 }
