@@ -35,7 +35,7 @@ pub fn cleanup(input: &CleanupInput) -> Planned {
         Ok(slot) => alb.slot(slot),
         // Both slots serve while product is split: nothing goes until one does alone, and the
         // team is not told every five minutes.
-        Err(_) if RouteState::read(alb, input.instances).is_ok_and(|s| s.is_split()) => {
+        Err(_) if RouteState::read(alb, input.instances).is_ok_and(|s| s.is_moving()) => {
             return Ok(Plan::wait(Phase::Shift).with_notes(vec![format!(
                 "{service}: product is split between the slots (a gradual shift or a rollback in flight); cleanup waits"
             )]))

@@ -243,6 +243,21 @@ pub fn client_token(service: &ServiceName, release: &ReleaseId, index: u32) -> S
     format!("cutover-{}-{index}-{hash:016x}", release.short())
 }
 
+/// Why product may not go to this target group: it has no targets, or not every one is healthy.
+fn not_ready(group: &TargetGroup) -> Option<String> {
+    let unhealthy = group.unhealthy();
+    if group.targets.is_empty() {
+        Some("it has no registered targets".to_owned())
+    } else if !unhealthy.is_empty() {
+        Some(format!(
+            "not every target is healthy: {}",
+            describe_targets(&unhealthy)
+        ))
+    } else {
+        None
+    }
+}
+
 fn describe_targets(targets: &[&Target]) -> String {
     targets
         .iter()

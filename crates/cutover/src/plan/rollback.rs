@@ -44,16 +44,18 @@ pub struct RollbackInput<'a> {
 pub const ROLLED_BACK_RELEASE: &str = "rolled_back_release";
 
 pub fn roll_back(input: &RollbackInput) -> Planned {
-    let planned = plan_rollback(input)?;
-    let from = match RouteState::read(input.alb, input.instances) {
-        Ok(RouteState::RolledBack { mark, .. } | RouteState::RollingBack { mark, .. }) => {
-            Some(mark.release)
+    let service = input.service;
+    let state = RouteState::read(input.alb, input.instances)
+        .map_err(|why| Refusal(format!("cannot roll back {service}: {why}")))?;
+    let from = match &state {
+        RouteState::RolledBack { mark, .. } | RouteState::RollingBack { mark, .. } => {
+            Some(mark.release.clone())
         }
-        Ok(RouteState::Shifting { toward: slot, .. } | RouteState::Serving { slot }) => {
-            release_in(input.alb, input.instances, slot).map(|r| r.to_string())
+        RouteState::Shifting { toward: slot, .. } | RouteState::Serving { slot } => {
+            release_in(input.alb, input.instances, *slot).map(|r| r.to_string())
         }
-        Err(_) => None,
     };
+    let planned = plan_rollback(input, state)?;
     Ok(match from {
         Some(from) => {
             planned.with_outputs(BTreeMap::from([(ROLLED_BACK_RELEASE.to_owned(), from)]))
@@ -62,10 +64,8 @@ pub fn roll_back(input: &RollbackInput) -> Planned {
     })
 }
 
-fn plan_rollback(input: &RollbackInput) -> Planned {
+fn plan_rollback(input: &RollbackInput, state: RouteState) -> Planned {
     let (service, alb) = (input.service, input.alb);
-    let state = RouteState::read(alb, input.instances)
-        .map_err(|why| Refusal(format!("cannot roll back {service}: {why}")))?;
     match state {
         RouteState::RolledBack { mark, slot } => {
             if let Some(asked) = input.release.filter(|r| r.as_str() != mark.release) {
@@ -107,7 +107,12 @@ fn plan_rollback(input: &RollbackInput) -> Planned {
                 return Ok(Plan::done(quiet));
             }
             let old = alb.slot(toward.other());
-            refuse_an_empty_or_unhealthy(service, old)?;
+            if let Some(why) = not_ready(old) {
+                return refuse(format!(
+                    "cannot roll back {service} to the {} slot ({}): {why}",
+                    old.slot, old.name
+                ));
+            }
             Ok(Plan::done(format!(
                 "release {release} of {service} rolled back at {share}% of its shift: product on 100% of the {} slot ({})",
                 old.slot, old.name
@@ -220,26 +225,6 @@ fn refuse_another_release(input: &RollbackInput, serving: &str, slot: Slot) -> R
         )),
         _ => Ok(()),
     }
-}
-
-fn refuse_an_empty_or_unhealthy(service: &ServiceName, group: &TargetGroup) -> Result<(), Refusal> {
-    let unhealthy = group.unhealthy();
-    if group.targets.is_empty() || !unhealthy.is_empty() {
-        return refuse(format!(
-            "cannot roll back {service} to the {} slot ({}): {}",
-            group.slot,
-            group.name,
-            if group.targets.is_empty() {
-                "it has no registered targets".to_owned()
-            } else {
-                format!(
-                    "not every target is healthy: {}",
-                    describe_targets(&unhealthy)
-                )
-            }
-        ));
-    }
-    Ok(())
 }
 
 /// An alarm's event is a claim about the past (Lambda's asynchronous queue can hold it for

@@ -102,8 +102,9 @@ impl RouteState {
         }
     }
 
-    /// Whether product traffic is split between the slots (cleanup waits, registering refuses).
-    pub fn is_split(&self) -> bool {
+    /// Whether a move of product is under way: a gradual shift, or a rollback not yet finished
+    /// (cleanup waits; the model's on-call engineer rolls back).
+    pub fn is_moving(&self) -> bool {
         matches!(self, RouteState::Shifting { .. })
             || matches!(self, RouteState::RollingBack { .. })
     }

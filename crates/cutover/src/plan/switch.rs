@@ -75,7 +75,10 @@ pub fn switch(input: &SwitchInput) -> Planned {
     }
     if input.action == Action::Release && input.strategy.is_gradual() && !product_at_to {
         if let Some(step) = gradual_step(input, release_slot, share) {
-            return step.map(|plan| clear_a_rollback_first(alb, plan).noting(alarm_notes));
+            return step.map(|plan| {
+                let steps = clear_a_rollback_first(alb, plan.steps);
+                Plan { steps, ..plan }.noting(alarm_notes)
+            });
         }
     }
     let current = if product_at_to { to } else { to.other() };
@@ -89,7 +92,7 @@ pub fn switch(input: &SwitchInput) -> Planned {
     let what = if product_at_to { "already" } else { "now" };
     if input.action == Action::Release {
         cutover = Cutover {
-            steps: clear_a_rollback_first(alb, Plan::again().with_steps(cutover.steps)).steps,
+            steps: clear_a_rollback_first(alb, cutover.steps),
             ..cutover
         };
     }
@@ -148,19 +151,14 @@ fn bake_over(input: &SwitchInput, fleet: &[&Instance]) -> Option<u64> {
 }
 
 /// A release moving product clears a rollback mark first (`plan::route`): once it moves, an alarm
-/// must be able to roll it back. A plan that does not move product (a replay) leaves the mark.
-fn clear_a_rollback_first(alb: &Alb, plan: Plan) -> Plan {
-    let moves_product = plan
-        .steps
+/// must be able to roll it back. Steps that do not move product (a replay) leave the mark.
+fn clear_a_rollback_first(alb: &Alb, steps: Vec<Step>) -> Vec<Step> {
+    let moves_product = steps
         .iter()
         .any(|s| matches!(s, Step::SetForward { route, .. } if *route == alb.product.arn));
     match clear_rollback(&alb.product).filter(|_| moves_product) {
-        Some(clear) => {
-            let mut steps = vec![clear];
-            steps.extend(plan.steps);
-            Plan { steps, ..plan }
-        }
-        None => plan,
+        Some(clear) => std::iter::once(clear).chain(steps).collect(),
+        None => steps,
     }
 }
 
@@ -310,16 +308,7 @@ pub(super) fn weighted(alb: &Alb, new: Slot, share: i32, sticky_s: Option<u32>) 
 pub(super) fn gradual_step(input: &SwitchInput, new: Slot, share: i32) -> Option<Planned> {
     let alb = input.alb;
     let target = alb.slot(new);
-    let unhealthy = target.unhealthy();
-    if target.targets.is_empty() || !unhealthy.is_empty() {
-        let why = if target.targets.is_empty() {
-            "it has no registered targets".to_owned()
-        } else {
-            format!(
-                "not every target is healthy: {}",
-                describe_targets(&unhealthy)
-            )
-        };
+    if let Some(why) = not_ready(target) {
         if share == 0 {
             return Some(refuse(format!(
                 "refusing to shift product to the {new} slot ({}): {why}",
@@ -468,26 +457,18 @@ fn cutover_steps(input: &SwitchInput, current: Slot, to: Slot) -> Result<Cutover
 /// Product only moves to a slot with targets, every one of them healthy.
 fn refuse_an_unready_slot(input: &SwitchInput, to: Slot) -> Result<(), Refusal> {
     let target = input.alb.slot(to);
-    if target.targets.is_empty() {
-        let hint = if input.action == Action::Rollback {
-            " (was the old fleet cleaned up?)"
-        } else {
-            ""
-        };
-        return refuse(format!(
-            "refusing to point product at the {to} slot ({}): it has no registered targets{hint}",
-            target.name
-        ));
-    }
-    let unhealthy = target.unhealthy();
-    if !unhealthy.is_empty() {
-        return refuse(format!(
-            "refusing to point product at the {to} slot ({}): not every target is healthy: {}",
-            target.name,
-            describe_targets(&unhealthy)
-        ));
-    }
-    Ok(())
+    let Some(why) = not_ready(target) else {
+        return Ok(());
+    };
+    let hint = if input.action == Action::Rollback && target.targets.is_empty() {
+        " (was the old fleet cleaned up?)"
+    } else {
+        ""
+    };
+    refuse(format!(
+        "refusing to point product at the {to} slot ({}): {why}{hint}",
+        target.name
+    ))
 }
 
 /// The serving fleet becomes `product` (one call per instance: each gets its own Name), the

@@ -460,7 +460,7 @@ impl Model {
         }
         // Product left split (a rollback that a late step undid, or a shift whose job died at its
         // timeout) is what the on-call engineer rolls back: every rollback works mid-shift.
-        if RouteState::read(&self.alb, &self.instances).is_ok_and(|s| s.is_split()) {
+        if RouteState::read(&self.alb, &self.instances).is_ok_and(|s| s.is_moving()) {
             self.start(Kind::Rollback {
                 named: None,
                 alarm_at: None,
