@@ -259,6 +259,11 @@ impl Endpoint {
         self.state.lock().unwrap().realism.replay_first_answers();
     }
 
+    /// `DescribeInstances` stops listing this instance, as EC2 does about an hour after it ends.
+    pub fn vanish(&self, instance_id: &str) {
+        self.state.lock().unwrap().realism.vanish(instance_id);
+    }
+
     /// What `GetPipelineExecution` says of this execution from now on (`Failed`, `Stopped`,
     /// `NotFound`, …): CodePipeline's job API is served here, moto has none of it.
     pub fn set_execution(&self, pipeline: &str, execution_id: &str, status: &str) {
@@ -612,13 +617,14 @@ async fn proxy(
             (StatusCode::BAD_GATEWAY, Default::default(), reply)
         }
     };
-    {
+    let reply = {
         let mut state = state.lock().unwrap();
         let now = state.clock.load(Ordering::SeqCst);
         state
             .realism
             .after(&call.action, &call.params, status.as_u16(), &reply, now);
-    }
+        state.realism.rewrite(&call.action, reply)
+    };
     record(state, call, status.as_u16());
     let mut response = Response::new(Full::new(reply));
     *response.status_mut() = status;

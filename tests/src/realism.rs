@@ -13,6 +13,9 @@
 //!   for the whole test (AWS: at least 24 hours after the instances terminate). The EC2 guide
 //!   says a replayed answer "might contain updated information": `replay_first_answers` makes
 //!   it the first call's answer unchanged, state and all.
+//! - **an instance no longer listed**: EC2 drops a terminated instance from `DescribeInstances`
+//!   after about an hour, while its ClientToken stays bound; `vanish` makes it so at once, and
+//!   a replayed answer naming it shows it launched long ago (as it was, by then).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -52,6 +55,8 @@ pub struct Realism {
     /// shows as it was launched).
     replay_first_answers: bool,
     terminated: HashSet<String>,
+    /// Instances `DescribeInstances` no longer lists.
+    vanished: HashSet<String>,
     /// Instances terminated while a target group still held them (registered or draining).
     pub terminated_while_in_a_group: Vec<String>,
 }
@@ -85,6 +90,22 @@ impl Realism {
 
     pub fn replay_first_answers(&mut self) {
         self.replay_first_answers = true;
+    }
+
+    pub fn vanish(&mut self, instance_id: &str) {
+        self.vanished.insert(instance_id.to_owned());
+    }
+
+    /// moto's answer as AWS would give it: `DescribeInstances` without the vanished instances.
+    pub fn rewrite(&self, action: &str, reply: Bytes) -> Bytes {
+        if action != "DescribeInstances" || self.vanished.is_empty() {
+            return reply;
+        }
+        let mut text = String::from_utf8_lossy(&reply).into_owned();
+        for id in &self.vanished {
+            text = without_instance(&text, id);
+        }
+        Bytes::from(text)
     }
 
     /// Forces a target's health (`unhealthy`, `unavailable`), or clears it (`None`).
@@ -249,8 +270,60 @@ impl Realism {
                 "<instanceState><code>48</code><name>terminated</name></instanceState>",
             );
         }
+        if first
+            .instance_ids
+            .iter()
+            .any(|id| self.vanished.contains(id))
+        {
+            body = replace_blocks(
+                &body,
+                "<launchTime>",
+                "</launchTime>",
+                "<launchTime>2000-01-01T00:00:00.000Z</launchTime>",
+            );
+        }
         Intercept::Answer(body)
     }
+}
+
+/// `DescribeInstances` XML without the instance whose `instanceId` is `id`: each `<item>`
+/// directly inside an `<instancesSet>` is one instance, with nested items of its own.
+fn without_instance(text: &str, id: &str) -> String {
+    let wanted = format!("<instanceId>{id}</instanceId>");
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(set) = rest.find("<instancesSet>") {
+        let inside = set + "<instancesSet>".len();
+        out.push_str(&rest[..inside]);
+        rest = &rest[inside..];
+        while rest.starts_with("<item>") {
+            let end = item_end(rest);
+            if !rest[..end].contains(&wanted) {
+                out.push_str(&rest[..end]);
+            }
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the `<item>` that `text` starts with ends (just past its `</item>`).
+fn item_end(text: &str) -> usize {
+    let mut depth = 0usize;
+    let mut cursor = 0;
+    while let Some(at) = text[cursor..].find("item>").map(|n| cursor + n) {
+        match text.as_bytes()[at - 1] {
+            b'<' => depth += 1,
+            b'/' => depth -= 1,
+            _ => {}
+        }
+        cursor = at + "item>".len();
+        if depth == 0 {
+            return cursor;
+        }
+    }
+    text.len()
 }
 
 /// Every `open … close` block of `text` replaced by `with`.

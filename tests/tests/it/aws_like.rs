@@ -113,7 +113,7 @@ async fn register_target_waits_out_initial_health_before_routing_qa() {
 
 #[tokio::test]
 async fn a_dead_instance_fails_provision_and_a_retried_stage_replaces_it_with_a_new_token() {
-    a_dead_instance_is_replaced_with_a_new_token(false).await;
+    a_dead_instance_is_replaced_with_a_new_token(Replay::Current).await;
 }
 
 /// The same, with EC2 replaying the token's first answer unchanged: the dead instance shows as
@@ -121,12 +121,32 @@ async fn a_dead_instance_fails_provision_and_a_retried_stage_replaces_it_with_a_
 /// waited for it and failed again with the same token).
 #[tokio::test]
 async fn a_replayed_answer_that_shows_a_dead_instance_alive_still_moves_to_a_new_token() {
-    a_dead_instance_is_replaced_with_a_new_token(true).await;
+    a_dead_instance_is_replaced_with_a_new_token(Replay::FirstAnswer).await;
 }
 
-async fn a_dead_instance_is_replaced_with_a_new_token(first_answers: bool) {
+/// The same after the dead instance has left DescribeInstances (about an hour after it ended),
+/// its token still bound and answered with the first call's answer: provision did not read it
+/// at all, and it was launched long before the read, so it is gone and the token is spent
+/// (before, the retried stage waited for an instance it could never see, launching again with
+/// the same token at every continuation).
+#[tokio::test]
+async fn a_replayed_answer_for_an_instance_no_longer_listed_moves_to_a_new_token() {
+    a_dead_instance_is_replaced_with_a_new_token(Replay::FirstAnswerOfAVanishedInstance).await;
+}
+
+#[derive(PartialEq)]
+enum Replay {
+    /// A repeated token is answered with its instance's current state.
+    Current,
+    /// With the first call's answer, unchanged.
+    FirstAnswer,
+    /// With the first call's answer, after the instance has left DescribeInstances.
+    FirstAnswerOfAVanishedInstance,
+}
+
+async fn a_dead_instance_is_replaced_with_a_new_token(replay: Replay) {
     let (local, _service, app) = setup(json!({"COUNT": 1})).await;
-    if first_answers {
+    if replay != Replay::Current {
         local.endpoint.replay_first_answers();
     }
     // First invocation: launched, waiting for `running`.
@@ -169,6 +189,9 @@ async fn a_dead_instance_is_replaced_with_a_new_token(first_answers: bool) {
         "{message}"
     );
 
+    if replay == Replay::FirstAnswerOfAVanishedInstance {
+        local.endpoint.vanish(&launched[0].id);
+    }
     // CodePipeline's Retry: the same execution id, so the same ClientToken, which AWS answers
     // with the terminated instance. The launch moves to the token's next generation.
     let mark = local.endpoint.mark();

@@ -17,7 +17,8 @@ impl Aws {
                 client_token,
                 tags,
                 dead,
-            } => self.launch(spec, client_token, tags, dead).await,
+                read_at,
+            } => self.launch(spec, client_token, tags, dead, *read_at).await,
             Step::ChangeRecords {
                 zone_id,
                 service,
@@ -229,14 +230,16 @@ impl Aws {
 
     /// One instance per call, so each has its own index, Name and ClientToken. A token whose
     /// instance has died (a retried stage keeps its execution id, so its tokens) is spent: the
-    /// next generation of it launches a fresh instance. Dead is what the answer says, or what
-    /// provision read (`dead`): EC2 may replay the first call's answer, state and all.
+    /// next generation of it launches a fresh instance. Which answers spend a token:
+    /// `LaunchAnswer::spends` (EC2 may replay the first call's answer, state and all, even for
+    /// an instance no longer listed).
     async fn launch(
         &self,
         spec: &LaunchSpec,
         client_token: &str,
         tags: &BTreeMap<String, String>,
         dead: &[String],
+        read_at: u64,
     ) -> Result<(), Error> {
         let tags: Vec<ec2t::Tag> = tags
             .iter()
@@ -289,15 +292,18 @@ impl Aws {
                 .await
                 .map_err(aws_error("RunInstances"))?;
             let spent = out.instances().iter().any(|i| {
-                let says_dead = matches!(
-                    i.state().and_then(|s| s.name()),
-                    Some(
-                        ec2t::InstanceStateName::ShuttingDown | ec2t::InstanceStateName::Terminated
-                    )
-                );
-                says_dead
-                    || i.instance_id()
-                        .is_some_and(|id| dead.iter().any(|d| d == id))
+                LaunchAnswer {
+                    instance_id: i.instance_id().unwrap_or_default().to_owned(),
+                    says_dead: matches!(
+                        i.state().and_then(|s| s.name()),
+                        Some(
+                            ec2t::InstanceStateName::ShuttingDown
+                                | ec2t::InstanceStateName::Terminated
+                        )
+                    ),
+                    launched_at: i.launch_time().and_then(|t| u64::try_from(t.secs()).ok()),
+                }
+                .spends(dead, read_at)
             });
             if !spent {
                 return Ok(());

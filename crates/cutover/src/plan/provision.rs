@@ -180,6 +180,7 @@ fn launch(input: &ProvisionInput, index: u32, dead: &[&Instance]) -> Step {
             .filter(|i| i.index == Some(index))
             .map(|i| i.id.clone())
             .collect(),
+        read_at: input.now,
     }
 }
 

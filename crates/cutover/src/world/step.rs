@@ -20,6 +20,9 @@ pub enum Step {
         /// contain updated information", or the first call's).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         dead: Vec<String>,
+        /// When provision read the instances: an answered instance it did not see there and that
+        /// was launched well before is gone from DescribeInstances (see `LaunchAnswer::spends`).
+        read_at: u64,
     },
     AssociateAddress {
         allocation_id: String,
@@ -236,6 +239,37 @@ impl Step {
     }
 }
 
+/// How long after a launch its instance may still be missing from DescribeInstances (EC2 is
+/// eventually consistent: a new instance can take a moment to be listed). An instance launched
+/// earlier than this before provision read, and not in what it read, is gone: EC2 lists a
+/// terminated instance for about an hour, while its ClientToken stays bound for at least 24 h.
+pub const LISTED_WITHIN_S: u64 = 600;
+
+/// One instance as a RunInstances answer under a ClientToken shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchAnswer {
+    pub instance_id: String,
+    /// `shutting-down` or `terminated`.
+    pub says_dead: bool,
+    /// Unix seconds.
+    pub launched_at: Option<u64>,
+}
+
+impl LaunchAnswer {
+    /// Whether this answer spends its token, so that the token's next generation must launch a
+    /// fresh instance. EC2's answer to a repeated token "might contain updated information" or
+    /// the first call's: an instance is dead when the answer says so, when provision read it
+    /// dead (`dead`), or when it was launched long before provision read (`read_at`) and was
+    /// not there to read (an index is launched only when provision saw no live instance of it).
+    pub fn spends(&self, dead: &[String], read_at: u64) -> bool {
+        self.says_dead
+            || dead.contains(&self.instance_id)
+            || self
+                .launched_at
+                .is_some_and(|at| at.saturating_add(LISTED_WITHIN_S) < read_at)
+    }
+}
+
 /// A plan's steps in rounds, each round's calls made side by side and each round after the one
 /// before it: consecutive launches (at most `launches` at once), or consecutive follow-ups that
 /// touch different resources; every other step is a round of its own. So a switch moves product
@@ -347,6 +381,7 @@ mod tests {
             client_token: format!("token-{n}"),
             tags: BTreeMap::new(),
             dead: Vec::new(),
+            read_at: 0,
         }
     }
 
@@ -430,5 +465,22 @@ mod tests {
         steps.push(tag_instance("i-1"));
         assert_eq!(sizes(&steps, 4), vec![4, 4, 2, 1]);
         assert!(rounds(&[], 4).is_empty());
+    }
+
+    #[test]
+    fn a_token_is_spent_by_a_dead_answer_a_dead_read_or_an_instance_long_gone() {
+        let read_at = 1_800_000_000;
+        let answer = |says_dead, launched_at| LaunchAnswer {
+            instance_id: "i-1".into(),
+            says_dead,
+            launched_at: Some(launched_at),
+        };
+        // A fresh launch, or one a moment before the read that DescribeInstances did not list yet.
+        assert!(!answer(false, read_at + 5).spends(&[], read_at));
+        assert!(!answer(false, read_at - 60).spends(&[], read_at));
+        assert!(answer(true, read_at + 5).spends(&[], read_at));
+        assert!(answer(false, read_at - 60).spends(&["i-1".into()], read_at));
+        // The first call's answer for an instance terminated and no longer listed.
+        assert!(answer(false, read_at - 2 * 3_600).spends(&[], read_at));
     }
 }
