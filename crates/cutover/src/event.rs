@@ -333,7 +333,7 @@ fn job_request(event: &CodePipelineJobEvent) -> Result<JobRequest, BadEvent> {
         pipeline: params
             .pipeline
             .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| format!("cutover-{service}")),
+            .unwrap_or_else(|| default_pipeline(&service)),
         service,
         release,
     })
@@ -356,4 +356,10 @@ fn parse_pipeline_execution(event: Value) -> Result<Invocation, BadEvent> {
         execution_id,
         state: detail.state,
     })
+}
+
+/// The pipeline a service's releases run in when the event does not name it: the stacks name
+/// it `cutover-<service>`.
+pub fn default_pipeline(service: &ServiceName) -> String {
+    format!("cutover-{service}")
 }

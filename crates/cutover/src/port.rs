@@ -67,6 +67,9 @@ pub struct Seen {
     /// The execution holding the service's lock, when another release holds it and the job asked
     /// (provision, register-target).
     pub lock_holder: Option<Execution>,
+    /// What CodePipeline says of the executions of the pre-product fleets a cleanup finds (the
+    /// sweep, the pipeline's cleanup), by release: an ended one's fleet is abandoned.
+    pub executions: BTreeMap<String, Execution>,
 }
 
 /// How a CodePipeline job ends (or goes on).

@@ -559,3 +559,43 @@ async fn a_failed_release_with_every_aws_behaviour_on_leaves_nothing_running() {
         ["authenticate-oidc", "forward"]
     );
 }
+
+/// The FAILED event may never come (Lambda gave up on it, the rule was off), or a late retry of
+/// provision may launch after it: the sweep asks CodePipeline about each pre-product fleet's
+/// execution and takes the fleet of one that has ended (before, such a fleet ran for a week).
+#[tokio::test]
+async fn the_sweep_takes_a_pre_product_fleet_whose_execution_ended_without_its_event() {
+    let (local, service, app) = setup(json!({})).await;
+    for function in [Function::Provision, Function::RegisterTarget] {
+        assert!(stage(&local, &app, function, R1, 10).await.succeeded());
+    }
+    let sweep = || app.handle(Function::Cleanup, sample_event("cleanup-schedule.json"));
+    // While its execution runs (the endpoint answers InProgress), the fleet stays.
+    let mark = local.endpoint.mark();
+    sweep().await.unwrap();
+    let asked = local.endpoint.calls_of(mark, "GetPipelineExecution");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].param("pipelineExecutionId"), Some(R1));
+    let fleet = live(&local).await;
+    assert_eq!(fleet.len(), 2);
+    assert!(fleet.iter().all(|i| i.stage == Some(Stage::PreProduct)));
+
+    local
+        .endpoint
+        .set_execution(&format!("cutover-{SERVICE}"), R1, "Failed");
+    sweep().await.unwrap();
+    for instance in live(&local).await {
+        assert_eq!(instance.stage, Some(Stage::Abandoned));
+        assert_eq!(
+            local
+                .endpoint
+                .target_health(&service.green, &instance.id)
+                .as_deref(),
+            Some("draining")
+        );
+    }
+    local.advance(DRAIN_S + 1);
+    sweep().await.unwrap();
+    assert!(live(&local).await.is_empty(), "{:?}", live(&local).await);
+    assert!(local.endpoint.terminated_while_in_a_group().is_empty());
+}

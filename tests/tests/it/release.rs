@@ -505,7 +505,8 @@ async fn refusals_leave_the_world_unchanged() {
     );
     assert_eq!(world_snapshot(&local, SERVICE).await, before);
 
-    // cleanup never touches an instance registered in the product slot, even tagged retired
+    // cleanup never takes an instance registered in the product slot, even tagged retired; it
+    // tags it back as what it is
     local
         .clients
         .ec2
@@ -530,7 +531,16 @@ async fn refusals_leave_the_world_unchanged() {
     let mark = local.endpoint.mark();
     let run = local.run_job(&app, Function::Cleanup, &params(R1)).await;
     assert!(run.succeeded(), "{:?}", run.last());
-    assert_eq!(world_snapshot(&local, SERVICE).await, before);
+    let after = world_snapshot(&local, SERVICE).await;
+    for part in ["alb", "dns", "addresses"] {
+        assert_eq!(after[part], before[part], "{part}");
+    }
+    let instance = &after["instances"][0];
+    assert_eq!(
+        (&instance["id"], &instance["stage"], &instance["retired_at"]),
+        (&json!(id), &json!("product"), &Value::Null),
+        "{instance}"
+    );
     assert_eq!(
         local
             .endpoint

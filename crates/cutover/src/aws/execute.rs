@@ -291,20 +291,23 @@ impl Aws {
                 .send()
                 .await
                 .map_err(aws_error("RunInstances"))?;
-            let spent = out.instances().iter().any(|i| {
-                LaunchAnswer {
-                    instance_id: i.instance_id().unwrap_or_default().to_owned(),
-                    says_dead: matches!(
-                        i.state().and_then(|s| s.name()),
-                        Some(
-                            ec2t::InstanceStateName::ShuttingDown
-                                | ec2t::InstanceStateName::Terminated
-                        )
-                    ),
-                    launched_at: i.launch_time().and_then(|t| u64::try_from(t.secs()).ok()),
-                }
-                .spends(dead, read_at)
-            });
+            let mut spent = false;
+            for instance in out.instances() {
+                let answer = LaunchAnswer {
+                    instance_id: instance.instance_id().unwrap_or_default().to_owned(),
+                    says_dead: is_dead(instance),
+                    launched_at: instance
+                        .launch_time()
+                        .and_then(|t| u64::try_from(t.secs()).ok()),
+                };
+                spent |= match answer.verdict(dead, read_at) {
+                    TokenVerdict::Kept => false,
+                    TokenVerdict::Spent => true,
+                    TokenVerdict::SpentUnlessListed => {
+                        !self.is_listed_alive(&answer.instance_id).await?
+                    }
+                };
+            }
             if !spent {
                 return Ok(());
             }
@@ -317,6 +320,33 @@ impl Aws {
             ),
         })
     }
+
+    /// Whether EC2 lists the instance, alive (not `shutting-down` or `terminated`).
+    async fn is_listed_alive(&self, instance_id: &str) -> Result<bool, Error> {
+        let read = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await;
+        match read {
+            Ok(out) => Ok(out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .any(|i| !is_dead(i))),
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(false),
+            Err(e) => Err(aws_error("DescribeInstances")(e)),
+        }
+    }
+}
+
+/// `shutting-down` or `terminated`.
+fn is_dead(instance: &ec2t::Instance) -> bool {
+    matches!(
+        instance.state().and_then(|s| s.name()),
+        Some(ec2t::InstanceStateName::ShuttingDown | ec2t::InstanceStateName::Terminated)
+    )
 }
 
 fn targets(instance_ids: &[String]) -> Vec<elbt::TargetDescription> {

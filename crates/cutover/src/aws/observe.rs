@@ -78,6 +78,7 @@ impl Aws {
             addresses,
             alarms,
             lock_holder: None,
+            executions: BTreeMap::new(),
         })
     }
 

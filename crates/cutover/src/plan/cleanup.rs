@@ -25,6 +25,8 @@ pub struct CleanupInput<'a> {
     /// fleet, its time up to one timeout old), and its calls land within one timeout: by then it
     /// has landed, so cleanup never deregisters a fleet a rollback is moving product to.
     pub takeover_s: u64,
+    /// What CodePipeline says of the pre-product fleets' executions, by release (`Expired`).
+    pub executions: &'a BTreeMap<String, Execution>,
     pub progress: Option<&'a Progress>,
     pub now: u64,
 }
@@ -58,7 +60,7 @@ pub fn cleanup(input: &CleanupInput) -> Planned {
     if let Some(hold) = hold_while_alarms_fire(input, &chosen) {
         return hold.map(|plan| plan.noting(notes));
     }
-    let mut steps = Vec::new();
+    let mut steps = stage_repairs(input, product, &mut notes);
     if let CleanupScope::FailedRelease(release) = &input.scope {
         if holds_lock(alb.product.lock.as_ref(), release) {
             steps.push(Step::ReleaseLock {
@@ -77,13 +79,31 @@ pub fn cleanup(input: &CleanupInput) -> Planned {
             .with_steps(steps)
             .with_notes(notes));
     }
-    // Marked first, so that the sweep finishes the job as soon as the targets have drained,
-    // even if this invocation ends while they drain.
+    // Marked first, with the time, so that the sweep finishes the job even if this invocation
+    // ends before it does.
     for instance in chosen.iter().filter(|i| i.stage == Some(Stage::PreProduct)) {
         steps.push(Step::TagInstances {
             instance_ids: vec![instance.id.clone()],
-            tags: stage_tags(service, instance, Stage::Abandoned, None),
+            tags: stage_tags(service, instance, Stage::Abandoned, Some(input.now)),
         });
+    }
+    let (settling, chosen): (Vec<&Instance>, Vec<&Instance>) = chosen
+        .into_iter()
+        .partition(|i| abandoned_too_recently(input, i));
+    if let Some(from) = settling.iter().map(|i| abandoned_until(input, i)).max() {
+        notes.push(format!(
+            "abandoned {}: registered in a slot, they leave it from {from} (a switch that read them \
+             before they were abandoned may still be landing)",
+            names(&settling)
+        ));
+        if chosen.is_empty() {
+            return Ok(Plan::done(format!(
+                "{service}: abandoned {} instance(s); the sweep takes them from {from}",
+                settling.len()
+            ))
+            .with_steps(steps)
+            .with_notes(notes));
+        }
     }
     let (deregistrations, still_registered) = deregistrations(alb, &chosen);
     steps.extend(deregistrations);
@@ -97,6 +117,95 @@ pub fn cleanup(input: &CleanupInput) -> Planned {
         return Ok(plan.with_steps(steps).with_notes(notes));
     }
     Ok(terminate(input, &chosen, steps, notes))
+}
+
+/// A fleet being abandoned (a failed release's, or one the sweep finds) may have been read as
+/// pre-product by a switch still landing its move there (a late duplicate of the release's
+/// switch job): registered in a slot, it stays until no such switch can be in flight, the same
+/// margin a retired fleet gets past its bake (`CleanupInput::takeover_s`).
+fn abandoned_too_recently(input: &CleanupInput, instance: &Instance) -> bool {
+    let registered = input.alb.blue.has(&instance.id) || input.alb.green.has(&instance.id);
+    registered
+        && matches!(instance.stage, Some(Stage::PreProduct | Stage::Abandoned))
+        && abandoned_until(input, instance) > input.now
+}
+
+fn abandoned_until(input: &CleanupInput, instance: &Instance) -> u64 {
+    let abandoned_at = match instance.stage {
+        // Abandoned before its time was recorded: long ago.
+        Some(Stage::Abandoned) => instance.retired_at.unwrap_or(0),
+        _ => input.now,
+    };
+    abandoned_at.saturating_add(input.takeover_s)
+}
+
+/// The fleets' stage tags brought in line with the route where two writers' bookkeeping landed
+/// out of order (a switch's retagging after a rollback that read before it): what product
+/// forwards to is `product`; a `product` fleet it does not forward to is `retired` from now,
+/// kept for a bake like any retired fleet. The sweep repairs; a failed release's cleanup does not.
+fn stage_repairs(
+    input: &CleanupInput,
+    product: &TargetGroup,
+    notes: &mut Vec<String>,
+) -> Vec<Step> {
+    if !matches!(input.scope, CleanupScope::Expired) {
+        return Vec::new();
+    }
+    let (serving, standing): (Vec<&Instance>, Vec<&Instance>) = input
+        .instances
+        .iter()
+        .filter(|i| !i.state.is_dead())
+        .partition(|i| product.has(&i.id));
+    let promote: Vec<&Instance> = serving
+        .into_iter()
+        .filter(|i| i.stage != Some(Stage::Product) || i.retired_at.is_some())
+        .collect();
+    let retire: Vec<&Instance> = standing
+        .into_iter()
+        .filter(|i| i.stage == Some(Stage::Product))
+        .collect();
+    let mut steps: Vec<Step> = promote
+        .iter()
+        .map(|i| Step::TagInstances {
+            instance_ids: vec![i.id.clone()],
+            tags: stage_tags(input.service, i, Stage::Product, None),
+        })
+        .collect();
+    let untag: Vec<&Instance> = promote
+        .iter()
+        .copied()
+        .filter(|i| i.retired_at.is_some())
+        .collect();
+    if !untag.is_empty() {
+        steps.push(Step::UntagInstances {
+            instance_ids: ids(&untag),
+            keys: vec![TAG_RETIRED_AT.to_owned()],
+        });
+    }
+    steps.extend(retire.iter().map(|i| Step::TagInstances {
+        instance_ids: vec![i.id.clone()],
+        tags: stage_tags(input.service, i, Stage::Retired, Some(input.now)),
+    }));
+    if !promote.is_empty() || !retire.is_empty() {
+        notes.push(format!(
+            "restaged to match the product route: {} now product, {} now retired (kept for rollback until {})",
+            names(&promote),
+            names(&retire),
+            input.now.saturating_add(input.settings.bake_s)
+        ));
+    }
+    steps
+}
+
+fn names(instances: &[&Instance]) -> String {
+    match instances {
+        [] => "none".to_owned(),
+        some => some
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 /// The retired fleet is what rollback needs: while one of the service's alarms is in ALARM it
@@ -140,14 +249,19 @@ fn wanted(input: &CleanupInput, instance: &Instance) -> bool {
             }),
             Some(Stage::Abandoned) => true,
             Some(Stage::PreProduct) => {
-                let locked = instance
-                    .release
-                    .as_ref()
-                    .is_some_and(|r| holds_lock(input.alb.product.lock.as_ref(), r));
-                !locked
-                    && instance
-                        .launched_at
-                        .is_some_and(|at| at.saturating_add(PRE_PRODUCT_MAX_AGE_S) <= now)
+                let release = instance.release.as_ref();
+                // A fleet whose execution has ended is abandoned, whether or not its FAILED
+                // event came (or a late retry of its provision launched after that event).
+                let ended = release
+                    .and_then(|r| input.executions.get(r.as_str()))
+                    .is_some_and(Execution::is_known_to_have_ended);
+                let locked =
+                    release.is_some_and(|r| holds_lock(input.alb.product.lock.as_ref(), r));
+                ended
+                    || !locked
+                        && instance
+                            .launched_at
+                            .is_some_and(|at| at.saturating_add(PRE_PRODUCT_MAX_AGE_S) <= now)
             }
             _ => false,
         },

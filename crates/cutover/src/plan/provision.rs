@@ -91,7 +91,10 @@ pub fn provision(input: &ProvisionInput) -> Planned {
         .map(|i| i.id.as_str())
         .collect();
     if !pending.is_empty() {
-        let waited = input.progress.map(|p| p.waited(input.now)).unwrap_or(0);
+        let waited = input
+            .progress
+            .filter(|p| p.phase == Phase::Running)
+            .map_or(0, |p| p.waited(input.now));
         if waited > RUNNING_TIMEOUT_S {
             return refuse(format!(
                 "instances {} of release {release} were not running after {waited}s",

@@ -45,7 +45,12 @@ pub fn register(input: &RegisterInput) -> Planned {
     }
     let unhealthy = idle.unhealthy();
     if !unhealthy.is_empty() {
-        let waited = input.progress.map(|p| p.waited(input.now)).unwrap_or(0);
+        // Measured from the registration (a wait for the lock or the bake before it is not
+        // a wait for health).
+        let waited = input
+            .progress
+            .filter(|p| p.phase == Phase::Healthy)
+            .map_or(0, |p| p.waited(input.now));
         if waited >= input.settings.health_timeout_s {
             return refuse(format!(
                 "targets of release {release} in the {} slot were not healthy after {waited}s ({}); product was not touched",

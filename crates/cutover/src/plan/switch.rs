@@ -119,6 +119,14 @@ fn release_may_not_go_on(
     if let Some(stop) = stopped_by_a_rollback(input, release_slot) {
         return Some(stop);
     }
+    let abandoned = mine.iter().find(|i| i.stage == Some(Stage::Abandoned));
+    if let Some(abandoned) = abandoned.filter(|_| share < 100) {
+        return Some(refuse(format!(
+            "release {release} of {service} was abandoned ({} is tagged abandoned: its execution \
+             ended, and cleanup takes its fleet); run the pipeline again for a new release",
+            abandoned.id
+        )));
+    }
     if let Some(ended) = bake_over(input, mine).filter(|_| share < 100) {
         return Some(refuse(format!(
             "release {release} of {service} was rolled back and its fleet kept until {ended} \
@@ -424,7 +432,8 @@ fn cutover_steps(input: &SwitchInput, current: Slot, to: Slot) -> Result<Cutover
     let retiring: Vec<&Instance> = input
         .instances
         .iter()
-        .filter(|i| from.has(&i.id) && i.stage == Some(Stage::Product))
+        // Not yet `product` when a rollback reads between a release's move and its retagging.
+        .filter(|i| from.has(&i.id) && !i.state.is_dead() && i.stage != Some(Stage::Retired))
         .collect();
     steps.extend(restage(input, &promoted, &retiring));
     let stage_changes: BTreeMap<String, Stage> = promoted

@@ -2,7 +2,11 @@
 //! waits, refuses, or the rounds or the deadline run out.
 
 use super::*;
-use crate::world::Alb;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::event::default_pipeline;
+use crate::names::ReleaseId;
+use crate::world::{Alb, Execution, Stage};
 
 impl<C: Cloud> App<C> {
     /// Observe → plan → execute until the plan is done, waits, refuses or the rounds or the
@@ -118,7 +122,7 @@ impl<C: Cloud> App<C> {
                 }
             }
         };
-        let seen = self.with_the_lock_holder(work, seen).await?;
+        let seen = self.with_executions(work, seen).await?;
         let takeover_s = 2 * self.switch_listener_timeout_s;
         Ok(Ok(plan_for(
             work,
@@ -129,27 +133,68 @@ impl<C: Cloud> App<C> {
         )))
     }
 
-    /// For a job that would take the service (provision, register-target) while another release
-    /// holds its lock: what CodePipeline says of that release's execution (one more read, only
-    /// then).
-    async fn with_the_lock_holder(&self, work: &Work<'_>, mut seen: Seen) -> Result<Seen, Error> {
-        let Work::Job { function, request } = work else {
-            return Ok(seen);
-        };
-        if !matches!(function, Function::Provision | Function::RegisterTarget) {
-            return Ok(seen);
-        }
-        let Some(lock) = seen.alb.product.lock.as_ref() else {
-            return Ok(seen);
-        };
-        if lock.release != request.release.as_str() {
-            let holder = self
-                .cloud
-                .execution(&request.pipeline, &lock.release)
-                .await?;
-            seen.lock_holder = Some(holder);
+    /// What CodePipeline says of the executions the plan depends on (one more read, only when
+    /// there is one to ask about): for a job that would take the service (provision,
+    /// register-target), the execution holding its lock when another release holds it; for a
+    /// cleanup of expired fleets, each pre-product fleet's execution.
+    async fn with_executions(&self, work: &Work<'_>, mut seen: Seen) -> Result<Seen, Error> {
+        match work {
+            Work::Job {
+                function: Function::Provision | Function::RegisterTarget,
+                request,
+            } => {
+                if let Some(lock) = seen
+                    .alb
+                    .product
+                    .lock
+                    .as_ref()
+                    .filter(|lock| lock.release != request.release.as_str())
+                {
+                    let holder = self
+                        .cloud
+                        .execution(&request.pipeline, &lock.release)
+                        .await?;
+                    seen.lock_holder = Some(holder);
+                }
+            }
+            Work::Job {
+                function: Function::Cleanup,
+                request,
+            } => {
+                seen.executions = self
+                    .pre_product_executions(&request.pipeline, &seen)
+                    .await?;
+            }
+            Work::Cleanup {
+                service,
+                scope: CleanupScope::Expired,
+            } => {
+                let pipeline = default_pipeline(service);
+                seen.executions = self.pre_product_executions(&pipeline, &seen).await?;
+            }
+            _ => {}
         }
         Ok(seen)
+    }
+
+    async fn pre_product_executions(
+        &self,
+        pipeline: &str,
+        seen: &Seen,
+    ) -> Result<BTreeMap<String, Execution>, Error> {
+        let releases: BTreeSet<&str> = seen
+            .instances
+            .iter()
+            .filter(|i| i.stage == Some(Stage::PreProduct) && !i.state.is_dead())
+            .filter_map(|i| i.release.as_ref().map(ReleaseId::as_str))
+            .collect();
+        let reads = releases.into_iter().map(|release| async move {
+            let execution = self.cloud.execution(pipeline, release).await?;
+            Ok::<_, Error>((release.to_owned(), execution))
+        });
+        futures_util::future::try_join_all(reads)
+            .await
+            .map(|answers| answers.into_iter().collect())
     }
 
     /// Whether the service's settings are at hand without a read (its variable, or its parameter
@@ -338,6 +383,7 @@ impl Observed<'_> {
             dns: seen.dns.as_ref(),
             alarms: &seen.alarms,
             takeover_s: self.takeover_s,
+            executions: &seen.executions,
             progress,
             now: self.now,
         })

@@ -58,6 +58,7 @@ impl FakeCloud {
                 addresses: Vec::new(),
                 alarms: Vec::new(),
                 lock_holder: None,
+                executions: BTreeMap::new(),
             },
             launched: InstanceState::Running,
             executed: Vec::new(),

@@ -399,7 +399,8 @@ impl fmt::Display for RollbackMark {
     }
 }
 
-/// What CodePipeline says of the execution that holds a service's lock.
+/// What CodePipeline says of a release's execution (the one holding a service's lock, or one
+/// whose pre-product fleet the sweep finds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "execution", content = "status", rename_all = "kebab-case")]
 pub enum Execution {
@@ -408,6 +409,14 @@ pub enum Execution {
     /// `Succeeded`, `Failed`, `Stopped`, `Superseded`, `Cancelled`, or not found: in QUEUED mode
     /// a newer execution is in the stage, so it can no longer be retried; its lock is free.
     Ended(String),
+}
+
+impl Execution {
+    /// CodePipeline knows the execution and says it has ended (a release id it does not know,
+    /// such as one typed for a local invoke, may still be releasing).
+    pub fn is_known_to_have_ended(&self) -> bool {
+        matches!(self, Execution::Ended(status) if !status.ends_with("NotFoundException"))
+    }
 }
 
 /// The per-service release lock, held from register-target until the switch (or the end of a

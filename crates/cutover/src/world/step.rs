@@ -241,7 +241,7 @@ impl Step {
 
 /// How long after a launch its instance may still be missing from DescribeInstances (EC2 is
 /// eventually consistent: a new instance can take a moment to be listed). An instance launched
-/// earlier than this before provision read, and not in what it read, is gone: EC2 lists a
+/// earlier than this before provision read, and not in what it read, may be gone: EC2 lists a
 /// terminated instance for about an hour, while its ClientToken stays bound for at least 24 h.
 pub const LISTED_WITHIN_S: u64 = 600;
 
@@ -251,22 +251,38 @@ pub struct LaunchAnswer {
     pub instance_id: String,
     /// `shutting-down` or `terminated`.
     pub says_dead: bool,
-    /// Unix seconds.
+    /// Unix seconds, by EC2's clock.
     pub launched_at: Option<u64>,
 }
 
+/// What a RunInstances answer under a ClientToken means for the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenVerdict {
+    /// The answer's instance is the index's member.
+    Kept,
+    /// The instance is dead: the token's next generation must launch a fresh one.
+    Spent,
+    /// Launched long before provision read, yet not in what it read: gone from the listing,
+    /// unless the clocks disagree. Ask EC2 for that instance: spent if it is not there (or dead).
+    SpentUnlessListed,
+}
+
 impl LaunchAnswer {
-    /// Whether this answer spends its token, so that the token's next generation must launch a
-    /// fresh instance. EC2's answer to a repeated token "might contain updated information" or
-    /// the first call's: an instance is dead when the answer says so, when provision read it
-    /// dead (`dead`), or when it was launched long before provision read (`read_at`) and was
-    /// not there to read (an index is launched only when provision saw no live instance of it).
-    pub fn spends(&self, dead: &[String], read_at: u64) -> bool {
-        self.says_dead
-            || dead.contains(&self.instance_id)
-            || self
-                .launched_at
-                .is_some_and(|at| at.saturating_add(LISTED_WITHIN_S) < read_at)
+    /// EC2's answer to a repeated token "might contain updated information" or the first
+    /// call's: an instance is dead when the answer says so, or when provision read it dead
+    /// (`dead`); an index is launched only when provision saw no live instance of it, so an
+    /// answered instance launched well before the read (`read_at`) may be one no longer listed.
+    pub fn verdict(&self, dead: &[String], read_at: u64) -> TokenVerdict {
+        if self.says_dead || dead.contains(&self.instance_id) {
+            TokenVerdict::Spent
+        } else if self
+            .launched_at
+            .is_some_and(|at| at.saturating_add(LISTED_WITHIN_S) < read_at)
+        {
+            TokenVerdict::SpentUnlessListed
+        } else {
+            TokenVerdict::Kept
+        }
     }
 }
 
@@ -468,19 +484,30 @@ mod tests {
     }
 
     #[test]
-    fn a_token_is_spent_by_a_dead_answer_a_dead_read_or_an_instance_long_gone() {
+    fn a_token_is_spent_by_a_dead_answer_or_a_dead_read_and_suspect_for_an_instance_long_gone() {
         let read_at = 1_800_000_000;
         let answer = |says_dead, launched_at| LaunchAnswer {
             instance_id: "i-1".into(),
             says_dead,
             launched_at: Some(launched_at),
         };
+        let verdict = |answer: LaunchAnswer, dead: &[String]| answer.verdict(dead, read_at);
         // A fresh launch, or one a moment before the read that DescribeInstances did not list yet.
-        assert!(!answer(false, read_at + 5).spends(&[], read_at));
-        assert!(!answer(false, read_at - 60).spends(&[], read_at));
-        assert!(answer(true, read_at + 5).spends(&[], read_at));
-        assert!(answer(false, read_at - 60).spends(&["i-1".into()], read_at));
-        // The first call's answer for an instance terminated and no longer listed.
-        assert!(answer(false, read_at - 2 * 3_600).spends(&[], read_at));
+        assert_eq!(verdict(answer(false, read_at + 5), &[]), TokenVerdict::Kept);
+        assert_eq!(
+            verdict(answer(false, read_at - 60), &[]),
+            TokenVerdict::Kept
+        );
+        assert_eq!(verdict(answer(true, read_at + 5), &[]), TokenVerdict::Spent);
+        assert_eq!(
+            verdict(answer(false, read_at - 60), &["i-1".into()]),
+            TokenVerdict::Spent
+        );
+        // The first call's answer for an instance terminated and no longer listed (or a clock
+        // that disagrees with EC2's: the adapter asks EC2).
+        assert_eq!(
+            verdict(answer(false, read_at - 2 * 3_600), &[]),
+            TokenVerdict::SpentUnlessListed
+        );
     }
 }

@@ -63,13 +63,49 @@ fn cleanup_drains_first_then_releases_and_terminates() {
 }
 
 #[test]
-fn cleanup_never_touches_the_product_slot() {
+fn cleanup_never_takes_the_product_slot_and_restages_a_fleet_wrongly_tagged_retired_there() {
     let mut wrongly_tagged = running("i-live", "r2", 1, Stage::Retired);
     wrongly_tagged.retired_at = Some(0);
     let world = alb(vec![target("i-live", Health::Healthy)], vec![]);
     let plan = cleanup_plan(&world, &[wrongly_tagged], CleanupScope::Expired, &[]).expect("a plan");
-    assert!(plan.steps.is_empty());
     assert!(plan.notes.iter().any(|n| n.contains("kept i-live")));
+    assert!(
+        matches!(&plan.steps[..], [Step::TagInstances { instance_ids, tags }, Step::UntagInstances { keys, .. }]
+            if instance_ids == &["i-live"] && tags[TAG_STAGE] == "product" && keys == &[TAG_RETIRED_AT]),
+        "{:?}",
+        plan.steps
+    );
+}
+
+/// Found by the model: a rollback read between a release's move and its retagging, and the
+/// release's retagging landed after the rollback, leaving the rolled-back fleet `product` and
+/// the serving one `retired`. The sweep restages both, and the rolled-back fleet gets a bake.
+#[test]
+fn the_sweep_retires_a_product_fleet_that_product_does_not_forward_to() {
+    let instances = [
+        running("i-back", "r1", 1, Stage::Retired),
+        running("i-bad", "r2", 1, Stage::Product),
+    ];
+    let world = alb(
+        vec![target("i-back", Health::Healthy)],
+        vec![target("i-bad", Health::Healthy)],
+    );
+    let plan = cleanup_plan(&world, &instances, CleanupScope::Expired, &[]).expect("a plan");
+    let tagged: Vec<(&str, &str)> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::TagInstances { instance_ids, tags } => {
+                Some((instance_ids[0].as_str(), tags[TAG_STAGE].as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tagged, [("i-back", "product"), ("i-bad", "retired")]);
+    assert!(!plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::DeregisterTargets { .. } | Step::Terminate { .. })));
 }
 
 #[test]

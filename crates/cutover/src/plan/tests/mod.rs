@@ -279,6 +279,7 @@ fn cleanup_plan(
         addresses,
         dns: Some(&dns),
         alarms: &[],
+        executions: &BTreeMap::new(),
         progress: None,
         now: NOW,
     })

@@ -57,6 +57,17 @@ fn register_waits_for_health_then_fails_without_touching_product() {
     );
 }
 
+/// Found by the model: a duplicate delivery registered the targets while the job waited for the
+/// lock; the continuation measured health from the lock wait's start and failed at once.
+#[test]
+fn the_health_timeout_counts_from_the_wait_for_health_not_from_an_earlier_wait() {
+    let fleet = [running("i-new", "r2", 1, Stage::PreProduct)];
+    let world = alb(vec![], vec![target("i-new", Health::Initial)]);
+    let plan = register_plan(&world, &fleet, Some(&Progress::new(Phase::Lock, NOW - 599)))
+        .expect("a plan");
+    assert_eq!(plan.next, Next::wait(Phase::Healthy));
+}
+
 #[test]
 fn register_points_pre_product_at_the_healthy_slot() {
     let fleet = [running("i-new", "r2", 1, Stage::PreProduct)];

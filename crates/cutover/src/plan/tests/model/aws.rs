@@ -1,5 +1,6 @@
 //! The model's AWS: each call landing as AWS applies it, and the invariants a call can break.
 
+use super::pipeline::JobAction;
 use super::*;
 
 impl Model {
@@ -9,6 +10,35 @@ impl Model {
         match step {
             Step::SetForward { route, to, .. } if *route == self.alb.product.arn => {
                 self.move_product(by, to)
+            }
+            Step::Launch {
+                client_token,
+                tags,
+                dead,
+                ..
+            } => self.launch(client_token, tags, dead),
+            Step::RegisterTargets {
+                target_group,
+                instance_ids,
+            } => {
+                let slot = self.slot_of(target_group);
+                if self.product_slots().contains(&slot) {
+                    return Err(format!(
+                        "registered {instance_ids:?} in a slot product forwards to"
+                    ));
+                }
+                let live: Vec<String> = self
+                    .instances
+                    .iter()
+                    .filter(|i| instance_ids.contains(&i.id) && !i.state.is_dead())
+                    .map(|i| i.id.clone())
+                    .collect();
+                let group = self.group_mut(slot);
+                group.targets.retain(|t| !live.contains(&t.id));
+                group
+                    .targets
+                    .extend(live.iter().map(|id| target(id, Health::Initial)));
+                Ok(())
             }
             Step::DeregisterTargets {
                 target_group,
@@ -77,7 +107,12 @@ impl Model {
                 ));
             }
         }
-        if let Kind::Switch { release, .. } = by {
+        if let Kind::Job {
+            action: JobAction::Switch(_),
+            release,
+            ..
+        } = by
+        {
             let before = self
                 .product_slots()
                 .first()
@@ -90,6 +125,80 @@ impl Model {
         }
         self.alb.product.forward = to.clone();
         Ok(())
+    }
+
+    /// RunInstances under a ClientToken, as the adapter sends it: a token bound to a live
+    /// instance answers with that instance; one whose instance is dead (or read dead) is spent,
+    /// and the token's next generation launches.
+    fn launch(
+        &mut self,
+        client_token: &str,
+        tags: &BTreeMap<String, String>,
+        dead: &[String],
+    ) -> Result<(), String> {
+        let release = &tags[TAG_RELEASE];
+        let index: u32 = tags[TAG_INDEX].parse().expect("an index tag");
+        for generation in 0.. {
+            let token = format!("{client_token}-g{generation}");
+            match self.tokens.get(&token) {
+                Some(id) if dead.contains(id) || self.is_dead(id) => continue,
+                Some(_) => return Ok(()),
+                None => {
+                    let id = format!("i-{release}-{index}-g{generation}");
+                    self.tokens.insert(token, id.clone());
+                    let mut instance = instance(
+                        &id,
+                        release,
+                        index,
+                        Stage::PreProduct,
+                        InstanceState::Pending,
+                    );
+                    // Releases launch in order; the offset keeps two launched in one model second
+                    // in that order, as EC2's launch times would.
+                    let number: u64 = release[1..].parse().expect("r<n>");
+                    instance.launched_at = Some(self.now + number);
+                    self.instances.push(instance);
+                    break;
+                }
+            }
+        }
+        let running = self
+            .instances
+            .iter()
+            .filter(|i| {
+                !i.state.is_dead() && i.release.as_ref().is_some_and(|r| r.as_str() == release)
+            })
+            .count();
+        if running > COUNT as usize {
+            return Err(format!(
+                "release {release} runs {running} instances, more than its fleet of {COUNT}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn is_dead(&self, id: &str) -> bool {
+        self.instances
+            .iter()
+            .any(|i| i.id == id && i.state.is_dead())
+    }
+
+    /// Time passes: launched instances run, registered targets pass their health checks,
+    /// deregistered ones finish draining.
+    pub(super) fn time_passes(&mut self) {
+        for instance in &mut self.instances {
+            if instance.state == InstanceState::Pending {
+                instance.state = InstanceState::Running;
+            }
+        }
+        for group in [&mut self.alb.blue, &mut self.alb.green] {
+            group.targets.retain(|t| t.health != Health::Draining);
+            for target in &mut group.targets {
+                if target.health == Health::Initial {
+                    target.health = Health::Healthy;
+                }
+            }
+        }
     }
 }
 

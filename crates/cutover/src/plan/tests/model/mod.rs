@@ -1,15 +1,23 @@
-//! A model of the product route's writers, explored by proptest: releases (all at once or
-//! gradual, with their continuations), rollbacks by hand (repeated, naming a release or not),
-//! alarm events (fresh or delivered late) and sweeps, each an invocation that reads the world
-//! once, plans with the real planner, then makes its calls one at a time. The test decides when
-//! each invocation reads and when each of its calls lands, so every reader can fall between any
-//! two calls of any writer (ELBv2 has no conditional write). After every call it checks:
+//! A model of a service's whole release, explored by proptest: pipeline executions (queued, each
+//! running provision, register-target, an approval and a switch all at once or gradual, with
+//! their continuations, failures and FAILED events), rollbacks by hand (repeated, naming a
+//! release or not), alarm events (fresh or delivered late) and sweeps, each an invocation that
+//! reads the world once, plans with the real planner, then makes its calls one at a time. The
+//! test decides when each invocation reads and when each of its calls lands, so every reader can
+//! fall between any two calls of any writer (ELBv2 has no conditional write); Lambda may deliver
+//! a job twice, end an invocation at its timeout and retry it, and an SDK may land an applied
+//! call again. After every call it checks:
 //! - product moves only to non-empty slots whose targets are all healthy;
-//! - no instance registered in a slot product forwards to is deregistered or terminated;
-//! - a rollback never sends product to the fleet it rolls back from.
+//! - no instance registered in a slot product forwards to is deregistered or terminated, and no
+//!   instance is registered into such a slot (it would serve before QA saw it);
+//! - a rollback never sends product to the fleet it rolls back from;
+//! - no release runs more instances than its fleet's size.
 //!
-//! And once every invocation and continuation has finished: a release marked rolled back serves
-//! no traffic, and product is on the fleet that served before it.
+//! And once every execution and continuation has finished: product is on one slot; a release
+//! marked rolled back serves no traffic, and product is on the fleet that served before it; every
+//! execution ended and every job was acknowledged (or timed out after Lambda's last attempt); and
+//! once the bakes are over and the sweep has run past the drains, nothing runs but the fleet
+//! product forwards to.
 //!
 //! `PROPTEST_CASES` sets the number of cases (`make soak` runs many); a failure shrinks to a short
 //! sequence of operations and proptest keeps its seed under `proptest-regressions/`.
@@ -23,16 +31,23 @@ use proptest::strategy::Strategy as Generate;
 use super::*;
 
 mod aws;
+mod pipeline;
+mod planners;
 
 pub(super) use self::aws::apply_tags;
+use self::pipeline::{JobAction, JobRecord, PipelineRun};
 
 const COUNT: u32 = 2;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A new release's fleet is in the idle slot, healthy, and its switch job starts.
+    /// An upload: a new pipeline execution, queued behind the one in the stage.
     Release {
         gradual: bool,
+    },
+    /// The manual approval of the execution waiting for it, given or rejected.
+    Approval {
+        approve: bool,
     },
     /// The stage of a rolled-back release is run again: going forward is a release.
     Forward {
@@ -56,27 +71,33 @@ enum Op {
     /// The last call an in-flight invocation made lands again (an SDK retry of a call AWS applied
     /// whose answer was lost), after whatever other writers did in between.
     Retry(usize),
+    /// Lambda delivers an in-flight job's event a second time.
+    Duplicate(usize),
 }
 
 fn op() -> impl Generate<Value = Op> {
     prop_oneof![
         2 => any::<bool>().prop_map(|gradual| Op::Release { gradual }),
+        2 => prop_oneof![4 => Just(true), 1 => Just(false)].prop_map(|approve| Op::Approval { approve }),
         1 => any::<bool>().prop_map(|gradual| Op::Forward { gradual }),
         2 => any::<bool>().prop_map(|named| Op::HandRollback { named }),
         2 => any::<bool>().prop_map(|late| Op::Alarm { late }),
         1 => Just(Op::AlarmClears),
         1 => Just(Op::Sweep),
-        8 => (0usize..4).prop_map(Op::Advance),
+        10 => (0usize..4).prop_map(Op::Advance),
         2 => prop_oneof![Just(1u64), Just(30), Just(120), Just(599), Just(700)].prop_map(Op::Tick),
         1 => (0usize..4).prop_map(Op::Retry),
+        1 => (0usize..4).prop_map(Op::Duplicate),
     ]
 }
 
 #[derive(Debug, Clone)]
 enum Kind {
-    Switch {
+    /// A CodePipeline job (a continuation is a job of its own).
+    Job {
+        id: u32,
+        action: JobAction,
         release: ReleaseId,
-        strategy: Strategy,
         progress: Option<Progress>,
     },
     Rollback {
@@ -84,6 +105,8 @@ enum Kind {
         alarm_at: Option<u64>,
     },
     Sweep,
+    /// The FAILED event of a release's execution.
+    Failed(ReleaseId),
 }
 
 #[derive(Debug)]
@@ -97,6 +120,8 @@ struct Invocation {
     started: u64,
     /// The call it made last, which an SDK retry may land again.
     last_call: Option<Step>,
+    /// Lambda's attempt at its event (1, then 2 and 3 after timeouts).
+    attempt: u32,
 }
 
 struct Model {
@@ -108,6 +133,10 @@ struct Model {
     inflight: Vec<Invocation>,
     /// Continuations CodePipeline will send: (due at, the job).
     continuations: Vec<(u64, Kind)>,
+    runs: Vec<PipelineRun>,
+    jobs: BTreeMap<u32, JobRecord>,
+    /// ClientToken → the instance RunInstances launched under it.
+    tokens: BTreeMap<String, String>,
     /// For each release, the release that served when it first moved product.
     served_before: BTreeMap<String, String>,
     log: Vec<String>,
@@ -123,6 +152,8 @@ enum Broken {
     /// Cleanup takes a retired fleet as soon as its bake ends, with no margin for a rollback
     /// that read it inside the bake and is still landing its calls.
     NoTakeoverMargin,
+    /// The sweep does not ask CodePipeline whether a pre-product fleet's execution has ended.
+    SweepTrustsTheFailedEvent,
 }
 
 impl Model {
@@ -135,6 +166,9 @@ impl Model {
             releases: 0,
             inflight: Vec::new(),
             continuations: Vec::new(),
+            runs: Vec::new(),
+            jobs: BTreeMap::new(),
+            tokens: BTreeMap::new(),
             served_before: BTreeMap::new(),
             log: Vec::new(),
         };
@@ -143,15 +177,13 @@ impl Model {
         model
     }
 
+    /// The fleet that serves when the model starts.
     fn new_fleet(&mut self, slot: Slot, stage: Stage) -> String {
         self.releases += 1;
         let release = format!("r{}", self.releases);
         for index in 1..=COUNT {
             let id = format!("i-{release}-{index}");
-            let mut instance = running(&id, &release, index, stage);
-            // Each release is launched after the one before (provision precedes its switch).
-            instance.launched_at = Some(self.now + u64::from(self.releases));
-            self.instances.push(instance);
+            self.instances.push(running(&id, &release, index, stage));
             let group = self.group_mut(slot);
             group.targets.push(target(&id, Health::Healthy));
         }
@@ -183,7 +215,8 @@ impl Model {
 
     fn run(&mut self, op: &Op) -> Result<(), String> {
         match op {
-            Op::Release { gradual } => self.start_release(*gradual),
+            Op::Release { gradual } => self.enqueue(*gradual),
+            Op::Approval { approve } => self.approval(*approve),
             Op::Forward { gradual } => self.go_forward_again(*gradual),
             Op::HandRollback { named } => {
                 let named = named.then(|| release(&format!("r{}", self.releases)));
@@ -219,11 +252,21 @@ impl Model {
                     }
                 }
             }
+            Op::Duplicate(n) => {
+                if !self.inflight.is_empty() {
+                    let kind = self.inflight[n % self.inflight.len()].kind.clone();
+                    self.duplicate(kind);
+                }
+            }
         }
         Ok(())
     }
 
     fn start(&mut self, kind: Kind) {
+        self.start_attempt(kind, 1);
+    }
+
+    fn start_attempt(&mut self, kind: Kind, attempt: u32) {
         self.log.push(format!("start {kind:?}"));
         self.inflight.push(Invocation {
             kind,
@@ -232,43 +275,7 @@ impl Model {
             reads: 0,
             started: self.now,
             last_call: None,
-        });
-    }
-
-    /// Provision and register-target, as their outcome: a fleet in the idle slot, when it is
-    /// free and nothing else is releasing (QUEUED mode, the lock).
-    fn start_release(&mut self, gradual: bool) {
-        let Ok(RouteState::Serving { slot } | RouteState::RolledBack { slot, .. }) =
-            RouteState::read(&self.alb, &self.instances)
-        else {
-            return;
-        };
-        if self.releasing() || !self.alb.slot(slot.other()).targets.is_empty() {
-            return;
-        }
-        let release = self.new_fleet(slot.other(), Stage::PreProduct);
-        self.alb.pre_product.forward = Forward::to(&self.alb.slot(slot.other()).arn.clone());
-        self.switch_job(&release, gradual);
-    }
-
-    fn releasing(&self) -> bool {
-        self.inflight
-            .iter()
-            .map(|i| &i.kind)
-            .chain(self.continuations.iter().map(|(_, k)| k))
-            .any(|k| matches!(k, Kind::Switch { .. }))
-    }
-
-    fn switch_job(&mut self, release: &str, gradual: bool) {
-        let strategy = if gradual {
-            "linear:50:1"
-        } else {
-            "all-at-once"
-        };
-        self.start(Kind::Switch {
-            release: ReleaseId::parse(release).unwrap(),
-            strategy: Strategy::parse(strategy).unwrap(),
-            progress: None,
+            attempt,
         });
     }
 
@@ -279,7 +286,13 @@ impl Model {
             if !self.releasing()
                 && slot_of_release(&self.alb, &self.instances, &mark.release).is_some()
             {
-                self.switch_job(&mark.release, gradual);
+                let strategy = if gradual {
+                    "linear:50:1"
+                } else {
+                    "all-at-once"
+                };
+                let strategy = Strategy::parse(strategy).unwrap();
+                self.start_job(JobAction::Switch(strategy), release(&mark.release), None);
             }
         }
     }
@@ -288,84 +301,25 @@ impl Model {
         self.now += seconds;
         // Lambda ends an invocation at its timeout: what it had not sent is never sent.
         let now = self.now;
-        self.inflight.retain(|i| {
-            i.calls.is_none() || i.started.saturating_add(SWITCH_LISTENER_TIMEOUT_S) >= now
-        });
-        for group in [&mut self.alb.blue, &mut self.alb.green] {
-            group.targets.retain(|t| t.health != Health::Draining);
+        let (ended, running): (Vec<Invocation>, Vec<Invocation>) =
+            std::mem::take(&mut self.inflight)
+                .into_iter()
+                .partition(|i| {
+                    i.calls.is_some() && i.started.saturating_add(SWITCH_LISTENER_TIMEOUT_S) < now
+                });
+        self.inflight = running;
+        for invocation in ended {
+            self.log
+                .push(format!("{:?} ended at its timeout", invocation.kind));
+            self.timed_out(invocation);
         }
+        self.time_passes();
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.continuations)
             .into_iter()
             .partition(|(at, _)| *at <= self.now);
         self.continuations = later;
         for (_, kind) in due {
             self.start(kind);
-        }
-    }
-
-    fn plan(&self, kind: &Kind) -> Planned {
-        let settings = settings(COUNT);
-        let alarms = [Alarm {
-            name: "api-5xx".into(),
-            state: self.alarm,
-        }];
-        match kind {
-            Kind::Switch {
-                release,
-                strategy,
-                progress,
-            } => switch(&SwitchInput {
-                service: &service(),
-                release,
-                action: Action::Release,
-                settings: &settings,
-                alb: &self.alb,
-                instances: &self.instances,
-                addresses: &[],
-                dns: None,
-                strategy: *strategy,
-                alarms: &alarms,
-                ignore_alarms: false,
-                progress: progress.as_ref(),
-                now: self.now,
-            }),
-            Kind::Rollback { named, alarm_at } => {
-                let trigger = match alarm_at {
-                    Some(at) => Trigger::Alarm {
-                        name: "api-5xx",
-                        at: Some(*at),
-                    },
-                    None => Trigger::Hand,
-                };
-                roll_back(&RollbackInput {
-                    service: &service(),
-                    release: named.as_ref(),
-                    trigger,
-                    settings: &settings,
-                    alb: &self.alb,
-                    instances: &self.instances,
-                    addresses: &[],
-                    dns: None,
-                    alarms: &alarms,
-                    now: self.now,
-                })
-            }
-            Kind::Sweep => cleanup(&CleanupInput {
-                takeover_s: match BROKEN.get() {
-                    Some(Broken::NoTakeoverMargin) => 0,
-                    _ => 2 * SWITCH_LISTENER_TIMEOUT_S,
-                },
-                service: &service(),
-                scope: CleanupScope::Expired,
-                settings: &settings,
-                alb: &self.alb,
-                instances: &self.instances,
-                addresses: &[],
-                dns: None,
-                alarms: &alarms,
-                progress: None,
-                now: self.now,
-            }),
         }
     }
 
@@ -385,8 +339,9 @@ impl Model {
                     invocation.calls = Some(plan.steps);
                     invocation.next = Some(plan.next);
                 }
-                Err(_) => {
-                    self.inflight.remove(n);
+                Err(refusal) => {
+                    let invocation = self.inflight.remove(n);
+                    self.conclude(invocation, Next::Abort(refusal.to_string()));
                     return Ok(());
                 }
             }
@@ -404,54 +359,44 @@ impl Model {
             .as_ref()
             .is_some_and(|c| c.is_empty())
         {
-            self.finish(n);
+            let mut invocation = self.inflight.remove(n);
+            let next = invocation.next.take().expect("planned");
+            self.conclude(invocation, next);
         }
         Ok(())
     }
 
-    fn finish(&mut self, n: usize) {
-        let invocation = self.inflight.remove(n);
-        match (invocation.next, invocation.kind) {
-            (Some(Next::Again), kind) if invocation.reads < 4 => self.inflight.push(Invocation {
-                kind,
+    /// An invocation that made all its calls: it looks again, or its job gets its result.
+    fn conclude(&mut self, invocation: Invocation, next: Next) {
+        if next == Next::Again && invocation.reads < 4 {
+            self.inflight.push(Invocation {
                 calls: None,
                 next: None,
-                reads: invocation.reads,
-                started: invocation.started,
                 last_call: None,
-            }),
-            (
-                Some(Next::Wait { phase, hold_from }),
-                Kind::Switch {
-                    release,
-                    strategy,
-                    progress,
-                },
-            ) => {
-                let mut progress = progress
-                    .filter(|p| p.phase == phase)
-                    .unwrap_or_else(|| Progress::new(phase, self.now));
-                if hold_from.is_some() {
-                    progress.stepped_at = hold_from;
-                }
-                self.continuations.push((
-                    self.now + 60,
-                    Kind::Switch {
-                        release,
-                        strategy,
-                        progress: Some(progress),
-                    },
-                ));
-            }
-            _ => {}
+                ..invocation
+            });
+            return;
+        }
+        if let Kind::Job {
+            id,
+            action,
+            release,
+            progress,
+        } = invocation.kind
+        {
+            self.acknowledge(id, action, release, progress, next);
         }
     }
 
     /// Every invocation and continuation to its end, time passing between continuations.
     fn settle(&mut self) -> Result<(), String> {
-        for _ in 0..200 {
+        for _ in 0..400 {
             if self.inflight.is_empty() && self.continuations.is_empty() {
-                break;
+                if self.runs.iter().any(|r| r.waits_for_approval()) {
+                    self.approval(true);
+                } else if !self.time_out_jobs() {
+                    break;
+                }
             }
             while !self.inflight.is_empty() {
                 self.advance(0)?;
@@ -470,6 +415,46 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// Past every bake and the takeover margin, with no alarm firing, the sweep until the drains
+    /// are over.
+    /// Twice: a fleet the first sweeps restage as retired has a bake of its own.
+    fn retire(&mut self) -> Result<(), String> {
+        self.alarm = AlarmState::Ok;
+        for _ in 0..2 {
+            self.tick(settings(COUNT).bake_s + 2 * SWITCH_LISTENER_TIMEOUT_S + 1);
+            for _ in 0..4 {
+                self.start(Kind::Sweep);
+                while !self.inflight.is_empty() {
+                    self.advance(0)?;
+                }
+                self.tick(60);
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing runs but the fleet product forwards to.
+    fn check_nothing_left(&self) -> Result<(), String> {
+        let product: Vec<&TargetGroup> = self
+            .product_slots()
+            .into_iter()
+            .map(|slot| self.alb.slot(slot))
+            .collect();
+        match self
+            .instances
+            .iter()
+            .find(|i| !i.state.is_dead() && !product.iter().any(|g| g.has(&i.id)))
+        {
+            Some(left) => Err(format!(
+                "{} of release {:?} ({:?}) is left running after the sweep",
+                left.id,
+                left.release.as_ref().map(ToString::to_string),
+                left.stage
+            )),
+            None => Ok(()),
+        }
     }
 
     /// What must hold once nothing is in flight.
@@ -505,7 +490,11 @@ fn explore(ops: &[Op]) -> Result<(), String> {
     }
     outcome = outcome
         .and_then(|()| model.settle())
-        .and_then(|()| model.check_settled());
+        .and_then(|()| model.check_settled())
+        .and_then(|()| model.check_pipeline())
+        .and_then(|()| model.retire())
+        .and_then(|()| model.check_settled())
+        .and_then(|()| model.check_nothing_left());
     outcome.map_err(|breach| format!("{breach}\n{}", model.log.join("\n")))
 }
 
@@ -514,7 +503,7 @@ proptest! {
 
     #[test]
     fn no_interleaving_of_releases_rollbacks_alarms_and_sweeps_breaks_an_invariant(
-        ops in proptest::collection::vec(op(), 1..60)
+        ops in proptest::collection::vec(op(), 1..100)
     ) {
         if let Err(breach) = explore(&ops) {
             prop_assert!(false, "{}", breach);
@@ -527,7 +516,15 @@ proptest! {
 /// fleet now serving product.
 fn a_sweep_and_a_rollback_across_the_end_of_the_bake() -> Vec<Op> {
     let mut ops = vec![Op::Release { gradual: false }];
-    ops.extend(std::iter::repeat_n(Op::Advance(0), 8));
+    // Provision, register-target (the lock, the registration, health), each continuation a
+    // minute later; then the approval and the switch.
+    for _ in 0..3 {
+        ops.extend(std::iter::repeat_n(Op::Advance(0), 4));
+        ops.push(Op::Tick(60));
+    }
+    ops.extend(std::iter::repeat_n(Op::Advance(0), 4));
+    ops.push(Op::Approval { approve: true });
+    ops.extend(std::iter::repeat_n(Op::Advance(0), 12));
     ops.extend([
         Op::Tick(599),
         Op::HandRollback { named: false },
@@ -554,4 +551,79 @@ fn the_sweep_and_rollback_interleaving_holds_and_breaks_without_the_takeover_mar
     BROKEN.set(None);
     let breach = broken.expect_err("a breach without the margin");
     assert!(breach.starts_with("deregistered"), "{breach}");
+}
+
+/// A breach the model found in the whole pipeline: the switch job is delivered twice; the first
+/// invocation refuses (an alarm fires) and fails the execution, whose FAILED event abandons the
+/// fleet in the idle slot; the duplicate, read before the fleet was marked, moves product there
+/// once the alarm clears, and the cleanup's deregistration lands on the slot product now
+/// forwards to. Fixed by leaving a registered fleet being abandoned in its slot for the same
+/// margin as a retired one (a switch that read it before the mark has landed by then), and by
+/// refusing to switch to a fleet marked abandoned.
+fn a_duplicate_switch_after_its_execution_failed() -> Vec<Op> {
+    use Op::*;
+    let mut ops = to_the_approval();
+    ops.extend([
+        Approval { approve: true },
+        Duplicate(0),
+        Alarm { late: false },
+        Advance(0),
+        Advance(1),
+        AlarmClears,
+        Sweep,
+        Advance(1),
+    ]);
+    ops
+}
+
+#[test]
+fn a_duplicate_switch_after_a_failed_execution_holds_and_breaks_without_the_margin() {
+    let ops = a_duplicate_switch_after_its_execution_failed();
+    assert_eq!(
+        explore(&ops).map_err(|b| b.lines().next().map(str::to_owned)),
+        Ok(())
+    );
+    BROKEN.set(Some(Broken::NoTakeoverMargin));
+    let broken = explore(&ops);
+    BROKEN.set(None);
+    let breach = broken.expect_err("a breach without the margin");
+    assert!(breach.starts_with("deregistered"), "{breach}");
+}
+
+/// A breach the model found in the whole pipeline: the approval is rejected and every attempt
+/// Lambda makes at the FAILED event ends at its timeout; the fleet stays in the idle slot,
+/// pre-product, its execution over, and the sweep took only pre-product fleets a week old. Fixed
+/// by the sweep asking CodePipeline about every pre-product fleet's execution.
+fn a_failed_event_lambda_gives_up_on() -> Vec<Op> {
+    use Op::*;
+    let mut ops = to_the_approval();
+    ops.push(Approval { approve: false });
+    for _ in 0..3 {
+        ops.extend([Advance(0), Tick(599)]);
+    }
+    ops
+}
+
+/// One release through provision and register-target, waiting for its approval.
+fn to_the_approval() -> Vec<Op> {
+    use Op::*;
+    let mut ops = vec![Release { gradual: false }];
+    ops.extend([Advance(0), Advance(0), Advance(0), Tick(120)]);
+    ops.extend([Advance(0), Advance(0), Advance(0), Tick(120)]);
+    ops.extend([Advance(0), Advance(0), Tick(120), Advance(0)]);
+    ops
+}
+
+#[test]
+fn a_lost_failed_event_leaves_nothing_and_orphans_a_fleet_without_the_sweeps_check() {
+    let ops = a_failed_event_lambda_gives_up_on();
+    assert_eq!(
+        explore(&ops).map_err(|b| b.lines().next().map(str::to_owned)),
+        Ok(())
+    );
+    BROKEN.set(Some(Broken::SweepTrustsTheFailedEvent));
+    let broken = explore(&ops);
+    BROKEN.set(None);
+    let breach = broken.expect_err("an orphan without the sweep's check");
+    assert!(breach.contains("left running after the sweep"), "{breach}");
 }

@@ -1,0 +1,108 @@
+//! What each invocation of the model plans: the real planner of its function, on what it reads.
+
+use super::pipeline::JobAction;
+use super::*;
+
+impl Model {
+    pub(super) fn plan(&self, kind: &Kind) -> Planned {
+        let settings = settings(COUNT);
+        let alarms = [Alarm {
+            name: "api-5xx".into(),
+            state: self.alarm,
+        }];
+        let (alb, instances, now) = (&self.alb, self.instances.as_slice(), self.now);
+        match kind {
+            Kind::Job {
+                action,
+                release,
+                progress,
+                ..
+            } => {
+                let lock_holder = self.lock_holder(release);
+                match action {
+                    JobAction::Provision => provision(&ProvisionInput {
+                        service: &service(),
+                        release,
+                        settings: &settings,
+                        instances,
+                        addresses: &[],
+                        dns: None,
+                        lock: alb.product.lock.as_ref(),
+                        lock_holder: lock_holder.as_ref(),
+                        progress: progress.as_ref(),
+                        now,
+                    }),
+                    JobAction::Register => register(&RegisterInput {
+                        service: &service(),
+                        release,
+                        settings: &settings,
+                        alb,
+                        instances,
+                        lock_holder: lock_holder.as_ref(),
+                        progress: progress.as_ref(),
+                        now,
+                    }),
+                    JobAction::Switch(strategy) => switch(&SwitchInput {
+                        service: &service(),
+                        release,
+                        action: Action::Release,
+                        settings: &settings,
+                        alb,
+                        instances,
+                        addresses: &[],
+                        dns: None,
+                        strategy: *strategy,
+                        alarms: &alarms,
+                        ignore_alarms: false,
+                        progress: progress.as_ref(),
+                        now,
+                    }),
+                }
+            }
+            Kind::Rollback { named, alarm_at } => {
+                let trigger = match alarm_at {
+                    Some(at) => Trigger::Alarm {
+                        name: "api-5xx",
+                        at: Some(*at),
+                    },
+                    None => Trigger::Hand,
+                };
+                roll_back(&RollbackInput {
+                    service: &service(),
+                    release: named.as_ref(),
+                    trigger,
+                    settings: &settings,
+                    alb,
+                    instances,
+                    addresses: &[],
+                    dns: None,
+                    alarms: &alarms,
+                    now,
+                })
+            }
+            Kind::Sweep | Kind::Failed(_) => cleanup(&CleanupInput {
+                takeover_s: match BROKEN.get() {
+                    Some(Broken::NoTakeoverMargin) => 0,
+                    _ => 2 * SWITCH_LISTENER_TIMEOUT_S,
+                },
+                service: &service(),
+                scope: match kind {
+                    Kind::Failed(release) => CleanupScope::FailedRelease(release.clone()),
+                    _ => CleanupScope::Expired,
+                },
+                settings: &settings,
+                alb,
+                instances,
+                addresses: &[],
+                dns: None,
+                alarms: &alarms,
+                executions: &match BROKEN.get() {
+                    Some(Broken::SweepTrustsTheFailedEvent) => BTreeMap::new(),
+                    _ => self.executions(),
+                },
+                progress: None,
+                now,
+            }),
+        }
+    }
+}
