@@ -62,12 +62,7 @@ pub fn cleanup(input: &CleanupInput) -> Planned {
     }
     let mut steps = stage_repairs(input, product, &mut notes);
     if let CleanupScope::FailedRelease(release) = &input.scope {
-        if holds_lock(alb.product.lock.as_ref(), release) {
-            steps.push(Step::ReleaseLock {
-                route: alb.product.arn.clone(),
-                release: release.to_string(),
-            });
-        }
+        steps.extend(release_lock(&alb.product, release));
     }
     if chosen.is_empty() {
         let done = if steps.is_empty() {

@@ -105,18 +105,11 @@ fn claim_the_lock(input: &RegisterInput) -> Result<Option<Plan>, Refusal> {
     if holds_lock(lock, release) {
         return Ok(None);
     }
-    // Claim, then verify on the next invocation: a racing claim that landed in between
-    // overwrites ours, and exactly one of the two sees its own name there.
-    let claim = Lock {
-        release: release.to_string(),
-        since: input.now,
-    };
-    Ok(Some(Plan::wait(Phase::Lock).with_steps(vec![
-        Step::TagRoute {
-            route: alb.product.arn.clone(),
-            tags: BTreeMap::from([(TAG_LOCK.to_owned(), claim.tag_value())]),
-        },
-    ])))
+    Ok(Some(Plan::wait(Phase::Lock).with_steps(vec![claim_lock(
+        &alb.product,
+        release,
+        input.now,
+    )])))
 }
 
 /// Stale targets out of the idle slot, the release's instances in.

@@ -24,7 +24,11 @@
 //!   one launched before: the direction of a shift is read from launch times, never from stage
 //!   tags that a writer stopped at its timeout may have left stale.
 //! - `cutover:previous` is bookkeeping, written after the move; no reader decides a move from it.
-//! - the **lock** (`cutover:lock`) is register-target's and is removed last by the switch.
+//! - the **lock** (`cutover:lock`) is claimed by register-target and removed last by the switch
+//!   (or by a failed execution's cleanup), only if it still names the release removing it.
+//!
+//! Every call that writes the product route is built here: `mark_rollback`, `clear_rollback`,
+//! `claim_lock`, `release_lock`, `record_previous`, and `Route::repoint` for the moves.
 
 use super::*;
 
@@ -175,3 +179,35 @@ pub fn clear_rollback(route: &Route) -> Option<Step> {
         keys: vec![TAG_ROLLED_BACK.to_owned(), TAG_ROLLED_BACK_BY.to_owned()],
     })
 }
+
+/// register-target's claim of the service for `release` (verified on its next invocation: of two
+/// claims that race, the one that landed last is there, and exactly one release sees itself).
+pub fn claim_lock(route: &Route, release: &ReleaseId, now: u64) -> Step {
+    let claim = Lock {
+        release: release.to_string(),
+        since: now,
+    };
+    Step::TagRoute {
+        route: route.arn.clone(),
+        tags: BTreeMap::from([(TAG_LOCK.to_owned(), claim.tag_value())]),
+    }
+}
+
+/// The lock's removal by the release holding it (after its switch, or its failed execution's
+/// cleanup), the last call: re-read in the same step, removed only if still `release`'s.
+pub fn release_lock(route: &Route, release: &ReleaseId) -> Option<Step> {
+    holds_lock(route.lock.as_ref(), release).then(|| Step::ReleaseLock {
+        route: route.arn.clone(),
+        release: release.to_string(),
+    })
+}
+
+/// `cutover:previous`, bookkeeping after a move: the slot product left. No reader decides a
+/// move from it.
+pub fn record_previous(route: &Route, left: &TargetGroup) -> Option<Step> {
+    (route.previous.as_deref() != Some(left.arn.as_str())).then(|| Step::TagRoute {
+        route: route.arn.clone(),
+        tags: BTreeMap::from([(TAG_PREVIOUS.to_owned(), left.arn.clone())]),
+    })
+}
+

@@ -83,12 +83,7 @@ pub fn switch(input: &SwitchInput) -> Planned {
     }
     let current = if product_at_to { to } else { to.other() };
     let mut cutover = cutover_steps(input, current, to)?;
-    if holds_lock(lock, release) {
-        cutover.steps.push(Step::ReleaseLock {
-            route: alb.product.arn.clone(),
-            release: release.to_string(),
-        });
-    }
+    cutover.steps.extend(release_lock(&alb.product, release));
     let what = if product_at_to { "already" } else { "now" };
     if input.action == Action::Release {
         cutover = Cutover {
@@ -414,16 +409,7 @@ fn cutover_steps(input: &SwitchInput, current: Slot, to: Slot) -> Result<Cutover
     if alb.pre_product.forward != pre_product {
         steps.push(alb.pre_product.repoint(pre_product));
     }
-    let mut route_tags = BTreeMap::new();
-    if alb.product.previous.as_deref() != Some(from.arn.as_str()) {
-        route_tags.insert(TAG_PREVIOUS.to_owned(), from.arn.clone());
-    }
-    if !route_tags.is_empty() {
-        steps.push(Step::TagRoute {
-            route: alb.product.arn.clone(),
-            tags: route_tags,
-        });
-    }
+    steps.extend(record_previous(&alb.product, from));
     let promoted: Vec<&Instance> = input
         .instances
         .iter()
