@@ -420,7 +420,9 @@ impl Received {
         };
         let target = header("x-amz-target");
         let service = credential_scope_service(&header("authorization")).unwrap_or_default();
-        let params = if target.is_empty() {
+        let params = if service == "route53" {
+            route53_params(body)
+        } else if target.is_empty() {
             form_params(body)
         } else {
             json_params(body)
@@ -768,6 +770,30 @@ fn json_params(body: &[u8]) -> Vec<(String, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// A Route 53 change batch (XML) as `Name.N` and `Type.N`, one of each per record set.
+fn route53_params(body: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(body);
+    let mut params = Vec::new();
+    for tag in ["Name", "Type"] {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        let mut rest = text.as_ref();
+        let mut n = 0;
+        while let Some(start) = rest.find(&open) {
+            let value_start = start + open.len();
+            let Some(end) = rest[value_start..].find(&close) else {
+                break;
+            };
+            n += 1;
+            params.push((
+                format!("{tag}.{n}"),
+                rest[value_start..value_start + end].to_owned(),
+            ));
+            rest = &rest[value_start + end..];
+        }
+    }
+    params
 }
 
 fn form_params(body: &[u8]) -> Vec<(String, String)> {

@@ -14,7 +14,7 @@ use cutover_tests::{fixture, job_event, local, Call};
 use serde_json::{json, Value};
 
 /// The template as JSON, intrinsic functions as `{"Ref": ..}` / `{"Fn::Sub": ..}`.
-fn load(template: &str) -> Value {
+pub(crate) fn load(template: &str) -> Value {
     let python = repo_root().join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -84,41 +84,15 @@ fn is_mutating(action: &str) -> bool {
     !read && !NO_RESOURCE_LEVEL.contains(&action)
 }
 
-/// The export of the shared stack that names `function`'s role, where a service stack attaches
-/// its grants.
-fn role_export(function: Function) -> Option<&'static str> {
-    match function {
-        Function::Provision => Some("ProvisionRoleName"),
-        Function::SwitchListener => Some("SwitchListenerRoleName"),
-        Function::Cleanup => Some("CleanupRoleName"),
-        Function::RegisterTarget => None,
-    }
-}
-
-/// What `function` may do for a service: its own statements in the shared stack and those the
-/// service stack attaches to its role.
-fn granted(shared: &Value, service: &Value, function: Function) -> Vec<Value> {
-    let mut all = statements(&shared["Resources"][logical_id(function)]);
-    let Some(export) = role_export(function) else {
-        return all;
-    };
-    for resource in service["Resources"].as_object().unwrap().values() {
-        if resource["Type"] != "AWS::IAM::Policy" {
-            continue;
-        }
-        let roles = resource["Properties"]["Roles"].to_string();
-        if roles.contains(export) {
-            all.extend(as_list(
-                &resource["Properties"]["PolicyDocument"]["Statement"],
-            ));
-        }
-    }
-    all
+/// What `function` may do for every service: its statements in the shared stack. A service
+/// stack grants it nothing (`a_service_stack_grants_the_shared_functions_nothing`).
+fn granted(shared: &Value, function: Function) -> Vec<Value> {
+    statements(&shared["Resources"][logical_id(function)])
 }
 
 #[test]
 fn every_function_is_granted_what_its_code_calls_and_no_mutation_is_unbounded() {
-    let (shared, service) = (load("template.yaml"), load("service.yaml"));
+    let shared = load("template.yaml");
     for function in FUNCTIONS {
         let resource = &shared["Resources"][logical_id(function)];
         assert_eq!(resource["Type"], "AWS::Serverless::Function");
@@ -127,7 +101,7 @@ fn every_function_is_granted_what_its_code_calls_and_no_mutation_is_unbounded() 
             resource["Metadata"]["BuildProperties"]["Binary"],
             function.as_str()
         );
-        let statements = granted(&shared, &service, function);
+        let statements = granted(&shared, function);
         let actions: BTreeSet<String> = statements
             .iter()
             .flat_map(|s| as_list(&s["Action"]))
@@ -255,18 +229,21 @@ fn one_stage_holds_the_whole_release_and_invokes_functions_with_parameters_they_
         ]
     );
 
+    // One rule in the shared stack serves every service's pipeline (all named cutover-<service>).
     let resources = &service["Resources"];
-    let failed = &resources["FailedExecutionRule"]["Properties"];
+    assert_eq!(
+        resources["Pipeline"]["Properties"]["Name"],
+        json!({"Fn::Sub": "cutover-${ServiceName}"})
+    );
+    let failed = &shared["Resources"]["FailedExecutionRule"]["Properties"];
     let pattern = &failed["EventPattern"]["detail"];
-    assert_eq!(pattern["pipeline"], json!([{"Ref": "Pipeline"}]));
+    assert_eq!(pattern["pipeline"], json!([{"prefix": "cutover-"}]));
     for state in ["FAILED", "CANCELED", "SUPERSEDED"] {
         assert!(pattern["state"].as_array().unwrap().contains(&json!(state)));
     }
     assert_eq!(
-        invoked_function(
-            &json!({"FunctionName": {"Fn::ImportValue": {"Fn::Sub": failed["Targets"][0]["Arn"]["Fn::ImportValue"]["Fn::Sub"].as_str().unwrap().replace("Arn", "Name")}}})
-        ),
-        Function::Cleanup
+        failed["Targets"][0]["Arn"],
+        json!({"Fn::GetAtt": ["CleanupFunction", "Arn"]})
     );
     let source = &resources["SourceRule"]["Properties"];
     assert_eq!(source["EventPattern"]["source"], json!(["aws.s3"]));
@@ -433,7 +410,7 @@ fn iam_action(call: &Call) -> String {
 
 #[tokio::test]
 async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
-    let (shared, service) = (load("template.yaml"), load("service.yaml"));
+    let shared = load("template.yaml");
     let local = local(2).await;
     fixture::seed_service(&local.clients, &local.base, "mobile-zum-api", 10).await;
     // Settings from the service's parameter, as its stack creates it, with an alarm to read.
@@ -445,10 +422,17 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
         json!({"ALARMS": ["cutover-mobile-zum-api-5xx"], "BAKE_S": 3600}),
     );
     fixture::put_settings_parameter(&local.clients, "mobile-zum-api", &settings).await;
+    // A second service on the same listener: the same grants serve it, none added for it.
+    fixture::seed_service(&local.clients, &local.base, "news-api", 30).await;
+    let news = fixture::settings_json(&local.base, 1, 0, json!({}));
+    fixture::put_settings_parameter(&local.clients, "news-api", &news).await;
     let app = local.app(&[]);
     let mut seen: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut made: Vec<(Function, Call)> = Vec::new();
     let steps = [
+        ("n1", Function::Provision, "release"),
+        ("n1", Function::RegisterTarget, "release"),
+        ("n1", Function::SwitchListener, "release"),
         ("r1", Function::Provision, "release"),
         ("r1", Function::RegisterTarget, "release"),
         ("r1", Function::SwitchListener, "release"),
@@ -482,7 +466,12 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
                 .set_execution("cutover-mobile-zum-api", "r3", "Failed");
         }
         let mark = local.endpoint.mark();
-        let params = json!({"service": "mobile-zum-api", "release": release, "action": action});
+        let service = if release.starts_with('n') {
+            "news-api"
+        } else {
+            "mobile-zum-api"
+        };
+        let params = json!({"service": service, "release": release, "action": action});
         let run = local.run_job(&app, function, &params).await;
         assert!(
             run.succeeded(),
@@ -553,7 +542,7 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
     let world = iam::World::read(&local).await;
     let mut checked = BTreeSet::new();
     for (function, call) in made.iter().filter(|(_, c)| c.status < 300) {
-        let statements: Vec<Value> = granted(&shared, &service, *function)
+        let statements: Vec<Value> = granted(&shared, *function)
             .iter()
             .map(|s| world.resolve_statement(s))
             .collect();
@@ -596,8 +585,9 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
 }
 
 /// A small IAM evaluator for the statements cutover's templates use: Allow statements, glob
-/// resource patterns, `StringLike`/`StringEquals`/`ArnLike`/`ArnEquals` conditions on request
-/// tags, resource tags and `ec2:CreateAction`. Each recorded call becomes the authorisation
+/// resource patterns, `StringLike`/`StringEquals`/`ArnLike`/`ArnEquals` conditions (and their
+/// `ForAllValues:` forms) on request tags, resource tags, `ec2:CreateAction` and Route 53's
+/// record names and types. Each recorded call becomes the authorisation
 /// requests AWS makes for it: one per resource the action touches, with that resource's
 /// condition keys (EC2 checks the tags a launch requests per created resource type).
 mod iam {
@@ -743,7 +733,10 @@ mod iam {
                     "InstanceRole.Arn".to_owned(),
                     format!("arn:aws:iam::{ACCOUNT}:role/mobile-zum-api-instances"),
                 ),
-                ("Zone".to_owned(), local.base.zone_id.clone()),
+                (
+                    "PrivateZoneName".to_owned(),
+                    cutover_tests::fixture::ZONE_NAME.to_owned(),
+                ),
             ]);
             World {
                 refs,
@@ -793,6 +786,17 @@ mod iam {
         pub fn resolve_statement(&self, statement: &Value) -> Value {
             let mut resolved = statement.clone();
             resolved["Resource"] = Value::from(self.resolve(&statement["Resource"]));
+            if let Some(conditions) = resolved["Condition"].as_object_mut() {
+                for keys in conditions.values_mut() {
+                    for wanted in keys
+                        .as_object_mut()
+                        .into_iter()
+                        .flat_map(|k| k.values_mut())
+                    {
+                        *wanted = Value::from(self.resolve(wanted));
+                    }
+                }
+            }
             resolved
         }
 
@@ -908,8 +912,24 @@ mod iam {
                     _ => vec![plain("*")],
                 },
                 "route53" => {
-                    let zone = self.refs["Zone"].clone();
-                    vec![plain(&format!("arn:aws:route53:::hostedzone/{zone}"))]
+                    let zone = call.action.split('/').nth(3).unwrap_or_default();
+                    let mut request = plain(&format!("arn:aws:route53:::hostedzone/{zone}"));
+                    if action == "route53:ChangeResourceRecordSets" {
+                        // Route 53's normalised names: lower case, no trailing dot.
+                        let names = numbered(call, "Name.", "")
+                            .iter()
+                            .map(|n| n.trim_end_matches('.').to_lowercase())
+                            .collect();
+                        request.context.insert(
+                            "route53:ChangeResourceRecordSetsNormalizedRecordNames".into(),
+                            names,
+                        );
+                        request.context.insert(
+                            "route53:ChangeResourceRecordSetsRecordTypes".into(),
+                            numbered(call, "Type.", ""),
+                        );
+                    }
+                    vec![request]
                 }
                 "sns" => vec![plain(call.param("TopicArn").unwrap_or_default())],
                 "codepipeline" if call.action == "GetPipelineExecution" => vec![plain(&self.arn(
@@ -1046,16 +1066,24 @@ mod iam {
         conditions.iter().all(|(operator, keys)| {
             keys.as_object().unwrap().iter().all(|(key, wanted)| {
                 let wanted = strings(wanted);
-                let Some(have) = request.context.get(key) else {
-                    return false;
+                let (every, operator) = match operator.strip_prefix("ForAllValues:") {
+                    Some(operator) => (true, operator),
+                    None => (false, operator.as_str()),
                 };
-                have.iter().any(|value| {
-                    wanted.iter().any(|w| match operator.as_str() {
+                let matches = |value: &String| {
+                    wanted.iter().any(|w| match operator {
                         "StringLike" | "ArnLike" => glob(w, value),
                         "StringEquals" | "ArnEquals" => w == value,
                         other => panic!("condition operator {other} is not modelled"),
                     })
-                })
+                };
+                match request.context.get(key) {
+                    // ForAllValues: every value the request has matches (none is vacuous).
+                    Some(have) if every => have.iter().all(matches),
+                    None if every => true,
+                    Some(have) => have.iter().any(matches),
+                    None => false,
+                }
             })
         })
     }

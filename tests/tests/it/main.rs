@@ -8,6 +8,7 @@ mod discovery;
 mod faults;
 mod foundation;
 mod infra;
+mod quotas;
 mod races;
 mod release;
 mod shift;

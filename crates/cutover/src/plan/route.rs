@@ -210,4 +210,3 @@ pub fn record_previous(route: &Route, left: &TargetGroup) -> Option<Step> {
         tags: BTreeMap::from([(TAG_PREVIOUS.to_owned(), left.arn.clone())]),
     })
 }
-
