@@ -50,7 +50,7 @@ plan-%: ## Print what a function would do (dry run): make plan-switch-listener E
 	@$(PYTHON) -c 'import json,sys; e=json.load(open(sys.argv[1])); c=e["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]; p=json.loads(c["UserParameters"]); p["dry_run"]=True; c["UserParameters"]=json.dumps(p); e["CodePipeline.job"]["id"]=e["CodePipeline.job"]["id"]+"-plan"; json.dump(e,open("target/cutover-local/plan-event.json","w"))' $(EVENT)
 	cargo-lambda lambda invoke $* --data-file target/cutover-local/plan-event.json -A 127.0.0.1 -P $$(cat target/cutover-local/lambda-port)
 
-lint: lint-rust lint-infra ## rustfmt, clippy -D warnings, cfn-lint and checkov on infra/
+lint: lint-rust lint-infra ## rustfmt, clippy -D warnings; cfn-lint, checkov and the IAM catalogue (parliament) on infra/
 
 lint-rust:
 	$(CARGO) fmt --all -- --check
@@ -65,6 +65,7 @@ $(LINT_VENV)/.installed: requirements-lint.txt
 lint-infra: setup $(LINT_VENV)/.installed
 	$(VENV)/bin/cfn-lint infra/*.yaml
 	BC_SKIP_MAPPING=TRUE $(LINT_VENV)/bin/checkov -d infra --skip-download --compact --quiet
+	$(LINT_VENV)/bin/python infra/lint_policies.py infra/*.yaml
 
 FUNCTIONS := provision register-target switch-listener cleanup
 
