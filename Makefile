@@ -11,7 +11,7 @@ BIN_DIR     := $(TARGET_DIR)/debug
 EVENT       ?= events/provision.json
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup build test soak demo serve rollback lint lint-rust lint-infra bench package deploy deploy-service
+.PHONY: help setup build test soak demo serve rollback lint lint-rust lint-infra bench package deploy deploy-service destroy-service
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -91,15 +91,21 @@ $(LINT_VENV)/.sam-installed: $(LINT_VENV)/.installed
 	touch $@
 
 # sam's cargo-lambda build looks for its binaries under ./target: a CARGO_TARGET_DIR set for the
-# tests would send them elsewhere, so it is unset for the build.
-deploy: setup $(LINT_VENV)/.sam-installed ## sam build (cargo-lambda) + sam deploy --guided of the shared stack (infra/template.yaml)
-	cd infra && env -u CARGO_TARGET_DIR $(CURDIR)/$(LINT_VENV)/bin/sam build --beta-features && $(CURDIR)/$(LINT_VENV)/bin/sam deploy --guided
+# tests would send them elsewhere, so it is unset for the build. infra/samconfig.toml names the
+# stack `cutover`; PARAMS="PrivateZoneVpcId=vpc-… PrivateZoneName=…" creates the shared zone.
+deploy: setup $(LINT_VENV)/.sam-installed ## sam build (cargo-lambda) + sam deploy of the shared stack `cutover` (infra/template.yaml)
+	cd infra && env -u CARGO_TARGET_DIR $(CURDIR)/$(LINT_VENV)/bin/sam build --beta-features && \
+	  $(CURDIR)/$(LINT_VENV)/bin/sam deploy $(if $(PARAMS),--parameter-overrides $(PARAMS),)
 
 SERVICE_STACK ?= $(SERVICE)
-deploy-service: $(LINT_VENV)/.sam-installed ## One service's stack: make deploy-service SERVICE=mobile-zum-api PARAMS="VpcId=… PublicSubnetIds=… CertificateArn=…"
+deploy-service: $(LINT_VENV)/.sam-installed ## One service, one command: make deploy-service SERVICE=news-api PARAMS="VpcId=… PublicSubnetIds=… CertificateArn=… Ami=… PrivateSubnetIds=…"
 	@test -n "$(SERVICE)" || { echo "make deploy-service SERVICE=<service> PARAMS=\"VpcId=… …\""; exit 2; }
 	$(LINT_VENV)/bin/aws cloudformation deploy --template-file infra/service.yaml --stack-name $(SERVICE_STACK) \
-	  --capabilities CAPABILITY_IAM --parameter-overrides ServiceName=$(SERVICE) $(PARAMS)
+	  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset --parameter-overrides ServiceName=$(SERVICE) $(PARAMS)
 	# An update of the service stack must never move production: the two rules are cutover's.
 	$(LINT_VENV)/bin/aws cloudformation set-stack-policy --stack-name $(SERVICE_STACK) \
 	  --stack-policy-body file://infra/service-stack-policy.json
+
+destroy-service: $(LINT_VENV)/.sam-installed ## A service's last day: make destroy-service SERVICE=news-api (its stack, fleet, addresses and records)
+	@test -n "$(SERVICE)" || { echo "make destroy-service SERVICE=<service>"; exit 2; }
+	$(LINT_VENV)/bin/python infra/destroy_service.py $(SERVICE) --stack $(SERVICE_STACK)

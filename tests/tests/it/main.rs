@@ -13,3 +13,4 @@ mod races;
 mod release;
 mod shift;
 mod ssm;
+mod teardown;
