@@ -590,7 +590,7 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
 /// record names and types. Each recorded call becomes the authorisation
 /// requests AWS makes for it: one per resource the action touches, with that resource's
 /// condition keys (EC2 checks the tags a launch requests per created resource type).
-mod iam {
+pub(crate) mod iam {
     use std::collections::{BTreeMap, HashMap};
 
     use cutover_tests::{Call, Local};
@@ -726,7 +726,7 @@ mod iam {
                     format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/cutover"),
                 ),
                 (
-                    "CleanupDeadLetters.Arn".to_owned(),
+                    "DeadLetters.Arn".to_owned(),
                     format!("arn:aws:sqs:{REGION}:{ACCOUNT}:cutover-dead-letters"),
                 ),
                 (

@@ -14,3 +14,4 @@ mod release;
 mod shift;
 mod ssm;
 mod teardown;
+mod trace;
