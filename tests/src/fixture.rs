@@ -396,6 +396,41 @@ pub async fn require_sign_on(clients: &Clients, rule: &str, group: &str) {
         .expect("ModifyRule with authenticate-oidc");
 }
 
+/// The same behind Cognito sign-on (a user pool's hosted UI).
+pub async fn require_cognito_sign_on(clients: &Clients, rule: &str, group: &str) {
+    clients
+        .elb
+        .modify_rule()
+        .rule_arn(rule)
+        .actions(
+            elbt::Action::builder()
+                .r#type(elbt::ActionTypeEnum::AuthenticateCognito)
+                .order(1)
+                .authenticate_cognito_config(
+                    elbt::AuthenticateCognitoActionConfig::builder()
+                        .user_pool_arn(COGNITO_USER_POOL)
+                        .user_pool_client_id("cutover-qa")
+                        .user_pool_domain("cutover-qa")
+                        .build(),
+                )
+                .build(),
+        )
+        .actions(
+            elbt::Action::builder()
+                .r#type(elbt::ActionTypeEnum::Forward)
+                .order(2)
+                .target_group_arn(group)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("ModifyRule with authenticate-cognito");
+}
+
+/// The user pool of `require_cognito_sign_on`.
+pub const COGNITO_USER_POOL: &str =
+    "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_cutoverQA";
+
 /// One rule, as ELB describes it now.
 pub async fn describe_rule(clients: &Clients, rule: &str) -> elbt::Rule {
     let rules = clients

@@ -389,6 +389,24 @@ fn the_example_service_is_tagged_the_way_cutover_finds_it() {
     assert_eq!(roles, ["blue", "green", "pre-product", "product"]);
 }
 
+/// A route behind OIDC or Cognito sign-on works only if the load balancer reaches the identity
+/// provider's endpoints over HTTPS itself (ELB's authentication guide: the load balancer's
+/// security group must allow outbound 443 to the IdP).
+#[test]
+fn a_load_balancer_behind_sign_on_reaches_its_identity_provider() {
+    let service = load("service.yaml");
+    let egress = service["Resources"]["AlbSecurityGroup"]["Properties"]["SecurityGroupEgress"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        egress.iter().any(|rule| rule["FromPort"] == 443
+            && rule["ToPort"] == 443
+            && rule["CidrIp"] == "0.0.0.0/0"),
+        "{egress:?}"
+    );
+}
+
 /// IAM action for a call recorded at the endpoint.
 fn iam_action(call: &Call) -> String {
     // CloudWatch signs as `monitoring`; its IAM prefix is `cloudwatch`.
@@ -423,7 +441,10 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
     );
     fixture::put_settings_parameter(&local.clients, "mobile-zum-api", &settings).await;
     // A second service on the same listener: the same grants serve it, none added for it.
-    fixture::seed_service(&local.clients, &local.base, "news-api", 30).await;
+    let news_api = fixture::seed_service(&local.clients, &local.base, "news-api", 30).await;
+    // Its QA route behind Cognito sign-on: register-target's repoint must keep it, and may.
+    fixture::require_cognito_sign_on(&local.clients, &news_api.pre_product_rule, &news_api.green)
+        .await;
     let news = fixture::settings_json(&local.base, 1, 0, json!({}));
     fixture::put_settings_parameter(&local.clients, "news-api", &news).await;
     let app = local.app(&[]);
@@ -486,6 +507,10 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
             made.push((function, call.clone()));
         }
     }
+    assert_eq!(
+        fixture::rule_action_types(&local.clients, &news_api.pre_product_rule).await,
+        ["authenticate-cognito", "forward"]
+    );
     // A failed release holding an address someone gave it: its fleet is marked, drained,
     // released and terminated by cleanup's events.
     let doomed = cutover::aws::Aws::new(&local.config)
@@ -576,6 +601,7 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
         "ssm:GetParameter parameter",
         "cloudwatch:DescribeAlarms *",
         "codepipeline:GetPipelineExecution cutover-mobile-zum-api",
+        "cognito-idp:DescribeUserPoolClient userpool",
     ] {
         assert!(
             checked.contains(needed),
@@ -890,7 +916,26 @@ pub(crate) mod iam {
                     "RegisterTargets" | "DeregisterTargets" => {
                         vec![self.elb(call.param("TargetGroupArn").unwrap(), &action, call)]
                     }
-                    "ModifyRule" => vec![self.elb(call.param("RuleArn").unwrap(), &action, call)],
+                    "ModifyRule" => {
+                        let mut requests =
+                            vec![self.elb(call.param("RuleArn").unwrap(), &action, call)];
+                        // ELB checks a Cognito sign-on action with the caller's permission to
+                        // read the user pool's client.
+                        requests.extend(
+                            numbered(
+                                call,
+                                "Actions.member.",
+                                ".AuthenticateCognitoConfig.UserPoolArn",
+                            )
+                            .iter()
+                            .map(|pool| Request {
+                                action: "cognito-idp:DescribeUserPoolClient".into(),
+                                resource: pool.clone(),
+                                context: BTreeMap::new(),
+                            }),
+                        );
+                        requests
+                    }
                     "ModifyListener" => {
                         vec![self.elb(call.param("ListenerArn").unwrap(), &action, call)]
                     }
