@@ -100,11 +100,17 @@ deploy: setup $(LINT_VENV)/.sam-installed ## sam build (cargo-lambda) + sam depl
 SERVICE_STACK ?= $(SERVICE)
 deploy-service: $(LINT_VENV)/.sam-installed ## One service, one command: make deploy-service SERVICE=news-api PARAMS="VpcId=… PublicSubnetIds=… CertificateArn=… Ami=… PrivateSubnetIds=…"
 	@test -n "$(SERVICE)" || { echo "make deploy-service SERVICE=<service> PARAMS=\"VpcId=… …\""; exit 2; }
+	# UNLOCK_QA_RULE=1: one deploy may update the QA rule (to add its source-ip condition to a
+	# stack made before it had one); CloudFormation sends the rule's template actions back, so do
+	# it while product is on blue (QA on green). The product rule stays locked.
+	$(if $(UNLOCK_QA_RULE),$(LINT_VENV)/bin/aws cloudformation set-stack-policy --stack-name $(SERVICE_STACK) \
+	  --stack-policy-body file://infra/service-stack-policy-qa-migration.json)
+	# An update of the service stack must never move production: the two rules are cutover's, and
+	# the policy that says so is set again after the deploy, whether it succeeded or not.
 	$(LINT_VENV)/bin/aws cloudformation deploy --template-file infra/service.yaml --stack-name $(SERVICE_STACK) \
-	  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset --parameter-overrides ServiceName=$(SERVICE) $(PARAMS)
-	# An update of the service stack must never move production: the two rules are cutover's.
-	$(LINT_VENV)/bin/aws cloudformation set-stack-policy --stack-name $(SERVICE_STACK) \
-	  --stack-policy-body file://infra/service-stack-policy.json
+	  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset --parameter-overrides ServiceName=$(SERVICE) $(PARAMS); \
+	  status=$$?; $(LINT_VENV)/bin/aws cloudformation set-stack-policy --stack-name $(SERVICE_STACK) \
+	  --stack-policy-body file://infra/service-stack-policy.json; exit $$status
 
 destroy-service: $(LINT_VENV)/.sam-installed ## A service's last day: make destroy-service SERVICE=news-api (its stack, fleet, addresses and records)
 	@test -n "$(SERVICE)" || { echo "make destroy-service SERVICE=<service>"; exit 2; }

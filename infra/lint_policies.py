@@ -117,6 +117,8 @@ def placeholder_of(name, resources):
     kind = resources.get(name, {}).get("Type", "")
     if kind in ARNS:
         return ARNS[kind]
+    if name.endswith("KmsKeyArn"):
+        return ARNS["AWS::KMS::Key"]
     return name  # a parameter: its value is a name or an id
 
 

@@ -407,6 +407,66 @@ fn a_load_balancer_behind_sign_on_reaches_its_identity_provider() {
     );
 }
 
+/// Pre-product builds are never public: the QA rule also matches the source address, closed by
+/// default; the in-VPC path is let in only from the range the team names.
+#[test]
+fn the_qa_route_is_closed_to_the_internet_unless_the_team_opens_it() {
+    let service = load("service.yaml");
+    let resources = &service["Resources"];
+    let conditions = resources["PreProductRule"]["Properties"]["Conditions"].to_string();
+    assert!(conditions.contains("source-ip") && conditions.contains("QaAllowedCidrs"));
+    let default = service["Parameters"]["QaAllowedCidrs"]["Default"]
+        .as_str()
+        .unwrap();
+    assert!(
+        !default.contains("0.0.0.0/0") && !default.is_empty(),
+        "{default}"
+    );
+    assert!(!resources["ProductRule"].to_string().contains("source-ip"));
+    let vpc_path = &resources["AppIngressForInVpcQa"];
+    assert_eq!(vpc_path["Condition"], "HasQaVpcPath");
+    assert_eq!(
+        vpc_path["Properties"]["CidrIp"],
+        json!({"Ref": "QaVpcCidr"})
+    );
+}
+
+/// An account whose EBS encryption by default uses a customer-managed key: a launch needs grants
+/// on that key, and only through EC2.
+#[test]
+fn a_launch_may_use_the_accounts_ebs_key_only_through_ec2() {
+    let shared = load("template.yaml");
+    let key = "arn:aws:kms:us-east-1:123456789012:key/ebs";
+    let statements: Vec<Value> = statements(&shared["Resources"]["ProvisionFunction"])
+        .iter()
+        .flat_map(|s| match s.get("Fn::If") {
+            Some(branches) => vec![branches[1].clone()],
+            None => vec![s.clone()],
+        })
+        .map(|s| {
+            let text = s
+                .to_string()
+                .replace(r#"{"Ref":"EbsKmsKeyArn"}"#, &format!("\"{key}\""))
+                .replace(
+                    r#"{"Fn::Sub":"ec2.${AWS::Region}.amazonaws.com"}"#,
+                    "\"ec2.us-east-1.amazonaws.com\"",
+                );
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect();
+    let request = |via: &str| iam::Request {
+        action: "kms:CreateGrant".into(),
+        resource: key.into(),
+        context: BTreeMap::from([("kms:ViaService".to_owned(), vec![via.to_owned()])]),
+    };
+    assert!(statements
+        .iter()
+        .any(|s| iam::allows(s, &request("ec2.us-east-1.amazonaws.com"))));
+    assert!(!statements
+        .iter()
+        .any(|s| iam::allows(s, &request("s3.us-east-1.amazonaws.com"))));
+}
+
 /// IAM action for a call recorded at the endpoint.
 fn iam_action(call: &Call) -> String {
     // CloudWatch signs as `monitoring`; its IAM prefix is `cloudwatch`.
