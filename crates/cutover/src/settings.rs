@@ -48,12 +48,17 @@ pub struct ServiceSettings {
     pub health_timeout_s: u64,
     pub bake_s: u64,
     pub sticky_s: Option<u32>,
+    /// How long a failed release's fleet and lock are kept for a retry of its failed action
+    /// (CodePipeline V2 retries a failed stage while its execution is the latest there).
+    pub retry_window_s: u64,
     pub tags: BTreeMap<String, String>,
     /// CloudWatch alarms that gate a switch and watch the bake window.
     pub alarms: Vec<String>,
 }
 
 pub const DEFAULT_HEALTH_TIMEOUT_S: u64 = 600;
+/// How long a failed release's fleet and lock wait for a retry of the failed action.
+pub const DEFAULT_RETRY_WINDOW_S: u64 = 7_200;
 pub const DEFAULT_BAKE_S: u64 = 3600;
 pub const MAX_COUNT: u32 = 50;
 
@@ -73,6 +78,7 @@ const KNOWN_KEYS: &[&str] = &[
     "STICKY_S",
     "TAGS",
     "ALARMS",
+    "RETRY_WINDOW_S",
 ];
 
 impl ServiceSettings {
@@ -126,6 +132,9 @@ impl ServiceSettings {
                 .integer("BAKE_S", 0, 30 * 86_400)?
                 .unwrap_or(DEFAULT_BAKE_S),
             sticky_s: reader.integer("STICKY_S", 1, 604_800)?.map(|s| s as u32),
+            retry_window_s: reader
+                .integer("RETRY_WINDOW_S", 0, 7 * 86_400)?
+                .unwrap_or(DEFAULT_RETRY_WINDOW_S),
             tags: reader.tags()?,
             alarms: reader.names("ALARMS")?,
         })

@@ -522,6 +522,23 @@ async fn a_failed_release_with_every_aws_behaviour_on_leaves_nothing_running() {
     let mut failed = sample_event("cleanup-pipeline-failed.json");
     failed["detail"]["execution-id"] = Value::from(R1);
     app.handle(Function::Cleanup, failed.clone()).await.unwrap();
+    // Kept for a retry of the failed action: still registered, the failure's time on it.
+    let kept = live(&local).await;
+    assert!(
+        kept.iter()
+            .all(|i| i.stage == Some(Stage::PreProduct) && i.failed_at.is_some()),
+        "{kept:?}"
+    );
+    assert_eq!(
+        local
+            .endpoint
+            .target_health(&service.green, &kept[0].id)
+            .as_deref(),
+        Some("healthy")
+    );
+    // No retry within the window: a late delivery of the same event gives the fleet up.
+    local.advance(cutover::settings::DEFAULT_RETRY_WINDOW_S + 1);
+    app.handle(Function::Cleanup, failed.clone()).await.unwrap();
     // Deregistered and draining; nothing terminated yet, the fleet marked for the sweep.
     let draining = live(&local).await;
     assert_eq!(draining.len(), 2);
@@ -583,6 +600,14 @@ async fn the_sweep_takes_a_pre_product_fleet_whose_execution_ended_without_its_e
     local
         .endpoint
         .set_execution(&format!("cutover-{SERVICE}"), R1, "Failed");
+    // Failed (not stopped or superseded): kept for a retry of the failed action, its window
+    // starting when the sweep first saw it failed.
+    sweep().await.unwrap();
+    assert!(live(&local)
+        .await
+        .iter()
+        .all(|i| i.stage == Some(Stage::PreProduct) && i.failed_at.is_some()));
+    local.advance(cutover::settings::DEFAULT_RETRY_WINDOW_S + 1);
     sweep().await.unwrap();
     for instance in live(&local).await {
         assert_eq!(instance.stage, Some(Stage::Abandoned));

@@ -340,8 +340,11 @@ async fn a_failed_execution_is_cleaned_up_by_its_event_and_leaves_product_alone(
         "R2 had claimed the service"
     );
 
+    // The team gives the release up (Stop, not Retry): its event cleans up at once. (A FAILED
+    // event alone keeps the fleet for a retry: `retry::*`.)
     let mut event = cutover_tests::sample_event("cleanup-pipeline-failed.json");
     event["detail"]["execution-id"] = json!(R2);
+    event["detail"]["state"] = json!("STOPPED");
     for _ in 0..3 {
         // Delivered at least once: duplicates change nothing more.
         app.handle(Function::Cleanup, event.clone())

@@ -238,7 +238,7 @@ fn one_stage_holds_the_whole_release_and_invokes_functions_with_parameters_they_
     let failed = &shared["Resources"]["FailedExecutionRule"]["Properties"];
     let pattern = &failed["EventPattern"]["detail"];
     assert_eq!(pattern["pipeline"], json!([{"prefix": "cutover-"}]));
-    for state in ["FAILED", "CANCELED", "SUPERSEDED"] {
+    for state in ["FAILED", "CANCELED", "SUPERSEDED", "RESUMED"] {
         assert!(pattern["state"].as_array().unwrap().contains(&json!(state)));
     }
     assert_eq!(

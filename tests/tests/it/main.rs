@@ -11,6 +11,7 @@ mod infra;
 mod quotas;
 mod races;
 mod release;
+mod retry;
 mod shift;
 mod ssm;
 mod teardown;

@@ -6,8 +6,14 @@ use super::*;
 pub enum CleanupScope {
     /// Retired instances whose bake time is over, and abandoned pre-product instances.
     Expired,
-    /// The pre-product instances of a release that failed, was canceled or superseded.
+    /// The pre-product instances of a release that was canceled, superseded or stopped, or
+    /// failed past its retry window.
     FailedRelease(ReleaseId),
+    /// A release whose execution failed: kept for a retry of the failed action while one can
+    /// still succeed (`retry::kept_until`), else as `FailedRelease`.
+    FailedExecution(ReleaseId),
+    /// A failed release's execution resumed (its failed action retried): its fleet is taken back.
+    Resumed(ReleaseId),
 }
 
 pub struct CleanupInput<'a> {
@@ -32,6 +38,20 @@ pub struct CleanupInput<'a> {
 }
 
 pub fn cleanup(input: &CleanupInput) -> Planned {
+    match &input.scope {
+        CleanupScope::Resumed(release) => return retry::take_back(input, release),
+        CleanupScope::FailedExecution(release) => {
+            if let Some(until) = retry::kept_until(input, release) {
+                return Ok(retry::keep_for_retry(input, release, until));
+            }
+            let abandon = CleanupInput {
+                scope: CleanupScope::FailedRelease(release.clone()),
+                ..*input
+            };
+            return cleanup(&abandon);
+        }
+        CleanupScope::Expired | CleanupScope::FailedRelease(_) => {}
+    }
     let (service, alb) = (input.service, input.alb);
     let product = match alb.product_slot() {
         Ok(slot) => alb.slot(slot),
@@ -61,14 +81,24 @@ pub fn cleanup(input: &CleanupInput) -> Planned {
         return hold.map(|plan| plan.noting(notes));
     }
     let mut steps = stage_repairs(input, product, &mut notes);
-    if let CleanupScope::FailedRelease(release) = &input.scope {
-        steps.extend(release_lock(&alb.product, release));
+    let kept: Vec<&ReleaseId> = kept_for_retry(input).collect();
+    for release in &kept {
+        steps.extend(retry::mark_failed(input, release));
+        notes.push(format!(
+            "kept the fleet of release {release} for a retry of its failed action"
+        ));
     }
+    let lock = match &input.scope {
+        CleanupScope::FailedRelease(release) => release_lock(&alb.product, release),
+        _ => None,
+    };
+    let releases_lock = lock.is_some();
+    steps.extend(lock);
     if chosen.is_empty() {
-        let done = if steps.is_empty() {
-            "nothing to clean up"
-        } else {
-            "released the lock"
+        let done = match (releases_lock, steps.is_empty()) {
+            (true, _) => "released the lock",
+            (false, true) => "nothing to clean up",
+            (false, false) => "nothing to clean up; tags brought up to date",
         };
         return Ok(Plan::done(format!("{service}: {done}"))
             .with_steps(steps)
@@ -246,10 +276,12 @@ fn wanted(input: &CleanupInput, instance: &Instance) -> bool {
             Some(Stage::PreProduct) => {
                 let release = instance.release.as_ref();
                 // A fleet whose execution has ended is abandoned, whether or not its FAILED
-                // event came (or a late retry of its provision launched after that event).
+                // event came (or a late retry of its provision launched after that event),
+                // unless it is kept for a retry of the failed action.
                 let ended = release
                     .and_then(|r| input.executions.get(r.as_str()))
-                    .is_some_and(Execution::is_known_to_have_ended);
+                    .is_some_and(Execution::is_known_to_have_ended)
+                    && !release.is_some_and(|r| kept_for_retry(input).any(|kept| kept == r));
                 let locked =
                     release.is_some_and(|r| holds_lock(input.alb.product.lock.as_ref(), r));
                 ended
@@ -264,7 +296,27 @@ fn wanted(input: &CleanupInput, instance: &Instance) -> bool {
             matches!(instance.stage, Some(Stage::PreProduct | Stage::Abandoned))
                 && instance.release.as_ref() == Some(release)
         }
+        CleanupScope::FailedExecution(_) | CleanupScope::Resumed(_) => false,
     }
+}
+
+/// The sweep's releases whose execution failed and whose fleet is kept for a retry.
+fn kept_for_retry<'a>(input: &'a CleanupInput) -> impl Iterator<Item = &'a ReleaseId> {
+    let failed = input
+        .executions
+        .iter()
+        .filter(|(_, e)| matches!(e, Execution::Ended(status) if status == "Failed"))
+        .map(|(release, _)| release.as_str());
+    let releases: BTreeSet<&ReleaseId> = input
+        .instances
+        .iter()
+        .filter(|i| i.stage == Some(Stage::PreProduct) && !i.state.is_dead())
+        .filter_map(|i| i.release.as_ref())
+        .filter(|r| failed.clone().any(|f| f == r.as_str()))
+        .collect();
+    releases.into_iter().filter(move |r| {
+        matches!(input.scope, CleanupScope::Expired) && retry::kept_until(input, r).is_some()
+    })
 }
 
 /// Retired instances kept for rollback, and until when.

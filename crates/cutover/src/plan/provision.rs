@@ -44,6 +44,9 @@ pub fn provision(input: &ProvisionInput) -> Planned {
         .into_iter()
         .partition(|i| i.state.is_dead());
 
+    if mine.iter().any(|i| i.stage == Some(Stage::Abandoned)) {
+        return refuse(fleet_taken(release, service, settings.retry_window_s));
+    }
     if let Some(serving) = mine.iter().find(|i| i.stage != Some(Stage::PreProduct)) {
         // A late duplicate of a finished job: nothing to do, and nothing to undo.
         return Ok(Plan::done(format!(

@@ -16,13 +16,20 @@ pub struct RegisterInput<'a> {
 
 pub fn register(input: &RegisterInput) -> Planned {
     let (service, release, alb) = (input.service, input.release, input.alb);
-    let mine: Vec<&Instance> = of_release(input.instances, release)
+    let all_of_it = of_release(input.instances, release);
+    let taken = all_of_it.iter().any(|i| i.stage == Some(Stage::Abandoned));
+    let mine: Vec<&Instance> = all_of_it
         .into_iter()
         .filter(|i| i.state == InstanceState::Running)
         .collect();
+    if taken {
+        return refuse(fleet_taken(release, service, input.settings.retry_window_s));
+    }
     if mine.is_empty() {
         return refuse(format!(
-            "no running instances of release {release} for service {service}: run provision first"
+            "no running instances of release {release} for service {service}: run provision first \
+             (a retry after cleanup took a failed release's fleet: retry the whole Release stage, \
+             or upload the build again for a new release)"
         ));
     }
     let product = match alb.product_slot() {

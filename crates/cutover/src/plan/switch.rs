@@ -32,7 +32,9 @@ pub fn switch(input: &SwitchInput) -> Planned {
     let mine_ids: Vec<&str> = mine.iter().map(|i| i.id.as_str()).collect();
     let Some(release_slot) = alb.slot_holding(&mine_ids) else {
         return refuse(format!(
-            "release {release} of {service} is not registered in the blue or green slot: run register-target first"
+            "release {release} of {service} is not registered in the blue or green slot: run register-target first \
+             (a retry after cleanup took a failed release's fleet: retry the whole Release stage, \
+             or upload the build again for a new release)"
         ));
     };
     let Some(share) = share_of(&alb.product.forward, alb, release_slot) else {
@@ -114,12 +116,12 @@ fn release_may_not_go_on(
     if let Some(stop) = stopped_by_a_rollback(input, release_slot) {
         return Some(stop);
     }
-    let abandoned = mine.iter().find(|i| i.stage == Some(Stage::Abandoned));
-    if let Some(abandoned) = abandoned.filter(|_| share < 100) {
-        return Some(refuse(format!(
-            "release {release} of {service} was abandoned ({} is tagged abandoned: its execution \
-             ended, and cleanup takes its fleet); run the pipeline again for a new release",
-            abandoned.id
+    let abandoned = mine.iter().any(|i| i.stage == Some(Stage::Abandoned));
+    if abandoned && share < 100 {
+        return Some(refuse(fleet_taken(
+            release,
+            service,
+            input.settings.retry_window_s,
         )));
     }
     if let Some(ended) = bake_over(input, mine).filter(|_| share < 100) {

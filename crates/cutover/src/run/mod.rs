@@ -438,10 +438,16 @@ impl<C: Cloud> App<C> {
         deadline: Option<Deadline>,
     ) -> Result<Value, Error> {
         let started = Instant::now();
-        if !matches!(state, "FAILED" | "CANCELED" | "SUPERSEDED" | "STOPPED") {
-            info!("pipeline execution is {state}: nothing to clean up");
-            return Ok(json!({ "ignored": state }));
-        }
+        let scope = match state {
+            // CodePipeline V2 may still retry the failed stage: kept for a while.
+            "FAILED" => CleanupScope::FailedExecution(release.clone()),
+            "CANCELED" | "SUPERSEDED" | "STOPPED" => CleanupScope::FailedRelease(release.clone()),
+            "RESUMED" => CleanupScope::Resumed(release.clone()),
+            _ => {
+                info!("pipeline execution is {state}: nothing to clean up");
+                return Ok(json!({ "ignored": state }));
+            }
+        };
         let instances = self
             .cloud
             .instances(InstanceQuery::Release(release.as_str()))
@@ -451,8 +457,7 @@ impl<C: Cloud> App<C> {
         for service in services {
             let outcome = match ServiceName::parse(&service) {
                 Ok(name) => {
-                    let scope = CleanupScope::FailedRelease(release.clone());
-                    let outcome = self.cleanup_service(&name, scope, deadline).await;
+                    let outcome = self.cleanup_service(&name, scope.clone(), deadline).await;
                     self.notify(Function::Cleanup, &name, Some(release), &outcome, started)
                         .await;
                     outcome

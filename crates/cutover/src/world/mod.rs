@@ -20,6 +20,9 @@ pub const TAG_STAGE: &str = "cutover:stage";
 pub const TAG_RELEASE: &str = "cutover:release";
 pub const TAG_INDEX: &str = "cutover:index";
 pub const TAG_RETIRED_AT: &str = "cutover:retired-at";
+/// On a failed release's fleet: when its execution failed. The fleet and the lock are kept for a
+/// retry of the failed action until `RETRY_WINDOW_S` after it.
+pub const TAG_FAILED_AT: &str = "cutover:failed-at";
 pub const TAG_PREVIOUS: &str = "cutover:previous";
 /// On the product route from the moment a rollback starts: the release rolled back from, written
 /// (with `TAG_ROLLED_BACK_BY`) in one call before the move. The next release removes both before
@@ -158,6 +161,9 @@ pub struct Instance {
     pub name: Option<String>,
     pub private_ip: Option<String>,
     pub retired_at: Option<u64>,
+    /// A failed release's fleet kept for a retry: when its execution failed (`TAG_FAILED_AT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<u64>,
     /// Unix seconds.
     pub launched_at: Option<u64>,
     /// Why EC2 moved it to its state (e.g. `Server.InternalError: ...`), when it says.

@@ -53,6 +53,7 @@ pub(crate) fn instance(
         name: Some(format!("api-{stage}-{release}-{index}")),
         private_ip: Some(format!("10.0.0.{index}{}", id.len())),
         retired_at: None,
+        failed_at: None,
         launched_at: Some(NOW - 100),
         state_reason: None,
     }

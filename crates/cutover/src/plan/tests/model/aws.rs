@@ -253,10 +253,16 @@ pub(in crate::plan::tests) fn apply_tags(alb: &mut Alb, instances: &mut [Instanc
             if let Some(at) = tags.get(TAG_RETIRED_AT) {
                 i.retired_at = at.parse().ok();
             }
+            if let Some(at) = tags.get(TAG_FAILED_AT) {
+                i.failed_at = at.parse().ok();
+            }
         }),
         Step::UntagInstances { instance_ids, keys } => each(instance_ids, &|i| {
             if keys.iter().any(|k| k == TAG_RETIRED_AT) {
                 i.retired_at = None;
+            }
+            if keys.iter().any(|k| k == TAG_FAILED_AT) {
+                i.failed_at = None;
             }
         }),
         _ => {}

@@ -5,7 +5,7 @@ use super::*;
 
 impl Model {
     pub(super) fn plan(&self, kind: &Kind) -> Planned {
-        let settings = settings(COUNT);
+        let settings = self.settings();
         let alarms = [Alarm {
             name: "api-5xx".into(),
             state: self.alarm,
@@ -87,7 +87,7 @@ impl Model {
                 },
                 service: &service(),
                 scope: match kind {
-                    Kind::Failed(release) => CleanupScope::FailedRelease(release.clone()),
+                    Kind::Failed(release) => CleanupScope::FailedExecution(release.clone()),
                     _ => CleanupScope::Expired,
                 },
                 settings: &settings,
