@@ -363,73 +363,61 @@ pub async fn route_rule(
 /// Puts company single sign-on (authenticate-oidc, order 1) in front of a route's forward
 /// (order 2), the way a QA route usually is.
 pub async fn require_sign_on(clients: &Clients, rule: &str, group: &str) {
-    clients
-        .elb
-        .modify_rule()
-        .rule_arn(rule)
-        .actions(
-            elbt::Action::builder()
-                .r#type(elbt::ActionTypeEnum::AuthenticateOidc)
-                .order(1)
-                .authenticate_oidc_config(
-                    elbt::AuthenticateOidcActionConfig::builder()
-                        .issuer("https://sso.example.com")
-                        .authorization_endpoint("https://sso.example.com/authorize")
-                        .token_endpoint("https://sso.example.com/token")
-                        .user_info_endpoint("https://sso.example.com/userinfo")
-                        .client_id("cutover-qa")
-                        .client_secret("s3cret")
-                        .scope("openid")
-                        .build(),
-                )
+    let oidc = elbt::Action::builder()
+        .r#type(elbt::ActionTypeEnum::AuthenticateOidc)
+        .order(1)
+        .authenticate_oidc_config(
+            elbt::AuthenticateOidcActionConfig::builder()
+                .issuer("https://sso.example.com")
+                .authorization_endpoint("https://sso.example.com/authorize")
+                .token_endpoint("https://sso.example.com/token")
+                .user_info_endpoint("https://sso.example.com/userinfo")
+                .client_id("cutover-qa")
+                .client_secret("s3cret")
+                .scope("openid")
                 .build(),
         )
-        .actions(
-            elbt::Action::builder()
-                .r#type(elbt::ActionTypeEnum::Forward)
-                .order(2)
-                .target_group_arn(group)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("ModifyRule with authenticate-oidc");
+        .build();
+    sign_on_then_forward(clients, rule, group, oidc).await;
 }
 
 /// The same behind Cognito sign-on (a user pool's hosted UI).
 pub async fn require_cognito_sign_on(clients: &Clients, rule: &str, group: &str) {
-    clients
-        .elb
-        .modify_rule()
-        .rule_arn(rule)
-        .actions(
-            elbt::Action::builder()
-                .r#type(elbt::ActionTypeEnum::AuthenticateCognito)
-                .order(1)
-                .authenticate_cognito_config(
-                    elbt::AuthenticateCognitoActionConfig::builder()
-                        .user_pool_arn(COGNITO_USER_POOL)
-                        .user_pool_client_id("cutover-qa")
-                        .user_pool_domain("cutover-qa")
-                        .build(),
-                )
+    let cognito = elbt::Action::builder()
+        .r#type(elbt::ActionTypeEnum::AuthenticateCognito)
+        .order(1)
+        .authenticate_cognito_config(
+            elbt::AuthenticateCognitoActionConfig::builder()
+                .user_pool_arn(COGNITO_USER_POOL)
+                .user_pool_client_id("cutover-qa")
+                .user_pool_domain("cutover-qa")
                 .build(),
         )
-        .actions(
-            elbt::Action::builder()
-                .r#type(elbt::ActionTypeEnum::Forward)
-                .order(2)
-                .target_group_arn(group)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("ModifyRule with authenticate-cognito");
+        .build();
+    sign_on_then_forward(clients, rule, group, cognito).await;
 }
 
 /// The user pool of `require_cognito_sign_on`.
 pub const COGNITO_USER_POOL: &str =
     "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_cutoverQA";
+
+async fn sign_on_then_forward(clients: &Clients, rule: &str, group: &str, sign_on: elbt::Action) {
+    clients
+        .elb
+        .modify_rule()
+        .rule_arn(rule)
+        .actions(sign_on)
+        .actions(
+            elbt::Action::builder()
+                .r#type(elbt::ActionTypeEnum::Forward)
+                .order(2)
+                .target_group_arn(group)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("ModifyRule with a sign-on action");
+}
 
 /// One rule, as ELB describes it now.
 pub async fn describe_rule(clients: &Clients, rule: &str) -> elbt::Rule {

@@ -21,12 +21,7 @@ impl Model {
                 target_group,
                 instance_ids,
             } => {
-                let slot = self.slot_of(target_group);
-                if self.product_slots().contains(&slot) {
-                    return Err(format!(
-                        "registered {instance_ids:?} in a slot product forwards to"
-                    ));
-                }
+                let slot = self.not_product(target_group, "registered", instance_ids, "in")?;
                 let live: Vec<String> = self
                     .instances
                     .iter()
@@ -44,12 +39,7 @@ impl Model {
                 target_group,
                 instance_ids,
             } => {
-                let slot = self.slot_of(target_group);
-                if self.product_slots().contains(&slot) {
-                    return Err(format!(
-                        "deregistered {instance_ids:?} from a slot product forwards to"
-                    ));
-                }
+                let slot = self.not_product(target_group, "deregistered", instance_ids, "from")?;
                 for t in self.group_mut(slot).targets.iter_mut() {
                     if instance_ids.contains(&t.id) {
                         t.health = Health::Draining;
@@ -125,6 +115,24 @@ impl Model {
         }
         self.alb.product.forward = to.clone();
         Ok(())
+    }
+
+    /// The slot of `target_group`, which a registration or deregistration must not touch while
+    /// product forwards to it.
+    fn not_product(
+        &self,
+        target_group: &str,
+        what: &str,
+        instance_ids: &[String],
+        preposition: &str,
+    ) -> Result<Slot, String> {
+        let slot = self.slot_of(target_group);
+        if self.product_slots().contains(&slot) {
+            return Err(format!(
+                "{what} {instance_ids:?} {preposition} a slot product forwards to"
+            ));
+        }
+        Ok(slot)
     }
 
     /// RunInstances under a ClientToken, as the adapter sends it: a token bound to a live

@@ -525,6 +525,18 @@ proptest! {
     }
 }
 
+/// The model on `ops` holds, and reports a breach once `rule` is broken; the breach.
+fn holds_and_breaks_without(ops: &[Op], retries: bool, rule: Broken) -> String {
+    assert_eq!(
+        explore(ops, retries).map_err(|b| b.lines().next().map(str::to_owned)),
+        Ok(())
+    );
+    BROKEN.set(Some(rule));
+    let broken = explore(ops, retries);
+    BROKEN.set(None);
+    broken.expect_err("a breach once the rule is broken")
+}
+
 /// The first breach the model found, as a regression: a sweep reads a fleet past its bake, a
 /// rollback read it inside the bake and lands its move, the sweep's deregistration lands on the
 /// fleet now serving product.
@@ -555,22 +567,18 @@ fn a_sweep_and_a_rollback_across_the_end_of_the_bake() -> Vec<Op> {
 
 #[test]
 fn the_sweep_and_rollback_interleaving_holds_and_breaks_without_the_takeover_margin() {
-    let ops = a_sweep_and_a_rollback_across_the_end_of_the_bake();
-    assert_eq!(
-        explore(&ops, true).map_err(|b| b.lines().next().map(str::to_owned)),
-        Ok(())
+    let breach = holds_and_breaks_without(
+        &a_sweep_and_a_rollback_across_the_end_of_the_bake(),
+        true,
+        Broken::NoTakeoverMargin,
     );
-    BROKEN.set(Some(Broken::NoTakeoverMargin));
-    let broken = explore(&ops, true);
-    BROKEN.set(None);
-    let breach = broken.expect_err("a breach without the margin");
     assert!(breach.starts_with("deregistered"), "{breach}");
 }
 
 /// A breach the model found in the whole pipeline (for a service that keeps no failed fleet for a
 /// retry, RETRY_WINDOW_S=0): the switch job is delivered twice; the first invocation refuses (an
-/// alarm fires) and fails the execution, whose FAILED event abandons the fleet in the idle slot; the duplicate, read before the fleet was marked, moves product there
-/// once the alarm clears, and the cleanup's deregistration lands on the slot product now
+/// alarm fires) and fails the execution, whose FAILED event abandons the fleet in the idle slot;
+/// the duplicate, read before the fleet was marked, moves product there once the alarm clears, and the cleanup's deregistration lands on the slot product now
 /// forwards to. Fixed by leaving a registered fleet being abandoned in its slot for the same
 /// margin as a retired one (a switch that read it before the mark has landed by then), and by
 /// refusing to switch to a fleet marked abandoned.
@@ -592,15 +600,11 @@ fn a_duplicate_switch_after_its_execution_failed() -> Vec<Op> {
 
 #[test]
 fn a_duplicate_switch_after_a_failed_execution_holds_and_breaks_without_the_margin() {
-    let ops = a_duplicate_switch_after_its_execution_failed();
-    assert_eq!(
-        explore(&ops, false).map_err(|b| b.lines().next().map(str::to_owned)),
-        Ok(())
+    let breach = holds_and_breaks_without(
+        &a_duplicate_switch_after_its_execution_failed(),
+        false,
+        Broken::NoTakeoverMargin,
     );
-    BROKEN.set(Some(Broken::NoTakeoverMargin));
-    let broken = explore(&ops, false);
-    BROKEN.set(None);
-    let breach = broken.expect_err("a breach without the margin");
     assert!(breach.starts_with("deregistered"), "{breach}");
 }
 
@@ -630,14 +634,10 @@ fn to_the_approval() -> Vec<Op> {
 
 #[test]
 fn a_lost_failed_event_leaves_nothing_and_orphans_a_fleet_without_the_sweeps_check() {
-    let ops = a_failed_event_lambda_gives_up_on();
-    assert_eq!(
-        explore(&ops, true).map_err(|b| b.lines().next().map(str::to_owned)),
-        Ok(())
+    let breach = holds_and_breaks_without(
+        &a_failed_event_lambda_gives_up_on(),
+        true,
+        Broken::SweepTrustsTheFailedEvent,
     );
-    BROKEN.set(Some(Broken::SweepTrustsTheFailedEvent));
-    let broken = explore(&ops, true);
-    BROKEN.set(None);
-    let breach = broken.expect_err("an orphan without the sweep's check");
     assert!(breach.contains("left running after the sweep"), "{breach}");
 }

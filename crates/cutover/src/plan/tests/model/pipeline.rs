@@ -90,6 +90,17 @@ impl Model {
         release: ReleaseId,
         progress: Option<Progress>,
     ) {
+        let id = self.new_job(&release);
+        self.start(Kind::Job {
+            id,
+            action,
+            release,
+            progress,
+        });
+    }
+
+    /// A job CodePipeline creates for `release` (a continuation is a job of its own).
+    fn new_job(&mut self, release: &ReleaseId) -> u32 {
         let id = self.jobs.len() as u32 + 1;
         self.jobs.insert(
             id,
@@ -98,12 +109,7 @@ impl Model {
                 ..JobRecord::default()
             },
         );
-        self.start(Kind::Job {
-            id,
-            action,
-            release,
-            progress,
-        });
+        id
     }
 
     /// The manual approval of the execution waiting for it.
@@ -160,14 +166,7 @@ impl Model {
     }
 
     fn continuation(&mut self, action: JobAction, release: ReleaseId, progress: Option<Progress>) {
-        let id = self.jobs.len() as u32 + 1;
-        self.jobs.insert(
-            id,
-            JobRecord {
-                release: release.to_string(),
-                ..JobRecord::default()
-            },
-        );
+        let id = self.new_job(&release);
         self.continuations.push((
             self.now + 60,
             Kind::Job {
