@@ -42,17 +42,53 @@ async fn move_the_product_route(local: &Local, service: &ServiceFixture) -> Stri
     rule
 }
 
+/// The listeners of the load balancer are read beside the target groups' tags (which of them
+/// are the service's is known only from those tags); the listener the groups name spares reading
+/// the rules of every other listener.
 #[tokio::test]
-async fn the_listener_the_target_groups_name_spares_a_read_of_every_listener() {
+async fn the_listener_the_target_groups_name_spares_reading_the_rules_of_every_listener() {
     let (local, _service, app) = Local::with_service(1, 0, json!({})).await;
+    let other = local
+        .clients
+        .elb
+        .create_listener()
+        .load_balancer_arn(&local.base.load_balancer)
+        .protocol(elbt::ProtocolEnum::Http)
+        .port(8080)
+        .default_actions(
+            elbt::Action::builder()
+                .r#type(elbt::ActionTypeEnum::FixedResponse)
+                .fixed_response_config(
+                    elbt::FixedResponseActionConfig::builder()
+                        .status_code("404")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateListener");
+    let other = other.listeners()[0].listener_arn().unwrap().to_owned();
     let mark = local.endpoint.mark();
     let run = local.run_job(&app, Function::Provision, &params(R1)).await;
     assert!(run.succeeded(), "{:?}", run.last());
-    let listeners = local.endpoint.calls_of(mark, "DescribeListeners");
-    assert!(!listeners.is_empty(), "the routes were looked for");
+    let rules = local.endpoint.calls_of(mark, "DescribeRules");
+    assert!(!rules.is_empty(), "the routes were looked for");
     assert!(
-        listeners.iter().all(|c| !c.has_param("LoadBalancerArn")),
-        "read only the listener the target groups name, not every listener of the load balancer"
+        rules
+            .iter()
+            .all(|c| c.param("ListenerArn") == Some(local.base.listener.as_str())),
+        "read only the rules of the listener the target groups name, not of {other}"
+    );
+    let by_load_balancer = local
+        .endpoint
+        .calls_of(mark, "DescribeListeners")
+        .iter()
+        .filter(|c| c.has_param("LoadBalancerArn"))
+        .count();
+    assert_eq!(
+        by_load_balancer, 1,
+        "the load balancer's listeners once, beside the tags"
     );
     assert!(
         local
@@ -219,12 +255,12 @@ async fn a_cold_switch_reads_its_parameter_beside_its_slots_and_routes() {
         let run = local.run_job(&warm, function, &params(R2)).await;
         assert!(run.succeeded(), "{}: {:?}", function.as_str(), run.last());
     }
-    // A new container: no settings, no slots or routes known. Calls take 20 ms, so calls made
+    // A new container: no settings, no slots or routes known. Calls take 100 ms, so calls made
     // side by side overlap and a round trip is one link of the longest chain.
     let cold = local.app(&[]);
     local
         .endpoint
-        .set_latency(std::time::Duration::from_millis(20));
+        .set_latency(std::time::Duration::from_millis(100));
     let mark = local.endpoint.mark();
     let run = local
         .run_job(&cold, Function::SwitchListener, &params(R2))
@@ -233,7 +269,87 @@ async fn a_cold_switch_reads_its_parameter_beside_its_slots_and_routes() {
     let calls = &local.endpoint.calls()[mark..];
     assert_eq!(
         cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
-        Some(5),
+        Some(4),
+        "{:?}",
+        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
+    );
+}
+
+/// The same among a hundred services' target groups, the service's own groups naming no
+/// listener: the listeners of every load balancer the groups name are read beside the groups'
+/// tags, and what needs the settings beside the routes, so product still moves after four
+/// rounds of reads (was six: the listeners and the settings' reads each waited their turn).
+#[tokio::test]
+async fn a_cold_switch_among_a_hundred_services_without_the_listener_tag_reads_in_four_rounds() {
+    let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
+    for n in 1..100 {
+        fixture::seed_service(
+            &local.clients,
+            &local.base,
+            &format!("other-{n}"),
+            100 + 2 * n,
+        )
+        .await;
+    }
+    for group in [&service.blue, &service.green] {
+        local
+            .clients
+            .elb
+            .remove_tags()
+            .resource_arns(group.as_str())
+            .tag_keys("cutover:listener")
+            .send()
+            .await
+            .unwrap();
+    }
+    let settings = fixture::settings_json(&local.base, 1, 0, json!({"BAKE_S": 3600}));
+    fixture::put_settings_parameter(&local.clients, SERVICE, &settings).await;
+    let warm = local.app(&[]);
+    local.release(&warm, &params(R1)).await;
+    for function in [Function::Provision, Function::RegisterTarget] {
+        let run = local.run_job(&warm, function, &params(R2)).await;
+        assert!(run.succeeded(), "{}: {:?}", function.as_str(), run.last());
+    }
+    let cold = local.app(&[]);
+    // Long enough that building a dozen requests side by side (a debug build on one thread)
+    // never outlasts an answer: a round trip stays one link of the chain.
+    local
+        .endpoint
+        .set_latency(std::time::Duration::from_millis(100));
+    let mark = local.endpoint.mark();
+    let run = local
+        .run_job(&cold, Function::SwitchListener, &params(R2))
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    let calls = &local.endpoint.calls()[mark..];
+    let actions: Vec<&String> = calls.iter().map(|c| &c.action).collect();
+    assert_eq!(
+        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
+        Some(4),
+        "{actions:?}"
+    );
+    // What it costs: one DescribeListeners per load balancer the groups name (one here); the
+    // tags of the 200 groups and of the listener and its 200 rules in pages of 20, side by side;
+    // and the lock's tag read again when the switch releases it.
+    assert_eq!(local.endpoint.calls_of(mark, "DescribeListeners").len(), 1);
+    assert_eq!(
+        local.endpoint.calls_of(mark, "DescribeTags").len(),
+        200 / 20 + 201_usize.div_ceil(20) + 1
+    );
+
+    // Warm, a rollback reads in two rounds (the slots and routes where they were found, then
+    // the tags of every rule of that listener, which may have changed), then marks the route
+    // before it moves it: three.
+    let mark = local.endpoint.mark();
+    let rollback = json!({"service": SERVICE, "release": R2, "action": "rollback"});
+    let run = local
+        .run_job(&cold, Function::SwitchListener, &rollback)
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    let calls = &local.endpoint.calls()[mark..];
+    assert_eq!(
+        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
+        Some(3),
         "{:?}",
         calls.iter().map(|c| &c.action).collect::<Vec<_>>()
     );

@@ -38,14 +38,19 @@ type Tags = HashMap<String, HashMap<String, String>>;
 
 /// Reads of one kind in flight at once (tag batches, listeners, rules).
 const READS_IN_FLIGHT: usize = 8;
+/// DescribeTags pages read at once: 32 pages of 20 are 640 resources in one round.
+const TAG_READS_IN_FLIGHT: usize = 32;
+/// The largest page DescribeTargetGroups and DescribeRules give (ELBv2 API reference, PageSize).
+const MAX_PAGE: i32 = 400;
 
 /// Which listeners to look for routes on.
-#[derive(Clone, Copy)]
 enum Listeners<'a> {
     /// These (named by the target groups, or remembered).
     Named(&'a [String]),
     /// Every listener of these load balancers.
     OfLoadBalancers(&'a [String]),
+    /// These, read already.
+    Read(Vec<Candidate>),
 }
 
 impl Aws {
@@ -111,15 +116,27 @@ impl Aws {
         })
     }
 
-    /// Every target group, their tags, then the service's routes beside the slots' health; and
-    /// the listeners searched for the routes.
+    /// Every target group; their tags beside the listeners of every load balancer they name
+    /// (which of those are the service's is known only from the tags, and reading them after
+    /// would cost a round); then the service's routes beside the slots' health; and the
+    /// listeners searched for the routes.
     async fn discover_alb(&self, service: &str, health: bool) -> Result<(Alb, Vec<String>), Error> {
         let groups = self.target_groups(None).await?;
         let arns: Vec<String> = groups
             .iter()
             .filter_map(|g| g.target_group_arn().map(str::to_owned))
             .collect();
-        let tags = self.elb_tags(&arns).await?;
+        let mut every_load_balancer: Vec<String> = groups
+            .iter()
+            .flat_map(|g| g.load_balancer_arns().iter().cloned())
+            .collect();
+        every_load_balancer.sort();
+        every_load_balancer.dedup();
+        let (tags, listeners) = tokio::join!(
+            self.elb_tags(&arns),
+            self.listeners_by_load_balancer(&every_load_balancer)
+        );
+        let tags = tags?;
         let (blue, green) = pick_slots(service, &groups, &tags)?;
         let arn = |g: &'_ elbt::TargetGroup| g.target_group_arn().unwrap_or_default().to_owned();
         let mut named: Vec<String> = [blue, green]
@@ -137,8 +154,17 @@ impl Aws {
         load_balancers.sort();
         load_balancers.dedup();
         let (blue_arn, green_arn) = (arn(blue), arn(green));
+        // A listener the groups name spares reading the rules of every listener; else the
+        // listeners read beside the tags (when that read worked) are the ones searched.
+        let read = listeners.ok().map(|listeners| {
+            listeners
+                .into_iter()
+                .filter(|(load_balancer, _)| load_balancers.contains(load_balancer))
+                .map(|(_, listener)| listener)
+                .collect()
+        });
         let ((product, pre_product, listeners), blue_targets, green_targets) = tokio::try_join!(
-            self.find_routes(service, &named, &load_balancers),
+            self.find_routes(service, &named, &load_balancers, read),
             self.targets(&blue_arn, health),
             self.targets(&green_arn, health),
         )?;
@@ -158,6 +184,7 @@ impl Aws {
         service: &str,
         named: &[String],
         load_balancers: &[String],
+        read: Option<Vec<Candidate>>,
     ) -> Result<(Route, Route, Vec<String>), Error> {
         if !named.is_empty() {
             match self.routes_on(service, Listeners::Named(named)).await {
@@ -169,8 +196,11 @@ impl Aws {
                 ),
             }
         }
-        self.routes_on(service, Listeners::OfLoadBalancers(load_balancers))
-            .await
+        let listeners = match read {
+            Some(read) => Listeners::Read(read),
+            None => Listeners::OfLoadBalancers(load_balancers),
+        };
+        self.routes_on(service, listeners).await
     }
 
     /// The service's product and pre-product routes among these listeners and their rules, and
@@ -183,7 +213,7 @@ impl Aws {
         let candidates: Vec<Candidate> = match listeners {
             Listeners::Named(arns) => {
                 let (listeners, rules) = tokio::try_join!(
-                    self.listeners(listeners),
+                    self.listeners(Listeners::Named(arns)),
                     try_join_all(arns.iter().map(|arn| self.rules(arn)))
                 )?;
                 listeners
@@ -191,15 +221,13 @@ impl Aws {
                     .chain(rules.into_iter().flatten())
                     .collect()
             }
-            Listeners::OfLoadBalancers(_) => {
-                let listeners = self.listeners(listeners).await?;
-                let reads: Vec<_> = listeners.iter().map(|l| self.rules(&l.arn)).collect();
-                let rules: Vec<_> = bounded(reads).await?;
-                listeners
-                    .into_iter()
-                    .chain(rules.into_iter().flatten())
-                    .collect()
+            Listeners::OfLoadBalancers(load_balancers) => {
+                let listeners = self
+                    .listeners(Listeners::OfLoadBalancers(load_balancers))
+                    .await?;
+                self.with_rules(listeners).await?
             }
+            Listeners::Read(listeners) => self.with_rules(listeners).await?,
         };
         let searched: Vec<String> = candidates
             .iter()
@@ -210,6 +238,16 @@ impl Aws {
         let tags = self.elb_tags(&arns).await?;
         let (product, pre_product) = pick_routes(service, candidates, &tags)?;
         Ok((product, pre_product, searched))
+    }
+
+    /// These listeners and the rules of each.
+    async fn with_rules(&self, listeners: Vec<Candidate>) -> Result<Vec<Candidate>, Error> {
+        let reads: Vec<_> = listeners.iter().map(|l| self.rules(&l.arn)).collect();
+        let rules: Vec<_> = bounded(reads).await?;
+        Ok(listeners
+            .into_iter()
+            .chain(rules.into_iter().flatten())
+            .collect())
     }
 
     /// These target groups (all of them when `None`), every page.
@@ -224,6 +262,7 @@ impl Aws {
                 .elb
                 .describe_target_groups()
                 .set_target_group_arns(arns.map(<[String]>::to_vec))
+                .set_page_size(arns.is_none().then_some(MAX_PAGE))
                 .set_marker(marker)
                 .send()
                 .await
@@ -255,10 +294,39 @@ impl Aws {
             .collect())
     }
 
+    /// Every listener of these load balancers as route candidates, with its load balancer.
+    async fn listeners_by_load_balancer(
+        &self,
+        load_balancers: &[String],
+    ) -> Result<Vec<(String, Candidate)>, Error> {
+        let reads: Vec<_> = load_balancers
+            .iter()
+            .map(|load_balancer| {
+                self.elb
+                    .describe_listeners()
+                    .load_balancer_arn(load_balancer)
+                    .send()
+            })
+            .collect();
+        let pages = bounded(reads)
+            .await
+            .map_err(aws_error("DescribeListeners"))?;
+        Ok(pages
+            .iter()
+            .flat_map(|page| page.listeners())
+            .filter_map(|listener| {
+                Some((
+                    listener.load_balancer_arn()?.to_owned(),
+                    listener_candidate(listener)?,
+                ))
+            })
+            .collect())
+    }
+
     /// Listeners as route candidates (their default actions).
     async fn listeners(&self, which: Listeners<'_>) -> Result<Vec<Candidate>, Error> {
         let pages = match which {
-            Listeners::Named([]) => Vec::new(),
+            Listeners::Named([]) | Listeners::Read(_) => Vec::new(),
             Listeners::Named(arns) => vec![self
                 .elb
                 .describe_listeners()
@@ -284,14 +352,7 @@ impl Aws {
         Ok(pages
             .iter()
             .flat_map(|page| page.listeners())
-            .filter_map(|listener| {
-                Some(Candidate {
-                    arn: listener.listener_arn()?.to_owned(),
-                    is_listener_default: true,
-                    actions: listener.default_actions().to_vec(),
-                    conditions: Vec::new(),
-                })
-            })
+            .filter_map(listener_candidate)
             .collect())
     }
 
@@ -304,6 +365,7 @@ impl Aws {
                 .elb
                 .describe_rules()
                 .listener_arn(listener_arn)
+                .page_size(MAX_PAGE)
                 .set_marker(marker)
                 .send()
                 .await
@@ -327,7 +389,13 @@ impl Aws {
                     .send()
             })
             .collect();
-        let pages: Vec<_> = bounded(reads).await.map_err(aws_error("DescribeTags"))?;
+        // All at once up to a point: a cold start's tags are one round, as many pages as there
+        // are (a hundred services' groups are ten); the SDK rides out any throttling.
+        let pages: Vec<_> = stream::iter(reads)
+            .buffered(TAG_READS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(aws_error("DescribeTags"))?;
         let mut tags = HashMap::new();
         for description in pages.iter().flat_map(|page| page.tag_descriptions()) {
             let Some(arn) = description.resource_arn() else {
@@ -446,6 +514,15 @@ fn target_group(group: &elbt::TargetGroup, slot: Slot, targets: Vec<Target>) -> 
 }
 
 /// A non-default rule as a route candidate (a listener's default rule is the listener's).
+fn listener_candidate(listener: &elbt::Listener) -> Option<Candidate> {
+    Some(Candidate {
+        arn: listener.listener_arn()?.to_owned(),
+        is_listener_default: true,
+        actions: listener.default_actions().to_vec(),
+        conditions: Vec::new(),
+    })
+}
+
 fn rule_candidate(rule: &elbt::Rule) -> Option<Candidate> {
     let arn = rule
         .rule_arn()

@@ -18,20 +18,28 @@ impl<C: Cloud> App<C> {
             true => Stop::Planned(Err(plan::Refusal(why))),
             false => Stop::Refused(why),
         };
-        // Settings that must be read (a cold start's parameter) are read beside the slots and
-        // routes, which need none of them: one round less before product moves.
-        let (settings, mut found_alb) = if self.settings_ready(work.service()) {
-            (self.settings_of(work.service()).await, None)
+        // Settings that must be read (a cold start's parameter) are read beside the search for
+        // the slots and routes, which needs none of them; what needs the settings (instances,
+        // records, addresses, alarms) is read as soon as they are, still beside the search.
+        let (settings, mut found_alb, mut first_seen) = if self.settings_ready(work.service()) {
+            (self.settings_of(work.service()).await, None, None)
         } else {
             // Boxed, as the reads below: inline, these futures overflow a test thread's stack.
-            let (settings, alb) = Box::pin(async {
+            let ((settings, seen), alb) = Box::pin(async {
                 tokio::join!(
-                    self.settings_of(work.service()),
+                    self.settings_then_what_needs_them(work),
                     self.cloud.alb(work.service(), work.function())
                 )
             })
             .await;
-            (settings, alb.ok())
+            let first_seen = match (seen, &alb) {
+                (Some(Ok(seen)), Ok(alb)) => Some(Seen {
+                    alb: alb.clone(),
+                    ..seen
+                }),
+                _ => None,
+            };
+            (settings, alb.ok(), first_seen)
         };
         let (mut settings, source) = match settings {
             Ok(Ok(found)) => found,
@@ -46,7 +54,13 @@ impl<C: Cloud> App<C> {
             }
             // Boxed: the reads' future is large, and inline it would sit in every frame above.
             let alb = found_alb.take();
-            let observed = Box::pin(self.observe_and_plan(work, &mut settings, &source, alb));
+            let observed = match first_seen.take() {
+                Some(seen) => {
+                    Box::pin(async { Ok(Ok(self.plan_seen(work, &settings, seen).await?)) })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>
+                }
+                None => Box::pin(self.observe_and_plan(work, &mut settings, &source, alb)),
+            };
             // After the first round, reads that would outlive the cut are abandoned.
             let observed = match deadline.filter(|_| round > 0) {
                 Some(deadline) => match deadline.cut(observed).await {
@@ -122,15 +136,45 @@ impl<C: Cloud> App<C> {
                 }
             }
         };
+        Ok(Ok(self.plan_seen(work, settings, seen).await?))
+    }
+
+    /// The plan from what was seen, with what CodePipeline says of the executions it needs.
+    async fn plan_seen(
+        &self,
+        work: &Work<'_>,
+        settings: &ServiceSettings,
+        seen: Seen,
+    ) -> Result<Planned, Error> {
         let seen = self.with_executions(work, seen).await?;
         let takeover_s = 2 * self.switch_listener_timeout_s;
-        Ok(Ok(plan_for(
-            work,
-            settings,
-            &seen,
-            (self.clock)(),
-            takeover_s,
-        )))
+        Ok(plan_for(work, settings, &seen, (self.clock)(), takeover_s))
+    }
+
+    /// A cold start's settings, then what needs them (everything but the slots and routes,
+    /// which are searched for beside this).
+    async fn settings_then_what_needs_them(
+        &self,
+        work: &Work<'_>,
+    ) -> (
+        Result<Result<(ServiceSettings, Source), String>, Error>,
+        Option<Result<Seen, Error>>,
+    ) {
+        let settings = self.settings_of(work.service()).await;
+        let seen = match &settings {
+            Ok(Ok((settings, _))) => {
+                let elsewhere = Alb::read_elsewhere();
+                let look = Look {
+                    function: work.function(),
+                    service: work.service(),
+                    settings,
+                    alb: Some(&elsewhere),
+                };
+                Some(Box::pin(self.cloud.observe(look)).await)
+            }
+            _ => None,
+        };
+        (settings, seen)
     }
 
     /// What CodePipeline says of the executions the plan depends on (one more read, only when

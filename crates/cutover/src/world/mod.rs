@@ -457,6 +457,39 @@ pub struct Alb {
 }
 
 impl Alb {
+    /// Stands in for slots and routes read elsewhere: a cold start reads what needs its settings
+    /// beside the search for its slots and routes, and puts what the search found in their place.
+    /// Nothing is ever planned from it.
+    pub fn read_elsewhere() -> Alb {
+        let group = |slot| TargetGroup {
+            arn: String::new(),
+            name: String::new(),
+            slot,
+            targets: Vec::new(),
+        };
+        let route = |role| Route {
+            arn: String::new(),
+            role,
+            is_listener_default: false,
+            forward: Forward {
+                targets: Vec::new(),
+                sticky_s: None,
+            },
+            forward_order: None,
+            kept_actions: Vec::new(),
+            previous: None,
+            rolled_back: None,
+            lock: None,
+            conditions: Vec::new(),
+        };
+        Alb {
+            blue: group(Slot::Blue),
+            green: group(Slot::Green),
+            product: route(RouteRole::Product),
+            pre_product: route(RouteRole::PreProduct),
+        }
+    }
+
     pub fn slot(&self, slot: Slot) -> &TargetGroup {
         match slot {
             Slot::Blue => &self.blue,
