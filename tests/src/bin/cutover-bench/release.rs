@@ -49,6 +49,9 @@ pub(crate) async fn action(
     }
 }
 
+/// The service among a hundred services' target groups and rules, its own groups naming no
+/// listener, its settings an SSM parameter (as the stacks deploy them) with an alarm: the cold
+/// start the issue measures. No settings variable, so every cold start reads the parameter.
 pub(crate) async fn world(
     count: u32,
     eips: usize,
@@ -59,11 +62,46 @@ pub(crate) async fn world(
 ) {
     let local = cutover_tests::local(eips).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
-    let settings = vec![(
-        "MOBILE_ZUM_API",
-        fixture::settings_json(&local.base, count, eips, json!({})),
-    )];
-    (local, service, settings)
+    for n in 1..SERVICES {
+        fixture::seed_service(&local.clients, &local.base, &format!("other-{n}"), 100 + 2 * n)
+            .await;
+    }
+    for group in [&service.blue, &service.green] {
+        local
+            .clients
+            .elb
+            .remove_tags()
+            .resource_arns(group.as_str())
+            .tag_keys("cutover:listener")
+            .send()
+            .await
+            .expect("RemoveTags");
+    }
+    fixture::put_alarm(&local.clients, ALARM, "OK").await;
+    let settings = fixture::settings_json(
+        &local.base,
+        count,
+        eips,
+        json!({"BAKE_S": 3600, "ALARMS": [ALARM]}),
+    );
+    fixture::put_settings_parameter(&local.clients, SERVICE, &settings).await;
+    (local, service, Vec::new())
+}
+
+/// Services whose target groups the account holds.
+const SERVICES: i32 = 100;
+const ALARM: &str = "cutover-mobile-zum-api-5xx";
+
+/// One event (not a job) played through a running binary.
+async fn event(local: &Local, running: &Running, event: &Value) -> Played {
+    let mark = local.endpoint.mark();
+    let started = Instant::now();
+    let (ok, body) = running.api.invoke(event).await;
+    assert!(ok, "{}", String::from_utf8_lossy(&body));
+    Played {
+        took: started.elapsed(),
+        invocations: std::iter::once(mark..local.endpoint.mark()).collect(),
+    }
 }
 
 /// Whether a step runs in a process of its own, started for it (nothing learned yet).
@@ -171,7 +209,48 @@ pub(crate) async fn release_path(latency: Duration) -> Value {
             .expect("the switch moved product");
         to_modify.0.push(ms(answered - started));
     }
-    // The old fleet goes only now: the timing loop above needs it for its rollbacks.
+    // An alarm of the service goes to ALARM inside the bake: a cold switch-listener rolls back.
+    fixture::put_alarm(&local.clients, ALARM, "ALARM").await;
+    let (alarmed, started) = Running::spawn(SwitchListener, &env).await;
+    alarmed.wait_ready(started).await;
+    // The binaries read the machine's clock, not the tests' (which the bench never moves).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let played = event(&local, &alarmed, &cutover_tests::alarm_event(now)).await;
+    assert_eq!(
+        local.endpoint.rule_moves(played.invocations[0].start, &service.product_rule).len(),
+        1,
+        "the alarm's event moved product back"
+    );
+    let mut row = counts(&local, &played, &service.product_rule, latency);
+    row["step"] = json!("switch-listener rollback by an alarm's event, cold");
+    rows.push(row);
+    fixture::put_alarm(&local.clients, ALARM, "OK").await;
+
+    // The old fleet goes only now, its bake and the takeover margin made over: the steps above
+    // need it for their rollbacks.
+    let retired = cutover::aws::Aws::new(&local.config)
+        .instances(cutover::aws::InstanceQuery::Release("r1"))
+        .await
+        .expect("r1's fleet");
+    for instance in retired {
+        local
+            .clients
+            .ec2
+            .create_tags()
+            .resources(&instance.id)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("cutover:retired-at")
+                    .value((now - 3_600 - 600).to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("CreateTags");
+    }
     let (cleanup, started) = Running::spawn(Cleanup, &env).await;
     cleanup.wait_ready(started).await;
     let played = action(&local, &cleanup, Cleanup, &params("r1", "release")).await;
@@ -233,16 +312,11 @@ pub(crate) async fn scale(latency: Duration) -> Value {
         if count == 50 {
             let (cleanup, started) = Running::spawn(Function::Cleanup, &env).await;
             cleanup.wait_ready(started).await;
-            let mut event = sample_event("cleanup-pipeline-failed.json");
-            event["detail"]["execution-id"] = json!("s1");
-            let mark = local.endpoint.mark();
-            let started = Instant::now();
-            let (ok, body) = cleanup.api.invoke(&event).await;
-            assert!(ok, "{}", String::from_utf8_lossy(&body));
-            let played = Played {
-                took: started.elapsed(),
-                invocations: std::iter::once(mark..local.endpoint.mark()).collect(),
-            };
+            // Given up (stopped): cleaned at once, not kept for a retry.
+            let mut stopped = sample_event("cleanup-pipeline-failed.json");
+            stopped["detail"]["execution-id"] = json!("s1");
+            stopped["detail"]["state"] = json!("STOPPED");
+            let played = event(&local, &cleanup, &stopped).await;
             out.insert(
                 "cleanup 50".into(),
                 counts(&local, &played, &service.product_rule, latency),
