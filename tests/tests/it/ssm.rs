@@ -63,8 +63,8 @@ async fn forty_services_from_parameters_one_overridden_by_its_variable_one_malfo
     assert_eq!(local.endpoint.count(mark, &["GetParametersByPath"]), 0);
     assert_eq!(
         local.endpoint.count(mark, &["GetParameter"]),
-        2,
-        "read, then re-read with the reads"
+        1,
+        "read once: what needs it is read as soon as it is in, not beside a second read"
     );
 
     assert_eq!(launches(&plan_provision(&local, &app, SERVICE).await), 2);

@@ -132,9 +132,11 @@ impl Aws {
             .collect();
         every_load_balancer.sort();
         every_load_balancer.dedup();
+        // Boxed: inline, these futures make every frame above them too large for a test
+        // thread's stack.
         let (tags, listeners) = tokio::join!(
-            self.elb_tags(&arns),
-            self.listeners_by_load_balancer(&every_load_balancer)
+            Box::pin(self.elb_tags(&arns)),
+            Box::pin(self.listeners_by_load_balancer(&every_load_balancer))
         );
         let tags = tags?;
         let (blue, green) = pick_slots(service, &groups, &tags)?;
@@ -164,7 +166,7 @@ impl Aws {
                 .collect()
         });
         let ((product, pre_product, listeners), blue_targets, green_targets) = tokio::try_join!(
-            self.find_routes(service, &named, &load_balancers, read),
+            Box::pin(self.find_routes(service, &named, &load_balancers, read)),
             self.targets(&blue_arn, health),
             self.targets(&green_arn, health),
         )?;

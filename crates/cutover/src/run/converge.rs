@@ -54,13 +54,8 @@ impl<C: Cloud> App<C> {
             }
             // Boxed: the reads' future is large, and inline it would sit in every frame above.
             let alb = found_alb.take();
-            let observed = match first_seen.take() {
-                Some(seen) => {
-                    Box::pin(async { Ok(Ok(self.plan_seen(work, &settings, seen).await?)) })
-                        as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>
-                }
-                None => Box::pin(self.observe_and_plan(work, &mut settings, &source, alb)),
-            };
+            let seen = first_seen.take();
+            let observed = Box::pin(self.observe_and_plan(work, &mut settings, &source, alb, seen));
             // After the first round, reads that would outlive the cut are abandoned.
             let observed = match deadline.filter(|_| round > 0) {
                 Some(deadline) => match deadline.cut(observed).await {
@@ -110,7 +105,12 @@ impl<C: Cloud> App<C> {
         settings: &mut ServiceSettings,
         source: &Source,
         alb: Option<Alb>,
+        seen: Option<Seen>,
     ) -> Result<Result<Planned, String>, Error> {
+        // A cold start's first round: seen already, beside the settings it just read.
+        if let Some(seen) = seen {
+            return Ok(Ok(self.plan_seen(work, settings, seen).await?));
+        }
         let look = |settings| Look {
             function: work.function(),
             service: work.service(),

@@ -249,7 +249,7 @@ impl<C: Cloud> App<C> {
         deadline: Option<Deadline>,
     ) -> Outcome {
         let work = Work::Job { function, request };
-        let Converged { stop, steps } = self.converge(&work, deadline).await;
+        let Converged { stop, steps } = Box::pin(self.converge(&work, deadline)).await;
         match stop {
             Stop::Done {
                 summary,
@@ -303,7 +303,7 @@ impl<C: Cloud> App<C> {
         deadline: Option<Deadline>,
     ) -> Outcome {
         let work = Work::Cleanup { service, scope };
-        let Converged { stop, steps } = self.converge(&work, deadline).await;
+        let Converged { stop, steps } = Box::pin(self.converge(&work, deadline)).await;
         settled_outside_a_job(stop, steps, |phase, steps| Outcome::Succeeded {
             summary: format!("{service}: waiting for {phase}; the next sweep finishes the job"),
             output_variables: BTreeMap::new(),
@@ -420,7 +420,7 @@ impl<C: Cloud> App<C> {
 
     /// A rollback (by hand or by an alarm), converged and told as an outcome: it never waits.
     async fn rollback_outcome(&self, work: &Work<'_>, deadline: Option<Deadline>) -> Outcome {
-        let Converged { stop, steps } = self.converge(work, deadline).await;
+        let Converged { stop, steps } = Box::pin(self.converge(work, deadline)).await;
         settled_outside_a_job(stop, steps, |phase, steps| Outcome::Failed {
             message: format!(
                 "the rollback of {} stopped waiting for {phase}; run it again",

@@ -63,8 +63,13 @@ pub(crate) async fn world(
     let local = cutover_tests::local(eips).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     for n in 1..SERVICES {
-        fixture::seed_service(&local.clients, &local.base, &format!("other-{n}"), 100 + 2 * n)
-            .await;
+        fixture::seed_service(
+            &local.clients,
+            &local.base,
+            &format!("other-{n}"),
+            100 + 2 * n,
+        )
+        .await;
     }
     for group in [&service.blue, &service.green] {
         local
@@ -220,7 +225,10 @@ pub(crate) async fn release_path(latency: Duration) -> Value {
         .as_secs();
     let played = event(&local, &alarmed, &cutover_tests::alarm_event(now)).await;
     assert_eq!(
-        local.endpoint.rule_moves(played.invocations[0].start, &service.product_rule).len(),
+        local
+            .endpoint
+            .rule_moves(played.invocations[0].start, &service.product_rule)
+            .len(),
         1,
         "the alarm's event moved product back"
     );
