@@ -337,18 +337,11 @@ impl Aws {
                 .await
                 .map_err(aws_error("DescribeListeners"))?],
             Listeners::OfLoadBalancers(load_balancers) => {
-                let reads: Vec<_> = load_balancers
-                    .iter()
-                    .map(|load_balancer| {
-                        self.elb
-                            .describe_listeners()
-                            .load_balancer_arn(load_balancer)
-                            .send()
-                    })
-                    .collect();
-                bounded(reads)
-                    .await
-                    .map_err(aws_error("DescribeListeners"))?
+                let listeners = self.listeners_by_load_balancer(load_balancers).await?;
+                return Ok(listeners
+                    .into_iter()
+                    .map(|(_, listener)| listener)
+                    .collect());
             }
         };
         Ok(pages

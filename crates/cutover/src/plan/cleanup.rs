@@ -39,19 +39,20 @@ pub struct CleanupInput<'a> {
 
 pub fn cleanup(input: &CleanupInput) -> Planned {
     match &input.scope {
-        CleanupScope::Resumed(release) => return retry::take_back(input, release),
-        CleanupScope::FailedExecution(release) => {
-            if let Some(until) = retry::kept_until(input, release) {
-                return Ok(retry::keep_for_retry(input, release, until));
-            }
-            let abandon = CleanupInput {
+        CleanupScope::Resumed(release) => retry::take_back(input, release),
+        CleanupScope::FailedExecution(release) => match retry::kept_until(input, release) {
+            Some(until) => Ok(retry::keep_for_retry(input, release, until)),
+            None => take_fleets(&CleanupInput {
                 scope: CleanupScope::FailedRelease(release.clone()),
                 ..*input
-            };
-            return cleanup(&abandon);
-        }
-        CleanupScope::Expired | CleanupScope::FailedRelease(_) => {}
+            }),
+        },
+        CleanupScope::Expired | CleanupScope::FailedRelease(_) => take_fleets(input),
     }
+}
+
+/// The fleets the scope names, drained then terminated, never one product forwards to.
+fn take_fleets(input: &CleanupInput) -> Planned {
     let (service, alb) = (input.service, input.alb);
     let product = match alb.product_slot() {
         Ok(slot) => alb.slot(slot),

@@ -25,6 +25,7 @@ use crate::settings::{
 use crate::world::Step;
 
 mod converge;
+mod executions;
 mod notification;
 mod outcome;
 

@@ -17,48 +17,7 @@ impl Model {
                 release,
                 progress,
                 ..
-            } => {
-                let lock_holder = self.lock_holder(release);
-                match action {
-                    JobAction::Provision => provision(&ProvisionInput {
-                        service: &service(),
-                        release,
-                        settings: &settings,
-                        instances,
-                        addresses: &[],
-                        dns: None,
-                        lock: alb.product.lock.as_ref(),
-                        lock_holder: lock_holder.as_ref(),
-                        progress: progress.as_ref(),
-                        now,
-                    }),
-                    JobAction::Register => register(&RegisterInput {
-                        service: &service(),
-                        release,
-                        settings: &settings,
-                        alb,
-                        instances,
-                        lock_holder: lock_holder.as_ref(),
-                        progress: progress.as_ref(),
-                        now,
-                    }),
-                    JobAction::Switch(strategy) => switch(&SwitchInput {
-                        service: &service(),
-                        release,
-                        action: Action::Release,
-                        settings: &settings,
-                        alb,
-                        instances,
-                        addresses: &[],
-                        dns: None,
-                        strategy: *strategy,
-                        alarms: &alarms,
-                        ignore_alarms: false,
-                        progress: progress.as_ref(),
-                        now,
-                    }),
-                }
-            }
+            } => self.plan_job(*action, release, progress.as_ref(), &settings, &alarms),
             Kind::Rollback { named, alarm_at } => {
                 let trigger = match alarm_at {
                     Some(at) => Trigger::Alarm {
@@ -101,6 +60,57 @@ impl Model {
                     _ => self.executions(),
                 },
                 progress: None,
+                now,
+            }),
+        }
+    }
+
+    fn plan_job(
+        &self,
+        action: JobAction,
+        release: &ReleaseId,
+        progress: Option<&Progress>,
+        settings: &ServiceSettings,
+        alarms: &[Alarm],
+    ) -> Planned {
+        let (alb, instances, now) = (&self.alb, self.instances.as_slice(), self.now);
+        let lock_holder = self.lock_holder(release);
+        match action {
+            JobAction::Provision => provision(&ProvisionInput {
+                service: &service(),
+                release,
+                settings,
+                instances,
+                addresses: &[],
+                dns: None,
+                lock: alb.product.lock.as_ref(),
+                lock_holder: lock_holder.as_ref(),
+                progress,
+                now,
+            }),
+            JobAction::Register => register(&RegisterInput {
+                service: &service(),
+                release,
+                settings,
+                alb,
+                instances,
+                lock_holder: lock_holder.as_ref(),
+                progress,
+                now,
+            }),
+            JobAction::Switch(strategy) => switch(&SwitchInput {
+                service: &service(),
+                release,
+                action: Action::Release,
+                settings,
+                alb,
+                instances,
+                addresses: &[],
+                dns: None,
+                strategy,
+                alarms,
+                ignore_alarms: false,
+                progress,
                 now,
             }),
         }
