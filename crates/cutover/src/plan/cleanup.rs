@@ -81,20 +81,7 @@ fn take_fleets(input: &CleanupInput) -> Planned {
     if let Some(hold) = hold_while_alarms_fire(input, &chosen) {
         return hold.map(|plan| plan.noting(notes));
     }
-    let mut steps = stage_repairs(input, product, &mut notes);
-    let kept: Vec<&ReleaseId> = kept_for_retry(input).collect();
-    for release in &kept {
-        steps.extend(retry::mark_failed(input, release));
-        notes.push(format!(
-            "kept the fleet of release {release} for a retry of its failed action"
-        ));
-    }
-    let lock = match &input.scope {
-        CleanupScope::FailedRelease(release) => release_lock(&alb.product, release),
-        _ => None,
-    };
-    let releases_lock = lock.is_some();
-    steps.extend(lock);
+    let (mut steps, releases_lock) = bookkeeping(input, product, &mut notes);
     if chosen.is_empty() {
         let done = match (releases_lock, steps.is_empty()) {
             (true, _) => "released the lock",
@@ -143,6 +130,29 @@ fn take_fleets(input: &CleanupInput) -> Planned {
         return Ok(plan.with_steps(steps).with_notes(notes));
     }
     Ok(terminate(input, &chosen, steps, notes))
+}
+
+/// What a cleanup writes besides taking fleets: the stages restaged to match the route, the
+/// failure's time on fleets kept for a retry, and a failed release's lock; whether the lock goes.
+fn bookkeeping(
+    input: &CleanupInput,
+    product: &TargetGroup,
+    notes: &mut Vec<String>,
+) -> (Vec<Step>, bool) {
+    let mut steps = stage_repairs(input, product, notes);
+    for release in kept_for_retry(input) {
+        steps.extend(retry::mark_failed(input, release));
+        notes.push(format!(
+            "kept the fleet of release {release} for a retry of its failed action"
+        ));
+    }
+    let lock = match &input.scope {
+        CleanupScope::FailedRelease(release) => release_lock(&input.alb.product, release),
+        _ => None,
+    };
+    let releases_lock = lock.is_some();
+    steps.extend(lock);
+    (steps, releases_lock)
 }
 
 /// A fleet being abandoned (a failed release's, or one the sweep finds) may have been read as
