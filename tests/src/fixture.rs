@@ -320,6 +320,29 @@ pub async fn seed_service(
     }
 }
 
+/// `count` more services' groups and rules on the same listener (`other-1`, …), as in an
+/// account that holds many.
+pub async fn seed_other_services(clients: &Clients, base: &Base, count: i32) {
+    for n in 1..=count {
+        seed_service(clients, base, &format!("other-{n}"), 100 + 2 * n).await;
+    }
+}
+
+/// The service's target groups stop naming their listener (`cutover:listener`), as groups made
+/// without it do.
+pub async fn forget_the_listener(clients: &Clients, service: &ServiceFixture) {
+    for group in [&service.blue, &service.green] {
+        clients
+            .elb
+            .remove_tags()
+            .resource_arns(group.as_str())
+            .tag_keys("cutover:listener")
+            .send()
+            .await
+            .expect("RemoveTags");
+    }
+}
+
 /// A host-header rule on `listener` forwarding to `group`, tagged as the service's `route`
 /// (`product` or `pre-product`): its ARN.
 pub async fn route_rule(

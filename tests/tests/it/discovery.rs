@@ -239,15 +239,16 @@ async fn a_warm_container_whose_product_route_moved_moves_the_new_one_and_never_
     assert_ne!(forward_of(&local, &new_rule).await, old_forward);
 }
 
-/// A cold start whose settings are an SSM parameter reads only that parameter, beside the slots
-/// and routes (which need no settings); the reads that need the settings (instances, records)
-/// follow the discovery: product moves after five rounds. Before, every service's parameter was
-/// read first, in pages of ten: five rounds more with the 41 parameters of `ssm.rs`, ten with a
-/// hundred services.
-#[tokio::test]
-async fn a_cold_switch_reads_its_parameter_beside_its_slots_and_routes() {
-    let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
-    let settings = fixture::settings_json(&local.base, 1, 0, json!({}));
+/// R1 released and R2 in QA with the service's settings an SSM parameter (`extra` merged in),
+/// then R2's switch in a new container (no settings, slots or routes known), every call taking
+/// 100 ms: long enough that building a dozen requests side by side (a debug build on one thread)
+/// never outlasts an answer, so a round trip stays one link of the longest chain. The new
+/// container, and where its calls begin.
+async fn switch_in_a_new_container(
+    local: &Local,
+    extra: serde_json::Value,
+) -> (cutover::App, usize) {
+    let settings = fixture::settings_json(&local.base, 1, 0, extra);
     fixture::put_settings_parameter(&local.clients, SERVICE, &settings).await;
     let warm = local.app(&[]);
     local.release(&warm, &params(R1)).await;
@@ -255,8 +256,6 @@ async fn a_cold_switch_reads_its_parameter_beside_its_slots_and_routes() {
         let run = local.run_job(&warm, function, &params(R2)).await;
         assert!(run.succeeded(), "{}: {:?}", function.as_str(), run.last());
     }
-    // A new container: no settings, no slots or routes known. Calls take 100 ms, so calls made
-    // side by side overlap and a round trip is one link of the longest chain.
     let cold = local.app(&[]);
     local
         .endpoint
@@ -266,6 +265,18 @@ async fn a_cold_switch_reads_its_parameter_beside_its_slots_and_routes() {
         .run_job(&cold, Function::SwitchListener, &params(R2))
         .await;
     assert!(run.succeeded(), "{:?}", run.last());
+    (cold, mark)
+}
+
+/// A cold start whose settings are an SSM parameter reads only that parameter, beside the slots
+/// and routes (which need no settings); the reads that need the settings (instances, records)
+/// follow the discovery: product moves after five rounds. Before, every service's parameter was
+/// read first, in pages of ten: five rounds more with the 41 parameters of `ssm.rs`, ten with a
+/// hundred services.
+#[tokio::test]
+async fn a_cold_switch_reads_its_parameter_beside_its_slots_and_routes() {
+    let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
+    let (_cold, mark) = switch_in_a_new_container(&local, json!({})).await;
     let calls = &local.endpoint.calls()[mark..];
     assert_eq!(
         cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
@@ -282,45 +293,9 @@ async fn a_cold_switch_reads_its_parameter_beside_its_slots_and_routes() {
 #[tokio::test]
 async fn a_cold_switch_among_a_hundred_services_without_the_listener_tag_reads_in_four_rounds() {
     let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
-    for n in 1..100 {
-        fixture::seed_service(
-            &local.clients,
-            &local.base,
-            &format!("other-{n}"),
-            100 + 2 * n,
-        )
-        .await;
-    }
-    for group in [&service.blue, &service.green] {
-        local
-            .clients
-            .elb
-            .remove_tags()
-            .resource_arns(group.as_str())
-            .tag_keys("cutover:listener")
-            .send()
-            .await
-            .unwrap();
-    }
-    let settings = fixture::settings_json(&local.base, 1, 0, json!({"BAKE_S": 3600}));
-    fixture::put_settings_parameter(&local.clients, SERVICE, &settings).await;
-    let warm = local.app(&[]);
-    local.release(&warm, &params(R1)).await;
-    for function in [Function::Provision, Function::RegisterTarget] {
-        let run = local.run_job(&warm, function, &params(R2)).await;
-        assert!(run.succeeded(), "{}: {:?}", function.as_str(), run.last());
-    }
-    let cold = local.app(&[]);
-    // Long enough that building a dozen requests side by side (a debug build on one thread)
-    // never outlasts an answer: a round trip stays one link of the chain.
-    local
-        .endpoint
-        .set_latency(std::time::Duration::from_millis(100));
-    let mark = local.endpoint.mark();
-    let run = local
-        .run_job(&cold, Function::SwitchListener, &params(R2))
-        .await;
-    assert!(run.succeeded(), "{:?}", run.last());
+    fixture::seed_other_services(&local.clients, &local.base, 99).await;
+    fixture::forget_the_listener(&local.clients, &service).await;
+    let (cold, mark) = switch_in_a_new_container(&local, json!({"BAKE_S": 3600})).await;
     let calls = &local.endpoint.calls()[mark..];
     let actions: Vec<&String> = calls.iter().map(|c| &c.action).collect();
     assert_eq!(

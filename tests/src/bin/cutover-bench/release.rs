@@ -62,26 +62,8 @@ pub(crate) async fn world(
 ) {
     let local = cutover_tests::local(eips).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
-    for n in 1..SERVICES {
-        fixture::seed_service(
-            &local.clients,
-            &local.base,
-            &format!("other-{n}"),
-            100 + 2 * n,
-        )
-        .await;
-    }
-    for group in [&service.blue, &service.green] {
-        local
-            .clients
-            .elb
-            .remove_tags()
-            .resource_arns(group.as_str())
-            .tag_keys("cutover:listener")
-            .send()
-            .await
-            .expect("RemoveTags");
-    }
+    fixture::seed_other_services(&local.clients, &local.base, SERVICES - 1).await;
+    fixture::forget_the_listener(&local.clients, &service).await;
     fixture::put_alarm(&local.clients, ALARM, "OK").await;
     let settings = fixture::settings_json(
         &local.base,
