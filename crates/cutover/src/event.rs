@@ -178,6 +178,9 @@ pub struct JobRequest {
     /// The service's pipeline (`UserParameters.pipeline`, else `cutover-<service>` as the service
     /// stack names it): where the execution holding the service's lock is asked after.
     pub pipeline: String,
+    /// provision: the image this release boots (`UserParameters.ami`, e.g. an image-building
+    /// action's output variable), in place of the settings' `AMI`.
+    pub ami: Option<String>,
 }
 
 /// `UserParameters` as the pipeline writes it.
@@ -196,6 +199,8 @@ struct UserParameters {
     ignore_alarms: bool,
     #[serde(default)]
     pipeline: Option<String>,
+    #[serde(default)]
+    ami: Option<String>,
 }
 
 pub const ALARM_STATE_CHANGE_DETAIL_TYPE: &str = "CloudWatch Alarm State Change";
@@ -318,7 +323,17 @@ fn job_request(event: &CodePipelineJobEvent) -> Result<JobRequest, BadEvent> {
         .map(Progress::decode)
         .transpose()
         .map_err(|e| BadEvent(format!("continuationToken: {e}")))?;
+    let ami = params.ami.filter(|a| !a.is_empty());
+    if let Some(ami) = &ami {
+        let hex = ami.strip_prefix("ami-").unwrap_or("");
+        if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(BadEvent(format!(
+                "UserParameters.ami: `{ami}` is not an image id of the form ami-<hex>"
+            )));
+        }
+    }
     Ok(JobRequest {
+        ami,
         action: params.action,
         strategy: params
             .strategy

@@ -10,7 +10,7 @@ use crate::error::Error;
 pub use crate::function::Function;
 use crate::names::ServiceName;
 use crate::settings::ServiceSettings;
-use crate::world::{Address, Alarm, Alb, Dns, Execution, Instance, Step};
+use crate::world::{Address, Alarm, Alb, Dns, Execution, Group, Instance, LaunchTemplate, Step};
 
 /// One message, in the forms its subscribers read.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +56,10 @@ pub struct Seen {
     pub alb: Alb,
     /// The service's instances; for provision, the dead ones too.
     pub instances: Vec<Instance>,
+    /// `FLEET=asg`: the groups cutover created for the service (with their target-tracking
+    /// policies for switch-listener), and its launch templates (provision, cleanup).
+    pub groups: Vec<Group>,
+    pub templates: Vec<LaunchTemplate>,
     /// The service's records, for the functions that write them, with a zone.
     pub dns: Option<Dns>,
     /// The settings' addresses (provision, switch-listener) or those held by the service's

@@ -35,15 +35,14 @@ fn location(variable: &str, key: &Option<String>) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceSettings {
+    /// The image every instance of a release boots (a job's `ami` takes its place).
     pub ami: String,
-    pub instance_type: String,
+    /// How a release's instances come to be: launched one by one, or by a group of its own.
+    pub fleet: Fleet,
     pub subnets: Vec<String>,
-    pub security_groups: Vec<String>,
     pub elastic_ips: Vec<String>,
+    /// The fleet's size; a group's is at least this, and at least what serves product now.
     pub count: u32,
-    pub instance_profile: Option<String>,
-    pub key_name: Option<String>,
-    pub user_data: Option<String>,
     pub dns_zone: Option<String>,
     pub health_timeout_s: u64,
     pub bake_s: u64,
@@ -54,6 +53,36 @@ pub struct ServiceSettings {
     pub tags: BTreeMap<String, String>,
     /// CloudWatch alarms that gate a switch and watch the bake window.
     pub alarms: Vec<String>,
+}
+
+/// `FLEET`: how a release's instances are launched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "fleet", rename_all = "kebab-case")]
+pub enum Fleet {
+    /// `instances` (the default): cutover launches `COUNT` instances, each with its index.
+    Instances(InstanceSpec),
+    /// `asg`: each release gets an Auto Scaling group of its own, launched from a cutover-owned
+    /// copy of the team's launch template (its default version, with the release's image).
+    Group {
+        /// `LAUNCH_TEMPLATE`: the team's template, by id (`lt-…`) or name; only ever read.
+        launch_template: String,
+    },
+}
+
+/// What the `instances` fleet launches with besides the image and the subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceSpec {
+    pub instance_type: String,
+    pub security_groups: Vec<String>,
+    pub instance_profile: Option<String>,
+    pub key_name: Option<String>,
+    pub user_data: Option<String>,
+}
+
+impl Fleet {
+    pub fn is_group(&self) -> bool {
+        matches!(self, Fleet::Group { .. })
+    }
 }
 
 pub const DEFAULT_HEALTH_TIMEOUT_S: u64 = 600;
@@ -79,6 +108,18 @@ const KNOWN_KEYS: &[&str] = &[
     "TAGS",
     "ALARMS",
     "RETRY_WINDOW_S",
+    "FLEET",
+    "LAUNCH_TEMPLATE",
+];
+
+/// Keys an `asg` fleet takes from its launch template instead.
+const INSTANCE_ONLY_KEYS: &[&str] = &[
+    "INSTANCE_TYPE",
+    "SG",
+    "INSTANCE_PROFILE",
+    "KEY_NAME",
+    "USER_DATA",
+    "EIP",
 ];
 
 impl ServiceSettings {
@@ -98,9 +139,8 @@ impl ServiceSettings {
             }
         }
         let ami = reader.id("AMI", "ami-")?;
-        let instance_type = reader.instance_type()?;
+        let fleet = reader.fleet()?;
         let subnets = reader.id_list("SUBNET", "subnet-", true)?;
-        let security_groups = reader.id_list("SG", "sg-", true)?;
         let elastic_ips = reader.id_list("EIP", "eipalloc-", false)?;
         let count = reader
             .integer("COUNT", 1, u64::from(MAX_COUNT))?
@@ -116,14 +156,10 @@ impl ServiceSettings {
         }
         Ok(ServiceSettings {
             ami,
-            instance_type,
+            fleet,
             subnets,
-            security_groups,
             elastic_ips,
             count,
-            instance_profile: reader.optional_string("INSTANCE_PROFILE")?,
-            key_name: reader.optional_string("KEY_NAME")?,
-            user_data: reader.optional_string("USER_DATA")?,
             dns_zone: reader.hosted_zone()?,
             health_timeout_s: reader
                 .integer("HEALTH_TIMEOUT_S", 1, crate::progress::MAX_ACTION_WAIT_S)?
@@ -347,6 +383,61 @@ impl Reader<'_> {
         }
     }
 
+    fn fleet(&self) -> Result<Fleet, SettingsError> {
+        let mode = self.optional_string("FLEET")?;
+        match mode.as_deref() {
+            None | Some("instances") => {
+                if self.present("LAUNCH_TEMPLATE").is_some() {
+                    return Err(self.error(
+                        "LAUNCH_TEMPLATE",
+                        "is read only with FLEET=asg (this service's FLEET is instances)",
+                    ));
+                }
+                Ok(Fleet::Instances(InstanceSpec {
+                    instance_type: self.instance_type()?,
+                    security_groups: self.id_list("SG", "sg-", true)?,
+                    instance_profile: self.optional_string("INSTANCE_PROFILE")?,
+                    key_name: self.optional_string("KEY_NAME")?,
+                    user_data: self.optional_string("USER_DATA")?,
+                }))
+            }
+            Some("asg") => {
+                if let Some(key) = INSTANCE_ONLY_KEYS
+                    .iter()
+                    .find(|key| self.present(key).is_some())
+                {
+                    return Err(self.error(
+                        key,
+                        "is not used with FLEET=asg: the launch template sets it (an address per \
+                         instance does not fit a group); remove the key",
+                    ));
+                }
+                let template = self.string(
+                    "LAUNCH_TEMPLATE",
+                    self.present("LAUNCH_TEMPLATE").ok_or_else(|| {
+                        self.error("LAUNCH_TEMPLATE", "is required with FLEET=asg")
+                    })?,
+                )?;
+                if !is_launch_template_ref(template) {
+                    return Err(self.error(
+                        "LAUNCH_TEMPLATE",
+                        format!(
+                            "`{template}` is neither a launch template id (lt-<hex>) nor a name \
+                             (3-128 letters, digits and ( ) . / _ -)"
+                        ),
+                    ));
+                }
+                Ok(Fleet::Group {
+                    launch_template: template.to_owned(),
+                })
+            }
+            Some(other) => Err(self.error(
+                "FLEET",
+                format!("`{other}` is neither `instances` nor `asg`"),
+            )),
+        }
+    }
+
     fn instance_type(&self) -> Result<String, SettingsError> {
         const KEY: &str = "INSTANCE_TYPE";
         let raw = self.string(KEY, self.required(KEY)?)?;
@@ -437,6 +528,14 @@ impl Reader<'_> {
         }
         Ok(tags)
     }
+}
+
+/// EC2's launch template names: 3-128 characters of letters, digits and `( ) . / _ -`.
+fn is_launch_template_ref(raw: &str) -> bool {
+    (3..=128).contains(&raw.len())
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "()./_-".contains(c))
 }
 
 fn python_list(raw: &str) -> Option<Vec<Value>> {

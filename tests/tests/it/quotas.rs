@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use cutover::settings::ServiceSettings;
+use cutover::settings::{Fleet, ServiceSettings};
 use serde_json::{json, Value};
 
 use super::infra::load;
@@ -166,7 +166,11 @@ fn the_settings_parameter_a_service_stack_writes_parses_as_settings() {
         .expect("the stack's settings parse");
     assert_eq!(plain.count, 2);
     assert_eq!(plain.subnets.len(), 2);
-    assert_eq!(plain.security_groups, ["sg-0a1b2c3d4e5f60718"]);
+    assert!(
+        matches!(&plain.fleet, Fleet::Instances(spec) if spec.security_groups == ["sg-0a1b2c3d4e5f60718"]),
+        "{:?}",
+        plain.fleet
+    );
     assert_eq!(plain.dns_zone.as_deref(), Some("Z0SHAREDZONE"));
     assert!(plain.alarms.is_empty() && plain.elastic_ips.is_empty());
 

@@ -35,6 +35,17 @@ impl Aws {
             | Step::TagRoute { .. }
             | Step::UntagRoute { .. } => self.elb_step(step).await,
             Step::ReleaseLock { route, release } => self.release_lock(route, release).await,
+            Step::CreateLaunchTemplate { .. }
+            | Step::CreateGroup { .. }
+            | Step::AttachGroup { .. }
+            | Step::DetachGroup { .. }
+            | Step::TagGroup { .. }
+            | Step::UntagGroup { .. }
+            | Step::HoldGroup { .. }
+            | Step::ResumeGroup { .. }
+            | Step::PutTrackingPolicy { .. }
+            | Step::DeleteGroup { .. }
+            | Step::DeleteLaunchTemplate { .. } => self.group_step(step).await,
         }
     }
 

@@ -19,13 +19,16 @@ mod convert;
 #[cfg(feature = "dns")]
 mod dns;
 mod execute;
+mod groups;
 mod observe;
 mod parameters;
 mod pipeline;
+mod template;
 
 #[derive(Debug, Clone)]
 pub struct Aws {
     ec2: aws_sdk_ec2::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
     #[cfg(feature = "dns")]
     route53: aws_sdk_route53::Client,
@@ -148,6 +151,7 @@ impl Aws {
     pub fn new(config: &SdkConfig) -> Self {
         Aws {
             ec2: aws_sdk_ec2::Client::new(config),
+            autoscaling: aws_sdk_autoscaling::Client::new(config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
             #[cfg(feature = "dns")]
             route53: aws_sdk_route53::Client::new(config),

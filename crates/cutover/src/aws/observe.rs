@@ -69,11 +69,25 @@ impl Aws {
                 }
             }
         };
-        let ((instances, addresses), dns, alb, alarms) =
-            tokio::try_join!(instances_and_addresses, dns, alb, alarms)?;
+        let groups = async {
+            if !look.settings.fleet.is_group() {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            let groups = self.groups(service, function == Function::SwitchListener);
+            match function {
+                Function::Provision | Function::Cleanup => {
+                    tokio::try_join!(groups, self.launch_templates(service))
+                }
+                _ => Ok((groups.await?, Vec::new())),
+            }
+        };
+        let ((instances, addresses), dns, alb, alarms, (groups, templates)) =
+            tokio::try_join!(instances_and_addresses, dns, alb, alarms, groups)?;
         Ok(Seen {
             alb,
             instances,
+            groups,
+            templates,
             dns,
             addresses,
             alarms,

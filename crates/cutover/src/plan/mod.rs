@@ -10,11 +10,12 @@ use serde::Serialize;
 use crate::event::{Action, Strategy};
 use crate::names::{ReleaseId, ServiceName};
 use crate::progress::{Phase, Progress};
-use crate::settings::ServiceSettings;
+use crate::settings::{Fleet, InstanceSpec, ServiceSettings};
 use crate::world::*;
 
 mod addresses;
 mod cleanup;
+mod groups;
 mod provision;
 mod records;
 mod register;
@@ -25,6 +26,8 @@ mod switch;
 
 use self::addresses::*;
 pub use self::cleanup::*;
+use self::groups::provision_group;
+pub use self::groups::{leftovers, through_groups};
 pub use self::provision::*;
 pub use self::records::*;
 pub use self::register::*;

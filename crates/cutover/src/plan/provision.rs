@@ -11,6 +11,11 @@ pub struct ProvisionInput<'a> {
     pub instances: &'a [Instance],
     pub addresses: &'a [Address],
     pub dns: Option<&'a Dns>,
+    /// `FLEET=asg`: the service's cutover groups and launch templates.
+    pub groups: &'a [Group],
+    pub templates: &'a [LaunchTemplate],
+    /// The image the job names (`UserParameters.ami`), in place of the settings' `AMI`.
+    pub ami: Option<&'a str>,
     /// The service's release lock (from its product route).
     pub lock: Option<&'a Lock>,
     /// What CodePipeline says of the execution holding the lock, when another release holds it.
@@ -31,6 +36,10 @@ pub fn provision(input: &ProvisionInput) -> Planned {
         return Ok(wait);
     }
     let (service, release, settings) = (input.service, input.release, input.settings);
+    let spec = match &settings.fleet {
+        Fleet::Instances(spec) => spec,
+        Fleet::Group { launch_template } => return provision_group(input, launch_template),
+    };
     // A settings EIP that is not the service's is refused before anything is launched.
     if let Some(foreign) = input
         .addresses
@@ -84,7 +93,11 @@ pub fn provision(input: &ProvisionInput) -> Planned {
         }
     }
     if !missing.is_empty() {
-        steps.extend(missing.iter().map(|&index| launch(input, index, &dead)));
+        steps.extend(
+            missing
+                .iter()
+                .map(|&index| launch(input, spec, index, &dead)),
+        );
         return Ok(Plan::wait(Phase::Running).with_steps(steps));
     }
 
@@ -166,18 +179,18 @@ fn died_while_waiting(missing: &[u32], dead: &[&Instance]) -> Option<String> {
 }
 
 /// One member of the fleet, in the subnet its index picks.
-fn launch(input: &ProvisionInput, index: u32, dead: &[&Instance]) -> Step {
+fn launch(input: &ProvisionInput, spec: &InstanceSpec, index: u32, dead: &[&Instance]) -> Step {
     let settings = input.settings;
     let subnet = &settings.subnets[(index as usize - 1) % settings.subnets.len()];
     Step::Launch {
         spec: LaunchSpec {
-            ami: settings.ami.clone(),
-            instance_type: settings.instance_type.clone(),
+            ami: input.ami.unwrap_or(&settings.ami).to_owned(),
+            instance_type: spec.instance_type.clone(),
             subnet: subnet.clone(),
-            security_groups: settings.security_groups.clone(),
-            instance_profile: settings.instance_profile.clone(),
-            key_name: settings.key_name.clone(),
-            user_data: settings.user_data.clone(),
+            security_groups: spec.security_groups.clone(),
+            instance_profile: spec.instance_profile.clone(),
+            key_name: spec.key_name.clone(),
+            user_data: spec.user_data.clone(),
         },
         client_token: client_token(input.service, input.release, index),
         tags: launch_tags(input.service, input.release, settings, index),
@@ -191,7 +204,7 @@ fn launch(input: &ProvisionInput, index: u32, dead: &[&Instance]) -> Step {
 }
 
 /// The running fleet gets its addresses and records; the job ends with its output variables.
-fn finish(input: &ProvisionInput, fleet: &[&Instance], mut steps: Vec<Step>) -> Plan {
+pub(super) fn finish(input: &ProvisionInput, fleet: &[&Instance], mut steps: Vec<Step>) -> Plan {
     let (service, release) = (input.service, input.release);
     let mut notes = Vec::new();
     steps.extend(address_steps(

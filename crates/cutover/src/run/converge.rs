@@ -317,7 +317,7 @@ pub(super) fn plan_for(
     };
     // Each arm is guarded by its function's feature: a binary built for one function has the
     // others' arms dead at compile time, so their planners are not linked in.
-    match work {
+    let planned = match work {
         Work::Job { function, request } => plan_job(work, *function, request, &on),
         Work::Cleanup { service, scope } if cfg!(feature = "cleanup") => {
             on.cleanup(service, scope.clone(), None)
@@ -333,6 +333,11 @@ pub(super) fn plan_for(
             roll_back(work, trigger, settings, seen, now)
         }
         _ => not_built(work.function()),
+    };
+    if settings.fleet.is_group() {
+        plan::through_groups(planned, &seen.groups, &seen.instances)
+    } else {
+        planned
     }
 }
 
@@ -352,7 +357,7 @@ impl Observed<'_> {
         progress: Option<&Progress>,
     ) -> Planned {
         let seen = self.seen;
-        plan::cleanup(&plan::CleanupInput {
+        let input = plan::CleanupInput {
             service,
             scope,
             settings: self.settings,
@@ -365,6 +370,15 @@ impl Observed<'_> {
             executions: &seen.executions,
             progress,
             now: self.now,
+        };
+        let planned = plan::cleanup(&input);
+        if !self.settings.fleet.is_group() {
+            return planned;
+        }
+        let leftovers = plan::leftovers(&input, &seen.groups, &seen.templates);
+        planned.map(|mut plan| {
+            plan.steps.extend(leftovers);
+            plan
         })
     }
 }
@@ -383,6 +397,9 @@ fn plan_job(work: &Work<'_>, function: Function, request: &JobRequest, on: &Obse
                 instances: &seen.instances,
                 addresses: &seen.addresses,
                 dns: seen.dns.as_ref(),
+                groups: &seen.groups,
+                templates: &seen.templates,
+                ami: request.ami.as_deref(),
                 // A release that could not take the lock must not launch anything.
                 lock: seen.alb.product.lock.as_ref(),
                 lock_holder: seen.lock_holder.as_ref(),

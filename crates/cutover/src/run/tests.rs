@@ -54,6 +54,8 @@ impl FakeCloud {
             seen: Seen {
                 alb: alb(vec![], vec![]),
                 instances,
+                groups: Vec::new(),
+                templates: Vec::new(),
                 dns: None,
                 addresses: Vec::new(),
                 alarms: Vec::new(),

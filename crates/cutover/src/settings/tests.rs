@@ -19,15 +19,22 @@ fn refused(raw: &str, key: Option<&str>, needle: &str) {
     assert!(message.contains(needle), "`{message}` lacks `{needle}`");
 }
 
+fn spec(settings: &ServiceSettings) -> &InstanceSpec {
+    match &settings.fleet {
+        Fleet::Instances(spec) => spec,
+        Fleet::Group { .. } => panic!("an instances fleet was expected"),
+    }
+}
+
 const MINIMAL: &str = r#"{"AMI": "ami-0abc", "INSTANCE_TYPE": "t3.small", "SUBNET": ["subnet-0a", "subnet-0b"], "SG": "sg-01"}"#;
 
 #[test]
 fn minimal_json_gets_defaults() {
     let s = parse(MINIMAL).unwrap();
     assert_eq!(s.ami, "ami-0abc");
-    assert_eq!(s.instance_type, "t3.small");
+    assert_eq!(spec(&s).instance_type, "t3.small");
     assert_eq!(s.subnets, ["subnet-0a", "subnet-0b"]);
-    assert_eq!(s.security_groups, ["sg-01"]);
+    assert_eq!(spec(&s).security_groups, ["sg-01"]);
     assert_eq!(s.count, 1);
     assert_eq!(s.health_timeout_s, DEFAULT_HEALTH_TIMEOUT_S);
     assert_eq!(s.bake_s, DEFAULT_BAKE_S);
@@ -46,12 +53,15 @@ fn full_json_is_read_into_every_field() {
     )
     .unwrap();
     assert_eq!(s.subnets, ["subnet-a"]);
-    assert_eq!(s.security_groups, ["sg-1", "sg-2"]);
+    assert_eq!(spec(&s).security_groups, ["sg-1", "sg-2"]);
     assert_eq!(s.elastic_ips, ["eipalloc-1", "eipalloc-2"]);
     assert_eq!(s.count, 2);
-    assert_eq!(s.instance_profile.as_deref(), Some("codedeploy-agent"));
-    assert_eq!(s.key_name.as_deref(), Some("ops"));
-    assert_eq!(s.user_data.as_deref(), Some("#!/bin/sh"));
+    assert_eq!(
+        spec(&s).instance_profile.as_deref(),
+        Some("codedeploy-agent")
+    );
+    assert_eq!(spec(&s).key_name.as_deref(), Some("ops"));
+    assert_eq!(spec(&s).user_data.as_deref(), Some("#!/bin/sh"));
     assert_eq!(s.dns_zone.as_deref(), Some("Z123ABC"));
     assert_eq!(s.health_timeout_s, 120);
     assert_eq!(s.bake_s, 0);
@@ -78,7 +88,7 @@ fn python_literals_with_booleans_tuples_and_numbers() {
     .unwrap();
     assert_eq!(s.count, 3);
     assert_eq!(s.subnets, ["subnet-a"]);
-    assert!(s.key_name.is_none());
+    assert!(spec(&s).key_name.is_none());
 }
 
 #[test]

@@ -9,8 +9,10 @@ use serde::Serialize;
 
 use crate::names::ReleaseId;
 
+mod group;
 mod step;
 
+pub use self::group::*;
 pub use self::step::*;
 
 pub const TAG_SERVICE: &str = "cutover:service";

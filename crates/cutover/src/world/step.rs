@@ -85,12 +85,97 @@ pub enum Step {
     Terminate {
         instance_ids: Vec<String>,
     },
+    /// A cutover-owned copy of the team's launch template: its default version's data (read in
+    /// the same step) with the release's image. The team's template is only read.
+    CreateLaunchTemplate {
+        name: String,
+        /// The team's template, by id or name.
+        source: String,
+        ami: String,
+        tags: BTreeMap<String, String>,
+    },
+    CreateGroup {
+        name: String,
+        launch_template: String,
+        subnets: Vec<String>,
+        min: u32,
+        max: u32,
+        desired: u32,
+        /// Propagated to every instance it launches.
+        tags: BTreeMap<String, String>,
+    },
+    /// Auto Scaling registers the group's instances, now and later, in the target group.
+    AttachGroup {
+        group: String,
+        target_group: String,
+    },
+    /// Auto Scaling deregisters the group's instances (they drain as any deregistered target).
+    DetachGroup {
+        group: String,
+        target_group: String,
+    },
+    /// Tags propagated to the instances it launches from now on.
+    TagGroup {
+        group: String,
+        tags: BTreeMap<String, String>,
+    },
+    UntagGroup {
+        group: String,
+        keys: Vec<String>,
+    },
+    /// Suspends `HELD_PROCESSES`: the group stays whole while it bakes.
+    HoldGroup {
+        group: String,
+    },
+    ResumeGroup {
+        group: String,
+    },
+    PutTrackingPolicy {
+        group: String,
+        policy: TrackingPolicy,
+    },
+    /// With its instances (`ForceDelete`).
+    DeleteGroup {
+        group: String,
+    },
+    DeleteLaunchTemplate {
+        name: String,
+    },
 }
 
 impl Step {
     /// One line a person can read in a log, a plan, or an SNS message.
     pub fn describe(&self) -> String {
         match self {
+            Step::CreateLaunchTemplate {
+                name, source, ami, ..
+            } => format!("create launch template {name} from {source} with {ami}"),
+            Step::CreateGroup {
+                name,
+                launch_template,
+                desired,
+                ..
+            } => format!("create group {name} of {desired} from {launch_template}"),
+            Step::AttachGroup {
+                group,
+                target_group,
+            } => format!("attach {group} to {}", short_arn(target_group)),
+            Step::DetachGroup {
+                group,
+                target_group,
+            } => format!("detach {group} from {}", short_arn(target_group)),
+            Step::TagGroup { group, tags } => format!("tag {group}: {}", describe_tags(tags)),
+            Step::UntagGroup { group, keys } => format!("untag {group}: {}", keys.join(", ")),
+            Step::HoldGroup { group } => {
+                format!("hold {group} at its size ({})", HELD_PROCESSES.join(", "))
+            }
+            Step::ResumeGroup { group } => format!("resume {group}'s scaling"),
+            Step::PutTrackingPolicy { group, policy } => format!(
+                "give {group} the {} policy ({} at {})",
+                policy.name, policy.metric, policy.target_value
+            ),
+            Step::DeleteGroup { group } => format!("delete {group} and its instances"),
+            Step::DeleteLaunchTemplate { name } => format!("delete launch template {name}"),
             Step::Launch { spec, tags, .. } => format!(
                 "launch {} ({}, {}) in {}",
                 tags.get(TAG_NAME).map(String::as_str).unwrap_or("?"),
@@ -187,8 +272,19 @@ impl Step {
             | Step::UntagInstances { .. }
             | Step::AssociateAddress { .. }
             | Step::DisassociateAddress { .. }
-            | Step::ChangeRecords { .. } => true,
-            Step::Launch { .. }
+            | Step::ChangeRecords { .. }
+            | Step::TagGroup { .. }
+            | Step::UntagGroup { .. }
+            | Step::HoldGroup { .. }
+            | Step::ResumeGroup { .. }
+            | Step::PutTrackingPolicy { .. } => true,
+            Step::CreateLaunchTemplate { .. }
+            | Step::CreateGroup { .. }
+            | Step::AttachGroup { .. }
+            | Step::DetachGroup { .. }
+            | Step::DeleteGroup { .. }
+            | Step::DeleteLaunchTemplate { .. }
+            | Step::Launch { .. }
             | Step::RegisterTargets { .. }
             | Step::DeregisterTargets { .. }
             | Step::ReleaseLock { .. }
@@ -230,7 +326,22 @@ impl Step {
                     .collect()
             }
             Step::ChangeRecords { zone_id, .. } => vec![("zone", zone_id, "")],
-            Step::Launch { .. }
+            Step::TagGroup { group, .. } | Step::UntagGroup { group, .. } => {
+                vec![("group-tags", group, "")]
+            }
+            Step::HoldGroup { group } | Step::ResumeGroup { group } => {
+                vec![("group-processes", group, "")]
+            }
+            Step::PutTrackingPolicy { group, policy } => {
+                vec![("group-policy", group, policy.name.as_str())]
+            }
+            Step::CreateLaunchTemplate { .. }
+            | Step::CreateGroup { .. }
+            | Step::AttachGroup { .. }
+            | Step::DetachGroup { .. }
+            | Step::DeleteGroup { .. }
+            | Step::DeleteLaunchTemplate { .. }
+            | Step::Launch { .. }
             | Step::RegisterTargets { .. }
             | Step::DeregisterTargets { .. }
             | Step::ReleaseLock { .. }

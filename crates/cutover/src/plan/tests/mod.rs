@@ -159,6 +159,9 @@ fn provision_plan(
 ) -> Planned {
     let dns = empty_dns();
     provision(&ProvisionInput {
+        groups: &[],
+        templates: &[],
+        ami: None,
         service: &service(),
         release: &release("r2"),
         settings,

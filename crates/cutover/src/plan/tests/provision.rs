@@ -147,6 +147,9 @@ fn provision_replayed_after_it_finished_plans_nothing() {
         ..free_address()
     };
     let plan = provision(&ProvisionInput {
+        groups: &[],
+        templates: &[],
+        ami: None,
         service: &service(),
         release: &release("r2"),
         settings: &settings(1),
@@ -201,6 +204,9 @@ fn provision_refuses_while_another_release_holds_the_service() {
     };
     let dns = empty_dns();
     let plan = provision(&ProvisionInput {
+        groups: &[],
+        templates: &[],
+        ami: None,
         service: &service(),
         release: &release("r2"),
         settings: &settings(1),

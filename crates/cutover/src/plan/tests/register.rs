@@ -128,6 +128,9 @@ fn a_lock_held_by_another_release_refuses_until_it_is_stale() {
     );
     // The same lock stops provision of r2 too, before anything is launched.
     let refused = provision(&ProvisionInput {
+        groups: &[],
+        templates: &[],
+        ami: None,
         service: &service(),
         release: &release("r2"),
         settings: &settings(1),
@@ -220,6 +223,9 @@ fn a_lock_whose_execution_ended_is_taken_over_and_a_running_one_is_waited_for() 
     });
     let provision_with = |holder: Option<Execution>| {
         provision(&ProvisionInput {
+            groups: &[],
+            templates: &[],
+            ami: None,
             service: &service(),
             release: &release("r2"),
             settings: &settings(1),

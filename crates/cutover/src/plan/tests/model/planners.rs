@@ -77,6 +77,9 @@ impl Model {
         let lock_holder = self.lock_holder(release);
         match action {
             JobAction::Provision => provision(&ProvisionInput {
+                groups: &[],
+                templates: &[],
+                ami: None,
                 service: &service(),
                 release,
                 settings,

@@ -1,0 +1,428 @@
+//! `FLEET=asg`: a release's fleet is an Auto Scaling group of its own.
+//!
+//! provision creates the group (`provision_group`); the other planners are the same in both modes
+//! and decide on instances, and `through_groups` carries their decisions out the way a group
+//! needs: registering a group's instances attaches the group to the target group (it keeps the
+//! instances it launches later registered), deregistering them detaches it, terminating all of
+//! them deletes it, and a group's tags and processes follow its instances' stage (its tags
+//! propagate to every instance it launches later; a retired fleet is held whole while it bakes;
+//! a fleet that takes product gets the target-tracking policies of the one that served).
+
+use std::collections::HashMap;
+
+use super::*;
+
+/// provision, `FLEET=asg`: the release's template and group, then a wait for every instance of
+/// it to be `InService`, then records and output variables as for a fleet of instances.
+pub(super) fn provision_group(input: &ProvisionInput, source: &str) -> Planned {
+    let (service, release, settings) = (input.service, input.release, input.settings);
+    let name = group_name(service, release);
+    let group = input.groups.iter().find(|g| g.name == name);
+    let live: Vec<&Instance> = of_release(input.instances, release)
+        .into_iter()
+        .filter(|i| !i.state.is_dead())
+        .collect();
+    let taken = group.is_some_and(|g| g.stage == Some(Stage::Abandoned) || g.deleting)
+        || live.iter().any(|i| i.stage == Some(Stage::Abandoned));
+    if taken {
+        return refuse(fleet_taken(release, service, settings.retry_window_s));
+    }
+    if let Some(stage) = group
+        .and_then(|g| g.stage)
+        .filter(|s| *s != Stage::PreProduct)
+    {
+        return Ok(Plan::done(format!(
+            "release {release} of {service} is already past provisioning (its group {name} is {stage}); nothing to do"
+        )));
+    }
+    let Some(group) = group else {
+        let mut steps = Vec::new();
+        if !input.templates.iter().any(|t| t.name == name) {
+            steps.push(Step::CreateLaunchTemplate {
+                name: name.clone(),
+                source: source.to_owned(),
+                ami: input.ami.unwrap_or(&settings.ami).to_owned(),
+                tags: fleet_tags(service, release, settings),
+            });
+        }
+        steps.push(create_group(input, &name));
+        return Ok(Plan::wait(Phase::Running).with_steps(steps));
+    };
+    let in_service = group.in_service();
+    if in_service < group.desired as usize {
+        let waited = input
+            .progress
+            .filter(|p| p.phase == Phase::Running)
+            .map_or(0, |p| p.waited(input.now));
+        if waited > RUNNING_TIMEOUT_S {
+            return refuse(format!(
+                "group {name} of release {release} has {in_service} of {} instances InService after {waited}s; see its scaling activities",
+                group.desired
+            ));
+        }
+        return Ok(Plan::wait(Phase::Running));
+    }
+    let fleet: Vec<&Instance> = live
+        .into_iter()
+        .filter(|i| group.members.iter().any(|m| m.id == i.id && m.in_service))
+        .collect();
+    if fleet.len() < in_service {
+        // Auto Scaling lists an instance before EC2's reads do.
+        return Ok(Plan::wait(Phase::Running));
+    }
+    let plan = finish(input, &fleet, Vec::new());
+    let mut outputs = plan.outputs.clone();
+    outputs.insert("group".to_owned(), name);
+    Ok(plan.with_outputs(outputs))
+}
+
+/// The release's group: as large as the cutover group that serves product now (it may have
+/// scaled out), and at least `COUNT`; its tags propagate to every instance it launches.
+fn create_group(input: &ProvisionInput, name: &str) -> Step {
+    let serving = input
+        .groups
+        .iter()
+        .find(|g| g.stage == Some(Stage::Product) && !g.deleting);
+    let count = input.settings.count;
+    let desired = serving.map_or(count, |g| (g.in_service() as u32).max(count));
+    let max = serving.map_or(desired, |g| g.max.max(desired));
+    Step::CreateGroup {
+        name: name.to_owned(),
+        launch_template: name.to_owned(),
+        subnets: input.settings.subnets.clone(),
+        min: count,
+        max,
+        desired,
+        tags: fleet_tags(input.service, input.release, input.settings),
+    }
+}
+
+fn fleet_tags(
+    service: &ServiceName,
+    release: &ReleaseId,
+    settings: &ServiceSettings,
+) -> BTreeMap<String, String> {
+    let mut tags = settings.tags.clone();
+    tags.insert(TAG_SERVICE.into(), service.to_string());
+    tags.insert(TAG_STAGE.into(), Stage::PreProduct.as_str().into());
+    tags.insert(TAG_RELEASE.into(), release.to_string());
+    tags.insert(TAG_NAME.into(), format!("{service}-{}", release.short()));
+    tags
+}
+
+/// A plan decided on instances, carried out on the groups that own them.
+pub fn through_groups(planned: Planned, groups: &[Group], instances: &[Instance]) -> Planned {
+    let mut plan = planned?;
+    let owner = |id: &str| groups.iter().find(|g| !g.deleting && g.has(id));
+    let mut steps = Vec::new();
+    for step in std::mem::take(&mut plan.steps) {
+        match step {
+            Step::RegisterTargets {
+                target_group,
+                instance_ids,
+            } => {
+                let (by_group, loose) = split(&instance_ids, owner);
+                for group in by_group {
+                    if group.target_groups.contains(&target_group) {
+                        // Attached already: Auto Scaling is still registering these.
+                        continue;
+                    }
+                    push_once(
+                        &mut steps,
+                        Step::AttachGroup {
+                            group: group.name.clone(),
+                            target_group: target_group.clone(),
+                        },
+                    );
+                }
+                if !loose.is_empty() {
+                    steps.push(Step::RegisterTargets {
+                        target_group,
+                        instance_ids: loose,
+                    });
+                }
+            }
+            Step::DeregisterTargets {
+                target_group,
+                instance_ids,
+            } => {
+                let (by_group, mut loose) = split(&instance_ids, owner);
+                for group in by_group {
+                    if group.target_groups.contains(&target_group) {
+                        push_once(
+                            &mut steps,
+                            Step::DetachGroup {
+                                group: group.name.clone(),
+                                target_group: target_group.clone(),
+                            },
+                        );
+                    } else {
+                        loose.extend(ids_in(&instance_ids, group));
+                    }
+                }
+                if !loose.is_empty() {
+                    steps.push(Step::DeregisterTargets {
+                        target_group,
+                        instance_ids: loose,
+                    });
+                }
+            }
+            Step::Terminate { instance_ids } => {
+                let (by_group, mut loose) = split(&instance_ids, owner);
+                for group in by_group {
+                    let whole = group.members.iter().all(|m| instance_ids.contains(&m.id));
+                    if whole {
+                        push_once(
+                            &mut steps,
+                            Step::DeleteGroup {
+                                group: group.name.clone(),
+                            },
+                        );
+                    } else {
+                        loose.extend(ids_in(&instance_ids, group));
+                    }
+                }
+                if !loose.is_empty() {
+                    steps.push(Step::Terminate {
+                        instance_ids: loose,
+                    });
+                }
+            }
+            other => steps.push(other),
+        }
+    }
+    steps.extend(follow_stages(&steps, groups, instances));
+    Ok(plan.with_steps(steps))
+}
+
+/// Each group's tags and processes after its instances' stage, as the plan leaves them.
+fn follow_stages(steps: &[Step], groups: &[Group], instances: &[Instance]) -> Vec<Step> {
+    let mut tags: HashMap<&str, BTreeMap<String, String>> = instances
+        .iter()
+        .map(|i| (i.id.as_str(), stage_of(i)))
+        .collect();
+    for step in steps {
+        match step {
+            Step::TagInstances {
+                instance_ids,
+                tags: new,
+            } => {
+                for id in instance_ids {
+                    let kept = tags.entry(id.as_str()).or_default();
+                    kept.extend(
+                        new.iter()
+                            .filter(|(k, _)| FOLLOWED.contains(&k.as_str()))
+                            .map(|(k, v)| (k.clone(), v.clone())),
+                    );
+                }
+            }
+            Step::UntagInstances { instance_ids, keys } => {
+                for id in instance_ids {
+                    if let Some(kept) = tags.get_mut(id.as_str()) {
+                        kept.retain(|k, _| !keys.contains(k));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut follow = Vec::new();
+    for group in groups.iter().filter(|g| !g.deleting) {
+        let members: Vec<&BTreeMap<String, String>> = group
+            .members
+            .iter()
+            .filter_map(|m| tags.get(m.id.as_str()))
+            .collect();
+        let Some(first) = members.first() else {
+            continue;
+        };
+        if members.iter().any(|m| m != first) {
+            continue;
+        }
+        let current = group_stage_tags(group);
+        let set: BTreeMap<String, String> = first
+            .iter()
+            .filter(|(k, v)| current.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !set.is_empty() {
+            follow.push(Step::TagGroup {
+                group: group.name.clone(),
+                tags: set,
+            });
+        }
+        let unset: Vec<String> = current
+            .keys()
+            .filter(|k| !first.contains_key(*k))
+            .cloned()
+            .collect();
+        if !unset.is_empty() {
+            follow.push(Step::UntagGroup {
+                group: group.name.clone(),
+                keys: unset,
+            });
+        }
+        let stage = first.get(TAG_STAGE).and_then(|s| Stage::parse(s));
+        follow.extend(processes(group, stage, groups));
+    }
+    follow
+}
+
+/// The tags a group's stage is written in.
+const FOLLOWED: [&str; 3] = [TAG_STAGE, TAG_RETIRED_AT, TAG_FAILED_AT];
+
+fn stage_of(instance: &Instance) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::new();
+    if let Some(stage) = instance.stage {
+        tags.insert(TAG_STAGE.to_owned(), stage.as_str().to_owned());
+    }
+    if let Some(at) = instance.retired_at {
+        tags.insert(TAG_RETIRED_AT.to_owned(), at.to_string());
+    }
+    if let Some(at) = instance.failed_at {
+        tags.insert(TAG_FAILED_AT.to_owned(), at.to_string());
+    }
+    tags
+}
+
+fn group_stage_tags(group: &Group) -> BTreeMap<String, String> {
+    let as_instance = Instance {
+        id: String::new(),
+        state: InstanceState::Running,
+        service: group.service.clone(),
+        stage: group.stage,
+        release: group.release.clone(),
+        index: None,
+        name: None,
+        private_ip: None,
+        retired_at: group.retired_at,
+        failed_at: group.failed_at,
+        launched_at: None,
+        state_reason: None,
+    };
+    stage_of(&as_instance)
+}
+
+/// A group that serves scales (with the policies of the group that served before it); one that
+/// is kept for a rollback, or on its way out, is held at its size.
+fn processes(group: &Group, stage: Option<Stage>, groups: &[Group]) -> Vec<Step> {
+    let name = group.name.clone();
+    match stage {
+        Some(Stage::Product) => {
+            let mut steps = Vec::new();
+            if group
+                .suspended
+                .iter()
+                .any(|p| HELD_PROCESSES.contains(&p.as_str()))
+            {
+                steps.push(Step::ResumeGroup {
+                    group: name.clone(),
+                });
+            }
+            let before = groups
+                .iter()
+                .filter(|g| g.name != group.name && !g.policies.is_empty())
+                .max_by_key(|g| (g.stage == Some(Stage::Product), g.retired_at));
+            if let (Some(before), Some(target_group)) = (before, group.target_groups.first()) {
+                steps.extend(
+                    before
+                        .policies
+                        .iter()
+                        .filter(|p| !group.policies.iter().any(|mine| mine.name == p.name))
+                        .map(|p| Step::PutTrackingPolicy {
+                            group: name.clone(),
+                            policy: p.on_target_group(target_group),
+                        }),
+                );
+            }
+            steps
+        }
+        Some(Stage::Retired | Stage::Abandoned) if !group.is_held() => {
+            vec![Step::HoldGroup { group: name }]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The instances that belong to a cutover group, by group, and those that do not.
+fn split<'g>(
+    instance_ids: &[String],
+    owner: impl Fn(&str) -> Option<&'g Group>,
+) -> (Vec<&'g Group>, Vec<String>) {
+    let mut groups: Vec<&Group> = Vec::new();
+    let mut loose = Vec::new();
+    for id in instance_ids {
+        match owner(id) {
+            Some(group) if !groups.iter().any(|g| g.name == group.name) => groups.push(group),
+            Some(_) => {}
+            None => loose.push(id.clone()),
+        }
+    }
+    (groups, loose)
+}
+
+fn ids_in(instance_ids: &[String], group: &Group) -> Vec<String> {
+    instance_ids
+        .iter()
+        .filter(|id| group.has(id))
+        .cloned()
+        .collect()
+}
+
+fn push_once(steps: &mut Vec<Step>, step: Step) {
+    if !steps.contains(&step) {
+        steps.push(step);
+    }
+}
+
+/// What a cleanup takes besides instances: a group left with none (its release failed before
+/// it launched any, or they were terminated), and templates whose group is gone. Neither is
+/// touched within `takeover_s` of its last change, so a provision between its template and its
+/// group, or a switch still landing, is never raced.
+pub fn leftovers(
+    input: &CleanupInput,
+    groups: &[Group],
+    templates: &[LaunchTemplate],
+) -> Vec<Step> {
+    let settled = |at: Option<u64>| at.unwrap_or(0).saturating_add(input.takeover_s) <= input.now;
+    let mut steps = Vec::new();
+    for group in groups
+        .iter()
+        .filter(|g| !g.deleting && g.members.is_empty())
+    {
+        let failed = matches!(&input.scope, CleanupScope::FailedRelease(r) if group.release.as_ref() == Some(r));
+        match group.stage {
+            Some(Stage::PreProduct) if failed => steps.push(Step::TagGroup {
+                group: group.name.clone(),
+                tags: BTreeMap::from([
+                    (TAG_STAGE.to_owned(), Stage::Abandoned.as_str().to_owned()),
+                    (TAG_RETIRED_AT.to_owned(), input.now.to_string()),
+                ]),
+            }),
+            Some(Stage::Abandoned) if settled(group.retired_at) => steps.push(Step::DeleteGroup {
+                group: group.name.clone(),
+            }),
+            Some(Stage::Retired)
+                if settled(
+                    group
+                        .retired_at
+                        .map(|at| at.saturating_add(input.settings.bake_s)),
+                ) =>
+            {
+                steps.push(Step::DeleteGroup {
+                    group: group.name.clone(),
+                })
+            }
+            _ => {}
+        }
+    }
+    steps.extend(
+        templates
+            .iter()
+            .filter(|t| !groups.iter().any(|g| g.name == t.name) && settled(t.created_at))
+            .map(|t| Step::DeleteLaunchTemplate {
+                name: t.name.clone(),
+            }),
+    );
+    steps
+}
