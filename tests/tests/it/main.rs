@@ -7,6 +7,7 @@ mod bad_input;
 mod discovery;
 mod faults;
 mod foundation;
+mod groups;
 mod infra;
 mod quotas;
 mod races;

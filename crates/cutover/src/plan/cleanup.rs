@@ -22,6 +22,9 @@ pub struct CleanupInput<'a> {
     pub settings: &'a ServiceSettings,
     pub alb: &'a Alb,
     pub instances: &'a [Instance],
+    /// `FLEET=asg`: the service's cutover groups. An instance of a group attached to the product
+    /// slot serves (or is about to: Auto Scaling registers what it launches).
+    pub groups: &'a [Group],
     pub addresses: &'a [Address],
     pub dns: Option<&'a Dns>,
     /// The service's alarms: none of the retired fleet goes while one is in ALARM.
@@ -191,7 +194,13 @@ fn stage_repairs(
         .instances
         .iter()
         .filter(|i| !i.state.is_dead())
-        .partition(|i| product.has(&i.id));
+        .partition(|i| {
+            product.has(&i.id)
+                || input
+                    .groups
+                    .iter()
+                    .any(|g| g.has(&i.id) && g.target_groups.contains(&product.arn))
+        });
     let promote: Vec<&Instance> = serving
         .into_iter()
         .filter(|i| i.stage != Some(Stage::Product) || i.retired_at.is_some())

@@ -147,6 +147,21 @@ pub fn through_groups(planned: Planned, groups: &[Group], instances: &[Instance]
                 instance_ids,
             } => {
                 let (by_group, mut loose) = split(&instance_ids, owner);
+                let foreign: Vec<&str> = loose
+                    .iter()
+                    .filter(|id| !instances.iter().any(|i| &i.id == *id))
+                    .map(String::as_str)
+                    .collect();
+                if !foreign.is_empty() {
+                    return refuse(format!(
+                        "{} in {} {} not cutover's (a group of the team's still attached to it?): \
+                         cutover leaves them alone; detach that group from the target group \
+                         (see the README, FLEET=asg) and retry",
+                        foreign.join(", "),
+                        short_arn(&target_group),
+                        if foreign.len() == 1 { "is" } else { "are" },
+                    ));
+                }
                 for group in by_group {
                     if group.target_groups.contains(&target_group) {
                         push_once(

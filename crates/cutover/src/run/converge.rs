@@ -363,6 +363,7 @@ impl Observed<'_> {
             settings: self.settings,
             alb: &seen.alb,
             instances: &seen.instances,
+            groups: &seen.groups,
             addresses: &seen.addresses,
             dns: seen.dns.as_ref(),
             alarms: &seen.alarms,

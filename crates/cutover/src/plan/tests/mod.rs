@@ -274,6 +274,7 @@ fn cleanup_plan(
 ) -> Planned {
     let dns = owned_dns(instances);
     cleanup(&CleanupInput {
+        groups: &[],
         takeover_s: 0,
         service: &service(),
         scope,

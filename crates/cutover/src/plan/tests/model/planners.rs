@@ -40,6 +40,7 @@ impl Model {
                 })
             }
             Kind::Sweep | Kind::Failed(_) => cleanup(&CleanupInput {
+                groups: &[],
                 takeover_s: match BROKEN.get() {
                     Some(Broken::NoTakeoverMargin) => 0,
                     _ => 2 * SWITCH_LISTENER_TIMEOUT_S,
