@@ -233,7 +233,7 @@ async fn a_whole_release_in_asg_mode_scales_switches_rolls_back_and_leaves_nothi
         "{:?}",
         tags(&r1)
     );
-    assert_eq!(r1.target_group_arns(), [service.green.clone()]);
+    assert_eq!(r1.target_group_arns(), std::slice::from_ref(&service.green));
     assert_eq!(local.product_forward().await, service.green);
     let copy = r1.launch_template().and_then(|t| t.launch_template_name());
     assert_eq!(
