@@ -25,6 +25,19 @@ const COMMON_ACTIONS: &[&str] = &[
     "ssm:GetParametersByPath",
     "ssm:GetParameter",
 ];
+/// `FLEET=asg`: every function reads the service's groups, and carries a stage change out on a
+/// group's tags and processes (`plan::through_groups`).
+const GROUP_ACTIONS: &[&str] = &[
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribePolicies",
+    "autoscaling:CreateOrUpdateTags",
+    "autoscaling:DeleteTags",
+    "autoscaling:SuspendProcesses",
+    "autoscaling:ResumeProcesses",
+    "autoscaling:PutScalingPolicy",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribeLaunchTemplateVersions",
+];
 const DNS_ACTIONS: &[&str] = &[
     "route53:GetHostedZone",
     "route53:ListResourceRecordSets",
@@ -43,6 +56,8 @@ impl Function {
                 "ec2:CreateTags",
                 "ec2:AssociateAddress",
                 "ec2:TerminateInstances",
+                "ec2:CreateLaunchTemplate",
+                "autoscaling:CreateAutoScalingGroup",
             ],
             Function::RegisterTarget => &[
                 "codepipeline:GetPipelineExecution",
@@ -51,6 +66,8 @@ impl Function {
                 "elasticloadbalancing:ModifyRule",
                 "elasticloadbalancing:ModifyListener",
                 "elasticloadbalancing:AddTags",
+                "autoscaling:AttachLoadBalancerTargetGroups",
+                "autoscaling:DetachLoadBalancerTargetGroups",
             ],
             Function::SwitchListener => &[
                 "ec2:DescribeAddresses",
@@ -71,11 +88,15 @@ impl Function {
                 "ec2:DisassociateAddress",
                 "elasticloadbalancing:DeregisterTargets",
                 "elasticloadbalancing:RemoveTags",
+                "autoscaling:DetachLoadBalancerTargetGroups",
+                "autoscaling:DeleteAutoScalingGroup",
+                "ec2:DeleteLaunchTemplate",
             ],
         };
         let dns = if self.writes_dns() { DNS_ACTIONS } else { &[] };
         COMMON_ACTIONS
             .iter()
+            .chain(GROUP_ACTIONS)
             .chain(own)
             .chain(dns)
             .copied()

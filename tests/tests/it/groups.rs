@@ -10,7 +10,7 @@ use cutover::Function;
 use cutover_tests::{params, Local, ServiceFixture, R1, R2, R3, SERVICE};
 use serde_json::{json, Value};
 
-const TEAM_TEMPLATE: &str = "mobile-zum-api-web";
+pub(crate) const TEAM_TEMPLATE: &str = "mobile-zum-api-web";
 const TEAM_GROUP: &str = "mobile-zum-api-team";
 const BAKE_S: u64 = 600;
 
@@ -72,6 +72,33 @@ async fn setup(
     (local, service, app, autoscaling)
 }
 
+/// The team's launch template, as its stack would make it (with its instance profile, by ARN).
+pub(crate) async fn team_template(local: &Local, profile: Option<&str>) {
+    let mut data = ec2t::RequestLaunchTemplateData::builder()
+        .image_id(&local.base.ami)
+        .instance_type(ec2t::InstanceType::T3Small)
+        .security_group_ids(&local.base.security_group)
+        .user_data(aws_smithy_types::base64::encode(
+            "#!/bin/sh\nsystemctl start web",
+        ));
+    if let Some(profile) = profile {
+        data = data.iam_instance_profile(
+            ec2t::LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                .arn(profile)
+                .build(),
+        );
+    }
+    local
+        .clients
+        .ec2
+        .create_launch_template()
+        .launch_template_name(TEAM_TEMPLATE)
+        .launch_template_data(data.build())
+        .send()
+        .await
+        .expect("the team's launch template");
+}
+
 /// Another image moto knows: the one a later release is baked into.
 async fn another_ami(local: &Local) -> String {
     let images = local
@@ -96,14 +123,14 @@ async fn another_ami(local: &Local) -> String {
         .to_owned()
 }
 
-fn group_of(release: &str) -> String {
+pub(crate) fn group_of(release: &str) -> String {
     group_name(
         &cutover::names::ServiceName::parse(SERVICE).unwrap(),
         &cutover::names::ReleaseId::parse(release).unwrap(),
     )
 }
 
-async fn describe(
+pub(crate) async fn describe(
     autoscaling: &aws_sdk_autoscaling::Client,
     name: &str,
 ) -> Option<ast::AutoScalingGroup> {

@@ -10,7 +10,7 @@ use cutover::event::Invocation;
 use cutover::Function;
 use cutover_tests::lambda::FUNCTIONS;
 use cutover_tests::moto::repo_root;
-use cutover_tests::{fixture, job_event, local, Call};
+use cutover_tests::{fixture, job_event, local, Call, R1, R2, R3};
 use serde_json::{json, Value};
 
 /// The template as JSON, intrinsic functions as `{"Ref": ..}` / `{"Fn::Sub": ..}`.
@@ -625,26 +625,7 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
     }
 
     let world = iam::World::read(&local).await;
-    let mut checked = BTreeSet::new();
-    for (function, call) in made.iter().filter(|(_, c)| c.status < 300) {
-        let statements: Vec<Value> = granted(&shared, *function)
-            .iter()
-            .map(|s| world.resolve_statement(s))
-            .collect();
-        for request in world.requests(call) {
-            assert!(
-                statements.iter().any(|s| iam::allows(s, &request)),
-                "{} may not {} on {} with {:?} (call {} {:?})",
-                function.as_str(),
-                request.action,
-                request.resource,
-                request.context,
-                call.action,
-                call.params
-            );
-            checked.insert(format!("{} {}", request.action, request.resource_type()));
-        }
-    }
+    let checked = every_request_is_allowed(&shared, &world, &made);
     for needed in [
         "ec2:RunInstances volume",
         "ec2:RunInstances network-interface",
@@ -668,6 +649,168 @@ async fn every_recorded_call_is_allowed_by_a_statement_of_its_function() {
             "{needed} was never checked: {checked:?}"
         );
     }
+}
+
+/// Asserts that each request AWS makes for each successful call is allowed by a statement of the
+/// function that made it; returns the `action resource-type` pairs checked.
+fn every_request_is_allowed(
+    shared: &Value,
+    world: &iam::World,
+    made: &[(Function, Call)],
+) -> BTreeSet<String> {
+    let mut checked = BTreeSet::new();
+    for (function, call) in made.iter().filter(|(_, c)| c.status < 300) {
+        let statements: Vec<Value> = granted(shared, *function)
+            .iter()
+            .map(|s| world.resolve_statement(s))
+            .collect();
+        for request in world.requests(call) {
+            assert!(
+                statements.iter().any(|s| iam::allows(s, &request)),
+                "{} may not {} on {} with {:?} (call {} {:?})",
+                function.as_str(),
+                request.action,
+                request.resource,
+                request.context,
+                call.action,
+                call.params
+            );
+            checked.insert(format!("{} {}", request.action, request.resource_type()));
+        }
+    }
+    checked
+}
+
+/// FLEET=asg: a release, a second one taking product with the first's scaling policy, a
+/// rollback, the sweep after the bake, and a failed release's group taken by its event and the
+/// sweep: every call is allowed, and only on cutover's groups and templates.
+#[tokio::test]
+async fn every_call_of_releases_in_groups_is_allowed_by_a_statement_of_its_function() {
+    use super::groups::{describe, group_of, team_template};
+    let shared = load("template.yaml");
+    let local = local(0).await;
+    let autoscaling = aws_sdk_autoscaling::Client::new(&local.config);
+    fixture::seed_service(&local.clients, &local.base, "mobile-zum-api", 10).await;
+    team_template(
+        &local,
+        Some(&format!(
+            "arn:aws:iam::{}:instance-profile/cutover/mobile-zum-api-instances",
+            iam::ACCOUNT
+        )),
+    )
+    .await;
+    let settings = fixture::settings_json(
+        &local.base,
+        2,
+        0,
+        json!({"FLEET": "asg", "LAUNCH_TEMPLATE": super::groups::TEAM_TEMPLATE,
+               "INSTANCE_TYPE": null, "SG": null, "BAKE_S": 600, "RETRY_WINDOW_S": 0}),
+    );
+    fixture::put_settings_parameter(&local.clients, "mobile-zum-api", &settings).await;
+    let app = local.app(&[]);
+    let mut made: Vec<(Function, Call)> = Vec::new();
+    for release in [R1, R2] {
+        for function in [
+            Function::Provision,
+            Function::RegisterTarget,
+            Function::SwitchListener,
+        ] {
+            made.extend(run(&local, &app, function, release, "release").await);
+        }
+        if release == R1 {
+            autoscaling
+                .put_scaling_policy()
+                .auto_scaling_group_name(group_of(R1))
+                .policy_name("cpu")
+                .policy_type("TargetTrackingScaling")
+                .target_tracking_configuration(
+                    aws_sdk_autoscaling::types::TargetTrackingConfiguration::builder()
+                        .predefined_metric_specification(
+                            aws_sdk_autoscaling::types::PredefinedMetricSpecification::builder()
+                                .predefined_metric_type(
+                                    aws_sdk_autoscaling::types::MetricType::AsgAverageCpuUtilization,
+                                )
+                                .build(),
+                        )
+                        .target_value(60.0)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    made.extend(run(&local, &app, Function::SwitchListener, R2, "rollback").await);
+    made.extend(run(&local, &app, Function::Provision, R3, "release").await);
+    let before = iam::World::read(&local).await;
+    let mut failed = cutover_tests::sample_event("cleanup-pipeline-failed.json");
+    failed["detail"]["execution-id"] = Value::from(R3);
+    local.advance(601);
+    for event in [failed, cutover_tests::sample_event("cleanup-schedule.json")] {
+        let mark = local.endpoint.mark();
+        app.handle(Function::Cleanup, event).await.unwrap();
+        made.extend(
+            local.endpoint.calls()[mark..]
+                .iter()
+                .map(|c| (Function::Cleanup, c.clone())),
+        );
+    }
+    made.extend(run(&local, &app, Function::Cleanup, R2, "release").await);
+    assert!(
+        describe(&autoscaling, &group_of(R2)).await.is_none(),
+        "R2's group is gone"
+    );
+    assert!(
+        describe(&autoscaling, &group_of(R3)).await.is_none(),
+        "R3's group is gone"
+    );
+
+    let world = iam::World::read(&local).await.remembering(before);
+    let checked = every_request_is_allowed(&shared, &world, &made);
+    for needed in [
+        "autoscaling:CreateAutoScalingGroup autoScalingGroupName",
+        "ec2:RunInstances launch-template",
+        "ec2:RunInstances instance",
+        "iam:PassRole role",
+        "ec2:CreateLaunchTemplate launch-template",
+        "ec2:CreateTags launch-template",
+        "autoscaling:AttachLoadBalancerTargetGroups autoScalingGroupName",
+        "autoscaling:CreateOrUpdateTags autoScalingGroupName",
+        "autoscaling:SuspendProcesses autoScalingGroupName",
+        "autoscaling:ResumeProcesses autoScalingGroupName",
+        "autoscaling:PutScalingPolicy autoScalingGroupName",
+        "autoscaling:DetachLoadBalancerTargetGroups autoScalingGroupName",
+        "autoscaling:DeleteAutoScalingGroup autoScalingGroupName",
+        "ec2:DeleteLaunchTemplate launch-template",
+    ] {
+        assert!(
+            checked.contains(needed),
+            "{needed} was never checked: {checked:?}"
+        );
+    }
+}
+
+/// One job of `mobile-zum-api` to its end, asserted to succeed; the calls it made.
+async fn run(
+    local: &cutover_tests::Local,
+    app: &cutover::App,
+    function: Function,
+    release: &str,
+    action: &str,
+) -> Vec<(Function, Call)> {
+    let params = json!({"service": "mobile-zum-api", "release": release, "action": action});
+    let mark = local.endpoint.mark();
+    let run = local.run_job(app, function, &params).await;
+    assert!(
+        run.succeeded(),
+        "{} {release}: {:?}",
+        function.as_str(),
+        run.last()
+    );
+    local.endpoint.calls()[mark..]
+        .iter()
+        .map(|c| (function, c.clone()))
+        .collect()
 }
 
 /// A small IAM evaluator for the statements cutover's templates use: Allow statements, glob
@@ -704,6 +847,19 @@ pub(crate) mod iam {
         instance_tags: HashMap<String, Vec<(String, String)>>,
         address_tags: HashMap<String, Vec<(String, String)>>,
         elb_tags: HashMap<String, Vec<(String, String)>>,
+        /// `FLEET=asg`: groups' tags, and launch templates (id, tags, data) by name, as they were
+        /// when read (a group deleted since keeps what an earlier read saw).
+        group_tags: HashMap<String, Vec<(String, String)>>,
+        templates: HashMap<String, Template>,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub struct Template {
+        id: String,
+        tags: Vec<(String, String)>,
+        image: String,
+        security_groups: Vec<String>,
+        profile: Option<String>,
     }
 
     fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
@@ -824,12 +980,26 @@ pub(crate) mod iam {
                     cutover_tests::fixture::ZONE_NAME.to_owned(),
                 ),
             ]);
+            let (group_tags, templates) = groups_and_templates(local).await;
             World {
                 refs,
                 instance_tags,
                 address_tags,
                 elb_tags,
+                group_tags,
+                templates,
             }
+        }
+
+        /// What `earlier` saw of groups and templates that are gone now.
+        pub fn remembering(mut self, earlier: World) -> World {
+            for (name, tags) in earlier.group_tags {
+                self.group_tags.entry(name).or_insert(tags);
+            }
+            for (name, template) in earlier.templates {
+                self.templates.entry(name).or_insert(template);
+            }
+            self
         }
 
         /// `Fn::Sub`, `Ref`, `Fn::GetAtt` resolved against the local world.
@@ -951,8 +1121,12 @@ pub(crate) mod iam {
                 context: BTreeMap::new(),
             };
             match call.service.as_str() {
+                "autoscaling" => self.autoscaling_requests(call),
                 "ec2" => match call.action.as_str() {
                     "RunInstances" => self.launch(call),
+                    "CreateLaunchTemplate" | "DeleteLaunchTemplate" => {
+                        self.launch_template_requests(call, &action)
+                    }
                     "CreateTags" | "DeleteTags" => numbered(call, "ResourceId.", "")
                         .iter()
                         .map(|id| self.instance(id, &action))
@@ -1113,6 +1287,242 @@ pub(crate) mod iam {
                 });
             }
             requests
+        }
+    }
+
+    async fn groups_and_templates(
+        local: &Local,
+    ) -> (
+        HashMap<String, Vec<(String, String)>>,
+        HashMap<String, Template>,
+    ) {
+        let autoscaling = aws_sdk_autoscaling::Client::new(&local.config);
+        let groups = autoscaling
+            .describe_auto_scaling_groups()
+            .send()
+            .await
+            .unwrap();
+        let group_tags = groups
+            .auto_scaling_groups()
+            .iter()
+            .map(|g| {
+                let tags = g
+                    .tags()
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.key().unwrap_or_default().to_owned(),
+                            t.value().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect();
+                (
+                    g.auto_scaling_group_name().unwrap_or_default().to_owned(),
+                    tags,
+                )
+            })
+            .collect();
+        let mut templates = HashMap::new();
+        let listed = local
+            .clients
+            .ec2
+            .describe_launch_templates()
+            .send()
+            .await
+            .unwrap();
+        for template in listed.launch_templates() {
+            let name = template
+                .launch_template_name()
+                .unwrap_or_default()
+                .to_owned();
+            let versions = local
+                .clients
+                .ec2
+                .describe_launch_template_versions()
+                .launch_template_name(&name)
+                .versions("$Default")
+                .send()
+                .await
+                .unwrap();
+            let data = versions.launch_template_versions()[0]
+                .launch_template_data()
+                .cloned()
+                .unwrap_or_else(|| {
+                    aws_sdk_ec2::types::ResponseLaunchTemplateData::builder().build()
+                });
+            templates.insert(
+                name,
+                Template {
+                    id: template.launch_template_id().unwrap_or_default().to_owned(),
+                    tags: ec2_tags(template.tags()),
+                    image: data.image_id().unwrap_or_default().to_owned(),
+                    security_groups: data.security_group_ids().to_vec(),
+                    profile: data
+                        .iam_instance_profile()
+                        .and_then(|p| p.arn())
+                        .map(str::to_owned),
+                },
+            );
+        }
+        (group_tags, templates)
+    }
+
+    impl World {
+        fn group(&self, name: &str, action: &str) -> Request {
+            let mut context = BTreeMap::new();
+            for (key, value) in self.group_tags.get(name).into_iter().flatten() {
+                context.insert(
+                    format!("autoscaling:ResourceTag/{key}"),
+                    vec![value.clone()],
+                );
+                context.insert(format!("aws:ResourceTag/{key}"), vec![value.clone()]);
+            }
+            Request {
+                action: action.to_owned(),
+                resource: self.arn(
+                    "autoscaling",
+                    &format!("autoScalingGroup:0a1b2c3d-uuid:autoScalingGroupName/{name}"),
+                ),
+                context,
+            }
+        }
+
+        fn template(&self, name: &str, action: &str) -> (Request, Template) {
+            let template = self.templates.get(name).cloned().unwrap_or_default();
+            let mut request = self.tagged_ec2(
+                &format!("launch-template/{}", template.id),
+                Some(&template.tags),
+                action,
+            );
+            request
+                .context
+                .retain(|key, _| key.starts_with("aws:ResourceTag/"));
+            (request, template)
+        }
+
+        pub fn autoscaling_requests(&self, call: &Call) -> Vec<Request> {
+            let action = super::iam_action(call);
+            let tagged = || {
+                let keys = numbered(call, "Tags.member.", ".Key");
+                let mut context = BTreeMap::from([("aws:TagKeys".to_owned(), keys.clone())]);
+                for (n, key) in keys.iter().enumerate() {
+                    if let Some(value) = call.param(&format!("Tags.member.{}.Value", n + 1)) {
+                        context.insert(format!("aws:RequestTag/{key}"), vec![value.to_owned()]);
+                    }
+                }
+                context
+            };
+            match call.action.as_str() {
+                "CreateAutoScalingGroup" => {
+                    let name = call.param("AutoScalingGroupName").unwrap_or_default();
+                    let mut create = self.group(name, &action);
+                    create.context = tagged();
+                    let mut requests = vec![create];
+                    requests.extend(self.launch_through_template(call));
+                    requests
+                }
+                "CreateOrUpdateTags" | "DeleteTags" => {
+                    let name = call.param("Tags.member.1.ResourceId").unwrap_or_default();
+                    let mut request = self.group(name, &action);
+                    request.context.extend(tagged());
+                    vec![request]
+                }
+                action_name if action_name.starts_with("Describe") => vec![Request {
+                    action,
+                    resource: "*".into(),
+                    context: BTreeMap::new(),
+                }],
+                _ => vec![self.group(
+                    call.param("AutoScalingGroupName").unwrap_or_default(),
+                    &action,
+                )],
+            }
+        }
+
+        /// What CreateAutoScalingGroup checks of its caller (the Auto Scaling API permissions
+        /// page): that it may launch from the template, in the subnets, the template's image and
+        /// security groups, and pass the role of the template's instance profile.
+        fn launch_through_template(&self, call: &Call) -> Vec<Request> {
+            let run = "ec2:RunInstances";
+            let name = call
+                .param("LaunchTemplate.LaunchTemplateName")
+                .unwrap_or_default();
+            let (from_template, template) = self.template(name, run);
+            let template_arn = from_template.resource.clone();
+            let mut requests = vec![from_template];
+            let plain = |resource: String| Request {
+                action: run.into(),
+                resource,
+                context: BTreeMap::new(),
+            };
+            requests.push(plain(format!(
+                "arn:aws:ec2:{REGION}::image/{}",
+                template.image
+            )));
+            for subnet in call
+                .param("VPCZoneIdentifier")
+                .unwrap_or_default()
+                .split(',')
+            {
+                requests.push(plain(self.arn("ec2", &format!("subnet/{subnet}"))));
+            }
+            for group in &template.security_groups {
+                requests.push(plain(self.arn("ec2", &format!("security-group/{group}"))));
+            }
+            for kind in ["instance", "volume", "network-interface"] {
+                requests.push(Request {
+                    action: run.into(),
+                    resource: self.arn("ec2", &format!("{kind}/*")),
+                    context: BTreeMap::from([(
+                        "ec2:LaunchTemplate".to_owned(),
+                        vec![template_arn.clone()],
+                    )]),
+                });
+            }
+            if let Some(profile) = &template.profile {
+                // The service stacks put the role and its profile on one path, under one name.
+                let role = profile.replacen(":instance-profile/", ":role/", 1);
+                requests.push(Request {
+                    action: "iam:PassRole".into(),
+                    resource: role,
+                    context: BTreeMap::from([(
+                        "iam:PassedToService".to_owned(),
+                        vec!["ec2.amazonaws.com".to_owned()],
+                    )]),
+                });
+            }
+            requests
+        }
+
+        fn launch_template_requests(&self, call: &Call, action: &str) -> Vec<Request> {
+            let name = call.param("LaunchTemplateName").unwrap_or_default();
+            if call.action == "DeleteLaunchTemplate" {
+                return vec![self.template(name, action).0];
+            }
+            let mut context = BTreeMap::new();
+            for (key, value) in (1..=50).map_while(|m| {
+                Some((
+                    call.param(&format!("TagSpecification.1.Tag.{m}.Key"))?,
+                    call.param(&format!("TagSpecification.1.Tag.{m}.Value"))?,
+                ))
+            }) {
+                context.insert(format!("aws:RequestTag/{key}"), vec![value.to_owned()]);
+            }
+            vec![
+                Request {
+                    action: action.to_owned(),
+                    resource: self.arn("ec2", "launch-template/*"),
+                    context,
+                },
+                Request {
+                    action: "ec2:CreateTags".into(),
+                    resource: self.arn("ec2", "launch-template/*"),
+                    context: BTreeMap::from([(
+                        "ec2:CreateAction".to_owned(),
+                        vec!["CreateLaunchTemplate".to_owned()],
+                    )]),
+                },
+            ]
         }
     }
 
