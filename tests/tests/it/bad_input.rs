@@ -265,6 +265,18 @@ fn cases() -> Vec<Case> {
             expect: "TYPO_KEY, key INSTANCETYPE: unknown key",
         },
         Case {
+            name: "asg settings that also name security groups",
+            function: Provision,
+            input: with("service", json!("group-with-sg")),
+            expect: "GROUP_WITH_SG, key SG: is not used with FLEET=asg",
+        },
+        Case {
+            name: "ami not an image id",
+            function: Provision,
+            input: with("ami", json!("ubuntu-24.04")),
+            expect: "UserParameters.ami: `ubuntu-24.04` is not an image id",
+        },
+        Case {
             name: "service with no target groups",
             function: Provision,
             input: with("service", json!("no-alb")),
@@ -324,6 +336,10 @@ async fn seed_broken_services(local: &Local) -> Vec<(&'static str, String)> {
         ("BAD_EIP", good(json!({"EIP": "3.3.3.3"}))),
         ("BAD_ZONE", good(json!({"DNS_ZONE": "internal.example"}))),
         ("TYPO_KEY", good(json!({"INSTANCETYPE": "t3.small"}))),
+        (
+            "GROUP_WITH_SG",
+            good(json!({"FLEET": "asg", "LAUNCH_TEMPLATE": "web", "INSTANCE_TYPE": null})),
+        ),
         ("NO_ALB", good(json!({}))),
         ("TWO_PRODUCTS", good(json!({}))),
         ("NO_QA", good(json!({}))),

@@ -411,3 +411,71 @@ fn registry_keeps_one_bad_service_from_breaking_another() {
         "PATH and AWS_REGION are never settings"
     );
 }
+
+#[test]
+fn an_asg_fleet_names_the_teams_template_and_takes_the_rest_from_it() {
+    let s = parse(
+        r#"{"FLEET":"asg","LAUNCH_TEMPLATE":"lt-0abc123","AMI":"ami-1","SUBNET":["subnet-a"],"COUNT":3}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        s.fleet,
+        Fleet::Group {
+            launch_template: "lt-0abc123".into()
+        }
+    );
+    assert_eq!(s.count, 3);
+    assert!(matches!(parse(MINIMAL).unwrap().fleet, Fleet::Instances(_)));
+    let named =
+        r#"{"FLEET":"asg","LAUNCH_TEMPLATE":"web/api_v2","AMI":"ami-1","SUBNET":"subnet-a"}"#;
+    assert!(parse(named).unwrap().fleet.is_group());
+}
+
+#[test]
+fn an_asg_fleet_refuses_what_its_template_sets_and_needs_a_template() {
+    let asg = |extra: &str| {
+        format!(
+            r#"{{"FLEET":"asg","LAUNCH_TEMPLATE":"api-web","AMI":"ami-1","SUBNET":"subnet-a"{extra}}}"#
+        )
+    };
+    for key in [
+        "INSTANCE_TYPE",
+        "SG",
+        "INSTANCE_PROFILE",
+        "KEY_NAME",
+        "USER_DATA",
+        "EIP",
+    ] {
+        let value = match key {
+            "INSTANCE_TYPE" => "\"t3.small\"",
+            "SG" => "\"sg-1\"",
+            "EIP" => "\"eipalloc-1\"",
+            _ => "\"x\"",
+        };
+        refused(
+            &asg(&format!(r#","{key}":{value}"#)),
+            Some(key),
+            "FLEET=asg",
+        );
+    }
+    refused(
+        r#"{"FLEET":"asg","AMI":"ami-1","SUBNET":"subnet-a"}"#,
+        Some("LAUNCH_TEMPLATE"),
+        "required with FLEET=asg",
+    );
+    refused(
+        &asg("").replace("api-web", "a b"),
+        Some("LAUNCH_TEMPLATE"),
+        "neither a launch template id",
+    );
+    refused(
+        &MINIMAL.replace('}', r#","LAUNCH_TEMPLATE":"api-web"}"#),
+        Some("LAUNCH_TEMPLATE"),
+        "only with FLEET=asg",
+    );
+    refused(
+        &MINIMAL.replace('}', r#","FLEET":"spot"}"#),
+        Some("FLEET"),
+        "neither `instances` nor `asg`",
+    );
+}

@@ -314,6 +314,7 @@ fn shift_plan(
 }
 
 mod cleanup;
+mod groups;
 mod model;
 mod provision;
 mod records;
