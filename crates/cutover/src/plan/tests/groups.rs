@@ -118,7 +118,7 @@ fn provision_waits_for_every_instance_in_service_then_ends_with_the_group() {
         &settings,
         &instances,
         &[mine.clone()],
-        &[template.clone()],
+        std::slice::from_ref(&template),
         None,
     )
     .unwrap();
@@ -231,7 +231,7 @@ fn a_switch_moves_the_groups_stages_holds_the_old_and_gives_the_new_its_policies
     };
     let mut old = cutover_group("r1", Stage::Product, &["i-o"], &[BLUE]);
     old.policies = vec![policy.clone()];
-    let new = cutover_group("r2", Stage::PreProduct, &["i-n"], &[GREEN]);
+    let mut new = cutover_group("r2", Stage::PreProduct, &["i-n"], &[GREEN]);
     let instances = [
         running("i-o", "r1", 0, Stage::Product),
         running("i-n", "r2", 0, Stage::PreProduct),
@@ -268,11 +268,9 @@ fn a_switch_moves_the_groups_stages_holds_the_old_and_gives_the_new_its_policies
         policy: policy.on_target_group(GREEN),
     }));
     // Once the tags landed, nothing more is due.
-    let mut old = old;
     old.stage = Some(Stage::Retired);
     old.retired_at = Some(NOW);
     old.suspended = HELD_PROCESSES.iter().map(|p| p.to_string()).collect();
-    let mut new = new;
     new.stage = Some(Stage::Product);
     new.policies = vec![policy.on_target_group(GREEN)];
     let mut landed = instances.clone();
