@@ -532,8 +532,7 @@ async fn injected_fault(state: &Arc<Mutex<State>>, call: &Received) -> Injected 
 fn modelled(state: &Arc<Mutex<State>>, call: &Received) -> Option<Response<Full<Bytes>>> {
     let intercepted = {
         let mut state = state.lock().unwrap();
-        let now = state.clock.load(Ordering::SeqCst);
-        state.realism.before(&call.action, &call.params, now)
+        state.realism.before(&call.action, &call.params)
     };
     match intercepted {
         Intercept::Forward => None,
@@ -625,7 +624,9 @@ async fn proxy(
         state
             .realism
             .after(&call.action, &call.params, status.as_u16(), &reply, now);
-        state.realism.rewrite(&call.action, reply)
+        state
+            .realism
+            .rewrite(&call.action, &call.params, reply, now)
     };
     record(state, call, status.as_u16());
     let mut response = Response::new(Full::new(reply));

@@ -6,7 +6,9 @@
 //!   while, then `healthy`, unless a test makes it `unhealthy` or `unavailable`; a deregistered
 //!   (or terminated) one is `draining` (`Target.DeregistrationInProgress`) for the deregistration
 //!   delay, then gone; deregistering a target that is not registered succeeds, as the ELBv2 API
-//!   reference says it does. `DescribeTargetHealth` is answered from this model.
+//!   reference says it does. `DescribeTargetHealth` is answered from this model. Targets an
+//!   Auto Scaling group registers (inside moto, with no RegisterTargets call to see) are learned
+//!   from moto's own answer: new there → `initial`, gone there → `draining`, as on AWS.
 //! - **ClientToken**: a repeated `RunInstances` with the same token returns the first call's
 //!   reservation (with the instances' current state, so a terminated one shows as terminated);
 //!   the same token with other parameters is `IdempotentParameterMismatch`. Tokens stay bound
@@ -29,6 +31,9 @@ struct TargetRecord {
     deregistered_at: Option<u64>,
     /// A state a test forced (`unhealthy`, `unavailable`), with its reason code.
     forced: Option<(String, String)>,
+    /// Registered by Auto Scaling (inside moto, for an attached group): learned from moto's
+    /// own target list, and draining from the read that no longer finds it there.
+    by_auto_scaling: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -96,8 +101,22 @@ impl Realism {
         self.vanished.insert(instance_id.to_owned());
     }
 
-    /// moto's answer as AWS would give it: `DescribeInstances` without the vanished instances.
-    pub fn rewrite(&self, action: &str, reply: Bytes) -> Bytes {
+    /// moto's answer as AWS would give it: `DescribeInstances` without the vanished instances,
+    /// `DescribeTargetHealth` from the target model.
+    pub fn rewrite(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+        reply: Bytes,
+        now: u64,
+    ) -> Bytes {
+        let answered = || String::from_utf8_lossy(&reply).contains("<DescribeTargetHealthResult");
+        if let (Some(lifecycle), "DescribeTargetHealth", true) =
+            (&self.lifecycle, action, answered())
+        {
+            let group = param(params, "TargetGroupArn").unwrap_or_default();
+            return Bytes::from(target_health_xml(lifecycle, group, now));
+        }
         if action != "DescribeInstances" || self.vanished.is_empty() {
             return reply;
         }
@@ -130,16 +149,11 @@ impl Realism {
         describe(lifecycle, target, now).map(|(state, _)| state)
     }
 
-    pub fn before(&mut self, action: &str, params: &[(String, String)], now: u64) -> Intercept {
+    pub fn before(&mut self, action: &str, params: &[(String, String)]) -> Intercept {
         match action {
             "RunInstances" => self.replay_launch(params),
-            "DescribeTargetHealth" => match &self.lifecycle {
-                Some(lifecycle) => {
-                    let group = param(params, "TargetGroupArn").unwrap_or_default();
-                    Intercept::Answer(target_health_xml(lifecycle, group, now))
-                }
-                None => Intercept::Forward,
-            },
+            // Forwarded: moto's answer says what Auto Scaling registered (`after`), and is then
+            // replaced by the model's (`rewrite`).
             "DeregisterTargets" => {
                 let Some(lifecycle) = &mut self.lifecycle else {
                     return Intercept::Forward;
@@ -175,6 +189,12 @@ impl Realism {
             return;
         }
         match action {
+            "DescribeTargetHealth" => {
+                if let Some(lifecycle) = &mut self.lifecycle {
+                    let group = param(params, "TargetGroupArn").unwrap_or_default();
+                    learn_auto_scaling_targets(lifecycle, group, &target_ids(body), now);
+                }
+            }
             "RunInstances" => {
                 if let (Some(tokens), Some(token)) =
                     (&mut self.tokens, param(params, "ClientToken"))
@@ -229,6 +249,7 @@ impl Realism {
                                 registered_at: now,
                                 deregistered_at: None,
                                 forced: None,
+                                by_auto_scaling: false,
                             },
                         );
                     } else if let Some(target) = targets.get_mut(&id) {
@@ -340,6 +361,47 @@ fn replace_blocks(text: &str, open: &str, close: &str, with: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// moto lists what Auto Scaling registered for an attached group: a target new there starts its
+/// registration now; one Auto Scaling registered that moto no longer lists (its group was
+/// detached) drains from now.
+fn learn_auto_scaling_targets(lifecycle: &mut Lifecycle, group: &str, listed: &[String], now: u64) {
+    let targets = lifecycle.groups.entry(group.to_owned()).or_default();
+    for id in listed {
+        let known = targets
+            .get(id)
+            .is_some_and(|t| t.deregistered_at.is_none() || !t.by_auto_scaling);
+        if !known {
+            targets.insert(
+                id.clone(),
+                TargetRecord {
+                    registered_at: now,
+                    deregistered_at: None,
+                    forced: None,
+                    by_auto_scaling: true,
+                },
+            );
+        }
+    }
+    for (id, target) in targets.iter_mut() {
+        if target.by_auto_scaling && target.deregistered_at.is_none() && !listed.contains(id) {
+            target.deregistered_at = Some(now);
+        }
+    }
+}
+
+/// The target ids in a `DescribeTargetHealth` answer.
+fn target_ids(body: &Bytes) -> Vec<String> {
+    let text = String::from_utf8_lossy(body);
+    text.split("<Target>")
+        .skip(1)
+        .filter_map(|part| {
+            let start = part.find("<Id>")? + "<Id>".len();
+            let end = part[start..].find("</Id>")? + start;
+            Some(part[start..end].to_owned())
+        })
+        .collect()
 }
 
 fn describe(lifecycle: &Lifecycle, target: &TargetRecord, now: u64) -> Option<(String, String)> {

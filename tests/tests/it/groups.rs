@@ -470,3 +470,51 @@ async fn a_whole_release_in_asg_mode_scales_switches_rolls_back_and_leaves_nothi
         "the team's group is theirs"
     );
 }
+
+/// As on AWS, not as moto: what Auto Scaling registers is `initial` before it is healthy, and a
+/// detached group's targets drain. register-target waits for health, and the sweep deletes a
+/// group only once its targets have drained.
+#[tokio::test]
+async fn a_group_is_healthy_only_after_its_registration_and_deleted_only_after_its_drain() {
+    let (local, service, app, autoscaling) = setup(false).await;
+    local.behave_like_aws(5, 30);
+    for release in [R1, R2] {
+        run(&local, &app, Function::Provision, &params(release)).await;
+        let register = local
+            .run_job_advancing(&app, Function::RegisterTarget, &params(release), 10, 3)
+            .await;
+        assert!(register.succeeded(), "{:?}", register.last());
+        assert!(
+            register.continuations() >= 1,
+            "waited while Auto Scaling's registrations were initial"
+        );
+        run(&local, &app, Function::SwitchListener, &params(release)).await;
+    }
+    assert_eq!(local.product_forward().await, service.blue);
+
+    local.advance(BAKE_S + 1);
+    let first = local
+        .run_job_bounded(&app, Function::Cleanup, &params(R3), 1)
+        .await;
+    assert!(first.continuations() == 1, "{:?}", first.last());
+    let r1 = describe(&autoscaling, &group_of(R1))
+        .await
+        .expect("kept while it drains");
+    assert!(r1.target_group_arns().is_empty(), "detached");
+    for id in member_ids(&r1) {
+        assert_eq!(
+            local.endpoint.target_health(&service.green, &id).as_deref(),
+            Some("draining")
+        );
+    }
+    local.advance(31);
+    run(&local, &app, Function::Cleanup, &params(R3)).await;
+    assert!(
+        describe(&autoscaling, &group_of(R1)).await.is_none(),
+        "deleted once drained"
+    );
+    let r2 = describe(&autoscaling, &group_of(R2))
+        .await
+        .expect("R2 serves");
+    assert_eq!(targets(&local, &service.blue).await, member_ids(&r2));
+}
