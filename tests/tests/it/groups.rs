@@ -518,3 +518,91 @@ async fn a_group_is_healthy_only_after_its_registration_and_deleted_only_after_i
         .expect("R2 serves");
     assert_eq!(targets(&local, &service.blue).await, member_ids(&r2));
 }
+
+/// A service in groups beside one in instances on the same listener: each releases as its mode
+/// says, neither touches the other's, and a failed release's group is gone after its failure
+/// event and the sweep, while a failure within the retry window keeps it for the retry.
+#[tokio::test]
+async fn two_services_side_by_side_and_a_failed_release_whose_group_the_sweep_takes() {
+    let (local, _service, app, autoscaling) = setup(false).await;
+    let news =
+        cutover_tests::fixture::seed_service(&local.clients, &local.base, "news-api", 30).await;
+    let plain =
+        cutover_tests::fixture::settings_json(&local.base, 2, 0, json!({"RETRY_WINDOW_S": 0}));
+    cutover_tests::fixture::put_settings_parameter(&local.clients, "news-api", &plain).await;
+    let news_release = |release: &str| json!({"service": "news-api", "release": release});
+
+    local.release(&app, &params(R1)).await;
+    local.release(&app, &news_release(R1)).await;
+    let news_fleet = cutover::aws::Aws::new(&local.config)
+        .instances(cutover::aws::InstanceQuery::Service("news-api"))
+        .await
+        .unwrap();
+    assert_eq!(news_fleet.len(), 2);
+    assert!(
+        news_fleet.iter().all(|i| i.index.is_some()),
+        "instances mode, by index"
+    );
+    let in_news_groups = autoscaling
+        .describe_auto_scaling_groups()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        in_news_groups.auto_scaling_groups().len(),
+        1,
+        "one group: mobile-zum-api's R1; news-api has none"
+    );
+    assert_eq!(targets(&local, &news.green).await, {
+        let mut ids: Vec<String> = news_fleet.iter().map(|i| i.id.clone()).collect();
+        ids.sort();
+        ids
+    });
+
+    // R2 of the asg service fails after provision: its FAILED event keeps the group for a retry
+    // (RETRY_WINDOW_S, two hours by default); after the window the sweep takes it.
+    run(&local, &app, Function::Provision, &params(R2)).await;
+    let mut failed = cutover_tests::sample_event("cleanup-pipeline-failed.json");
+    failed["detail"]["execution-id"] = json!(R2);
+    app.handle(Function::Cleanup, failed.clone()).await.unwrap();
+    let kept = describe(&autoscaling, &group_of(R2))
+        .await
+        .expect("kept for a retry");
+    assert_eq!(stage(&kept), "pre-product");
+    local.advance(7_201);
+    app.handle(Function::Cleanup, failed).await.unwrap();
+    let sweep = cutover_tests::sample_event("cleanup-schedule.json");
+    app.handle(Function::Cleanup, sweep.clone()).await.unwrap();
+    app.handle(Function::Cleanup, sweep).await.unwrap();
+    assert!(
+        describe(&autoscaling, &group_of(R2)).await.is_none(),
+        "R2's group is gone"
+    );
+    let templates = local
+        .clients
+        .ec2
+        .describe_launch_templates()
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !templates
+            .launch_templates()
+            .iter()
+            .any(|t| t.launch_template_name() == Some(group_of(R2).as_str())),
+        "and its template"
+    );
+    // Nothing of what serves was touched.
+    let r1 = describe(&autoscaling, &group_of(R1))
+        .await
+        .expect("R1 serves");
+    assert_eq!(
+        (stage(&r1), member_ids(&r1).len()),
+        ("product".to_owned(), 2)
+    );
+    let news_now = cutover::aws::Aws::new(&local.config)
+        .instances(cutover::aws::InstanceQuery::Service("news-api"))
+        .await
+        .unwrap();
+    assert_eq!(news_now, news_fleet);
+}
