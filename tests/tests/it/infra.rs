@@ -186,47 +186,37 @@ fn one_stage_holds_the_whole_release_and_invokes_functions_with_parameters_they_
         stages[0]["Actions"][0]["Configuration"]["PollForSourceChanges"],
         json!(false)
     );
-    let mut sequence = Vec::new();
-    let mut actions = stages[1]["Actions"].as_array().unwrap().clone();
-    actions.sort_by_key(|a| a["RunOrder"].as_i64());
-    for action in &actions {
-        let category = action["ActionTypeId"]["Category"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        if category != "Invoke" {
-            sequence.push(category);
-            continue;
-        }
-        let config = &action["Configuration"];
-        let function = invoked_function(config);
-        let raw = config["UserParameters"]["Fn::Sub"]
-            .as_str()
-            .expect("UserParameters via Fn::Sub");
-        let params: Value =
-            serde_json::from_str(&raw.replace("${ServiceName}", "mobile-zum-api").replace(
-                "#{codepipeline.PipelineExecutionId}",
-                "0f6c1a2b-0001-4a5b-9c8d-111111111111",
-            ))
-            .expect("UserParameters is JSON");
-        match Invocation::parse(job_event(function, "job-1", &params, None)).unwrap() {
-            Invocation::Job { request, .. } => {
-                request.unwrap_or_else(|e| panic!("{}: {e}", function.as_str()));
-            }
-            other => panic!("{other:?}"),
-        }
-        sequence.push(function.as_str().to_owned());
+    // Each fleet's pipeline, with the stack's conditions decided: a group's build comes with
+    // its image (the ReleaseAmi variable), so it has no CodeDeploy install.
+    for (fleet, expected) in [
+        (
+            "instances",
+            &[
+                "provision",
+                "Deploy",
+                "register-target",
+                "Approval",
+                "switch-listener",
+                "cleanup",
+            ][..],
+        ),
+        (
+            "asg",
+            &[
+                "provision",
+                "register-target",
+                "Approval",
+                "switch-listener",
+                "cleanup",
+            ][..],
+        ),
+    ] {
+        let stage = decide_conditions(&stages[1], fleet == "asg");
+        assert_eq!(release_sequence(&stage, fleet), expected, "Fleet={fleet}");
     }
     assert_eq!(
-        sequence,
-        [
-            "provision",
-            "Deploy",
-            "register-target",
-            "Approval",
-            "switch-listener",
-            "cleanup"
-        ]
+        pipeline["Variables"][0]["Name"], "ReleaseAmi",
+        "the image of an asg release"
     );
 
     // One rule in the shared stack serves every service's pipeline (all named cutover-<service>).
@@ -293,6 +283,78 @@ fn one_stage_holds_the_whole_release_and_invokes_functions_with_parameters_they_
             .to_string()
             .contains("events.amazonaws.com")
     );
+}
+
+/// A template value with `Fn::If` on the fleet conditions decided and `AWS::NoValue` dropped.
+fn decide_conditions(value: &Value, group_fleet: bool) -> Value {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(branches)) = map.get("Fn::If") {
+                let holds = match branches[0].as_str() {
+                    Some("IsGroupFleet") => group_fleet,
+                    Some("IsInstanceFleet") => !group_fleet,
+                    other => panic!("condition {other:?} is not modelled"),
+                };
+                return decide_conditions(&branches[if holds { 1 } else { 2 }], group_fleet);
+            }
+            Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), decide_conditions(v, group_fleet)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| decide_conditions(v, group_fleet))
+                .filter(|v| *v != json!({"Ref": "AWS::NoValue"}))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The Release stage's actions in order: a category, or the function it invokes, each invoke's
+/// UserParameters parsed as the function parses them.
+fn release_sequence(stage: &Value, fleet: &str) -> Vec<String> {
+    let mut sequence = Vec::new();
+    let mut actions = stage["Actions"].as_array().unwrap().clone();
+    actions.sort_by_key(|a| a["RunOrder"].as_i64());
+    for action in &actions {
+        let category = action["ActionTypeId"]["Category"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if category != "Invoke" {
+            sequence.push(category);
+            continue;
+        }
+        let config = &action["Configuration"];
+        let function = invoked_function(config);
+        let raw = config["UserParameters"]["Fn::Sub"]
+            .as_str()
+            .expect("UserParameters via Fn::Sub");
+        let params: Value = serde_json::from_str(
+            &raw.replace("${ServiceName}", "mobile-zum-api")
+                .replace(
+                    "#{codepipeline.PipelineExecutionId}",
+                    "0f6c1a2b-0001-4a5b-9c8d-111111111111",
+                )
+                .replace("#{variables.ReleaseAmi}", "ami-0123456789abcdef0"),
+        )
+        .expect("UserParameters is JSON");
+        match Invocation::parse(job_event(function, "job-1", &params, None)).unwrap() {
+            Invocation::Job { request, .. } => {
+                let request = request.unwrap_or_else(|e| panic!("{}: {e}", function.as_str()));
+                if function == Function::Provision {
+                    assert_eq!(request.ami.is_some(), fleet == "asg", "{params}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        sequence.push(function.as_str().to_owned());
+    }
+    sequence
 }
 
 /// Every physical name the service stack sets, for a service name: two services' stacks must

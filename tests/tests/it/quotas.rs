@@ -191,6 +191,19 @@ fn the_settings_parameter_a_service_stack_writes_parses_as_settings() {
     );
     assert_eq!(full.elastic_ips, ["eipalloc-0123456789abcdef0"]);
     assert_eq!(full.dns_zone.as_deref(), Some("Z0OWNZONE"));
+
+    // Fleet=asg: the template sets type, security groups and profile; no addresses.
+    parameters.insert("ElasticIpAllocationIds", json!([""]));
+    parameters.insert("Fleet", json!("asg"));
+    parameters.insert("LaunchTemplate", json!("news-api-web"));
+    let group = ServiceSettings::parse("/cutover/news-api", &settings_of(&service, &parameters))
+        .expect("the stack's asg settings parse");
+    assert_eq!(
+        group.fleet,
+        Fleet::Group {
+            launch_template: "news-api-web".into()
+        }
+    );
 }
 
 fn worst_case_parameters() -> BTreeMap<&'static str, Value> {
@@ -231,6 +244,8 @@ fn settings_of(service: &Value, parameters: &BTreeMap<&str, Value>) -> String {
             "UsesSharedZone" => parameters["HostedZoneId"] == "",
             "HasAlarms" => !joined("Alarms").is_empty(),
             "HasElasticIps" => !joined("ElasticIpAllocationIds").is_empty(),
+            "IsGroupFleet" => parameters.get("Fleet") == Some(&json!("asg")),
+            "IsInstanceFleet" => parameters.get("Fleet") != Some(&json!("asg")),
             other => panic!("condition {other} is not modelled"),
         }
     };
