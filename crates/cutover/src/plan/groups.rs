@@ -193,6 +193,16 @@ pub fn through_groups(planned: Planned, groups: &[Group], instances: &[Instance]
                                 group: group.name.clone(),
                             },
                         );
+                        // Its template goes with it, never before: a template is deleted only
+                        // where no group can still launch from it.
+                        if group.launch_template.as_ref() == Some(&group.name) {
+                            push_once(
+                                &mut steps,
+                                Step::DeleteLaunchTemplate {
+                                    name: group.name.clone(),
+                                },
+                            );
+                        }
                     } else {
                         loose.extend(ids_in(&instance_ids, group));
                     }
@@ -391,32 +401,42 @@ fn push_once(steps: &mut Vec<Step>, step: Step) {
 }
 
 /// What a cleanup takes besides instances: a group left with none (its release failed before
-/// it launched any, or they were terminated), and templates whose group is gone. Neither is
-/// touched within `takeover_s` of its last change, so a provision between its template and its
-/// group, or a switch still landing, is never raced.
+/// it launched any, or they were terminated), and a template whose release made no group (it
+/// failed between the two). A group is deleted `takeover_s` after it was abandoned, so no switch
+/// still landing is raced; a template only once its release's execution is known to have ended
+/// (or a week on, for a release CodePipeline does not know): a provision that Lambda retried
+/// after its timeout may still be creating the group from it.
 pub fn leftovers(
     input: &CleanupInput,
     groups: &[Group],
     templates: &[LaunchTemplate],
 ) -> Vec<Step> {
     let settled = |at: Option<u64>| at.unwrap_or(0).saturating_add(input.takeover_s) <= input.now;
+    let over = |release: Option<&ReleaseId>| {
+        let failed = matches!(&input.scope, CleanupScope::FailedRelease(r) if release == Some(r));
+        failed
+            || release
+                .and_then(|r| input.executions.get(r.as_str()))
+                .is_some_and(Execution::is_known_to_have_ended)
+    };
     let mut steps = Vec::new();
     for group in groups
         .iter()
         .filter(|g| !g.deleting && g.members.is_empty())
     {
-        let failed = matches!(&input.scope, CleanupScope::FailedRelease(r) if group.release.as_ref() == Some(r));
         match group.stage {
-            Some(Stage::PreProduct) if failed => steps.push(Step::TagGroup {
+            Some(Stage::PreProduct) if over(group.release.as_ref()) => steps.push(Step::TagGroup {
                 group: group.name.clone(),
                 tags: BTreeMap::from([
                     (TAG_STAGE.to_owned(), Stage::Abandoned.as_str().to_owned()),
                     (TAG_RETIRED_AT.to_owned(), input.now.to_string()),
                 ]),
             }),
-            Some(Stage::Abandoned) if settled(group.retired_at) => steps.push(Step::DeleteGroup {
-                group: group.name.clone(),
-            }),
+            Some(Stage::Abandoned) if settled(group.retired_at) => {
+                steps.push(Step::DeleteGroup {
+                    group: group.name.clone(),
+                });
+            }
             Some(Stage::Retired)
                 if settled(
                     group
@@ -426,15 +446,18 @@ pub fn leftovers(
             {
                 steps.push(Step::DeleteGroup {
                     group: group.name.clone(),
-                })
+                });
             }
             _ => {}
         }
     }
+    let week_old =
+        |at: Option<u64>| at.unwrap_or(0).saturating_add(PRE_PRODUCT_MAX_AGE_S) <= input.now;
     steps.extend(
         templates
             .iter()
-            .filter(|t| !groups.iter().any(|g| g.name == t.name) && settled(t.created_at))
+            .filter(|t| !groups.iter().any(|g| g.name == t.name))
+            .filter(|t| over(t.release.as_ref()) || week_old(t.created_at))
             .map(|t| Step::DeleteLaunchTemplate {
                 name: t.name.clone(),
             }),

@@ -134,6 +134,7 @@ fn plan_rollback(input: &RollbackInput, state: RouteState) -> Planned {
             }
             refuse_a_fleet_past_its_bake(input, slot.other())?;
             refuse_a_newer_fleet(input, &release, slot.other())?;
+            refuse_an_abandoned_fleet(input, slot.other())?;
             let plan = rollback_switch(input, &release)?;
             let mut steps = vec![mark_rollback(
                 &alb.product,
@@ -186,6 +187,22 @@ fn refuse_a_fleet_past_its_bake(input: &RollbackInput, slot: Slot) -> Result<(),
             "cannot roll back {}: the previous fleet in the {slot} slot was kept for rollback until \
              {ends} (BAKE_S={bake_s}) and is cleanup's now; ship a fix as a release",
             input.service
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A rollback never goes to a fleet being abandoned (a failed release's): only a release that
+/// served may serve again.
+fn refuse_an_abandoned_fleet(input: &RollbackInput, slot: Slot) -> Result<(), Refusal> {
+    let abandoned = input
+        .instances
+        .iter()
+        .find(|i| input.alb.slot(slot).has(&i.id) && i.stage == Some(Stage::Abandoned));
+    match abandoned {
+        Some(instance) => refuse(format!(
+            "cannot roll back {}: the {slot} slot holds {}, of a failed release being cleaned up",
+            input.service, instance.id
         )),
         None => Ok(()),
     }

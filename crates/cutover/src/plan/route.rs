@@ -137,13 +137,15 @@ pub fn launched(alb: &Alb, instances: &[Instance], slot: Slot) -> Option<(u64, u
 }
 
 /// Whether the fleet in `slot` was launched after the one in the other slot: product moves
-/// forward (a release) only to the newer fleet, back (a rollback) only to the older.
+/// forward (a release) only to the newer fleet, back (a rollback) only to the older. Fleets are
+/// compared by their first launch: a group that serves launches instances later as it scales
+/// out, and is no newer for them.
 pub fn is_newer(alb: &Alb, instances: &[Instance], slot: Slot) -> bool {
     match (
         launched(alb, instances, slot),
         launched(alb, instances, slot.other()),
     ) {
-        (Some(this), Some(other)) => this.0 > other.1,
+        (Some(this), Some(other)) => this.0 > other.0,
         _ => false,
     }
 }

@@ -61,11 +61,26 @@ impl<C: Cloud> App<C> {
         pipeline: &str,
         seen: &Seen,
     ) -> Result<BTreeMap<String, Execution>, Error> {
+        // FLEET=asg: also a pre-product group that launched nothing, and a template whose
+        // release made no group.
+        let empty_groups = seen
+            .groups
+            .iter()
+            .filter(|g| g.stage == Some(Stage::PreProduct) && g.members.is_empty())
+            .filter_map(|g| g.release.as_ref());
+        let lone_templates = seen
+            .templates
+            .iter()
+            .filter(|t| !seen.groups.iter().any(|g| g.name == t.name))
+            .filter_map(|t| t.release.as_ref());
         let releases: BTreeSet<&str> = seen
             .instances
             .iter()
             .filter(|i| i.stage == Some(Stage::PreProduct) && !i.state.is_dead())
-            .filter_map(|i| i.release.as_ref().map(ReleaseId::as_str))
+            .filter_map(|i| i.release.as_ref())
+            .chain(empty_groups)
+            .chain(lone_templates)
+            .map(ReleaseId::as_str)
             .collect();
         let reads = releases.into_iter().map(|release| async move {
             let execution = self.cloud.execution(pipeline, release).await?;

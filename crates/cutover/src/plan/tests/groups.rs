@@ -346,28 +346,43 @@ fn leftovers_go_only_once_nothing_can_still_be_landing_on_them() {
             group: abandoned.name.clone()
         }]
     );
-    // A template whose group is gone (or not created yet) waits out the same margin.
+    // A template whose release made no group goes once its execution has ended (a provision
+    // Lambda retried after its timeout may still be creating the group), or with a failed
+    // release's cleanup; never while the execution runs, however old.
     let template = LaunchTemplate {
         id: "lt-1".into(),
         name: group_name(&service(), &release("r4")),
         release: Some(release("r4")),
         created_at: Some(NOW),
     };
-    let templates = |now| {
+    let delete = [Step::DeleteLaunchTemplate {
+        name: template.name.clone(),
+    }];
+    let with = |scope, execution: Execution| {
+        let executions = BTreeMap::from([("r4".to_owned(), execution)]);
         leftovers(
-            &input(CleanupScope::Expired, now),
+            &CleanupInput {
+                executions: &executions,
+                ..input(scope, NOW + 86_400)
+            },
             &[],
             std::slice::from_ref(&template),
         )
     };
-    assert!(
-        templates(NOW + 10).is_empty(),
-        "provision may be creating its group"
+    assert!(with(
+        CleanupScope::Expired,
+        Execution::Running("InProgress".into())
+    )
+    .is_empty());
+    assert_eq!(
+        with(CleanupScope::Expired, Execution::Ended("Failed".into())),
+        delete
     );
     assert_eq!(
-        templates(NOW + takeover_s),
-        [Step::DeleteLaunchTemplate {
-            name: template.name.clone()
-        }]
+        with(
+            CleanupScope::FailedRelease(release("r4")),
+            Execution::Running("InProgress".into())
+        ),
+        delete
     );
 }

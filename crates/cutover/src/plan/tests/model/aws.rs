@@ -64,6 +64,17 @@ impl Model {
                 }
                 Ok(())
             }
+            Step::CreateLaunchTemplate { .. }
+            | Step::CreateGroup { .. }
+            | Step::AttachGroup { .. }
+            | Step::DetachGroup { .. }
+            | Step::TagGroup { .. }
+            | Step::UntagGroup { .. }
+            | Step::HoldGroup { .. }
+            | Step::ResumeGroup { .. }
+            | Step::PutTrackingPolicy { .. }
+            | Step::DeleteGroup { .. }
+            | Step::DeleteLaunchTemplate { .. } => self.apply_group(step),
             other => {
                 apply_tags(&mut self.alb, &mut self.instances, other);
                 Ok(())
@@ -80,7 +91,12 @@ impl Model {
             .filter(|t| t.weight != Some(0))
             .map(|t| self.slot_of(&t.arn))
             .collect();
-        for slot in &slots {
+        // A slot whose share of traffic grows must be whole and healthy; one that keeps or loses
+        // share may hold a target its group is still registering (a scale-out under load).
+        let before = self.alb.product.forward.clone();
+        for slot in slots.iter().filter(|s| {
+            share(to, &self.alb.slot(**s).arn) > share(&before, &self.alb.slot(**s).arn)
+        }) {
             let group = self.alb.slot(*slot);
             if group.targets.is_empty() || !group.unhealthy().is_empty() {
                 return Err(format!(
@@ -119,7 +135,7 @@ impl Model {
 
     /// The slot of `target_group`, which a registration or deregistration must not touch while
     /// product forwards to it.
-    fn not_product(
+    pub(super) fn not_product(
         &self,
         target_group: &str,
         what: &str,
@@ -185,7 +201,7 @@ impl Model {
         Ok(())
     }
 
-    fn is_dead(&self, id: &str) -> bool {
+    pub(super) fn is_dead(&self, id: &str) -> bool {
         self.instances
             .iter()
             .any(|i| i.id == id && i.state.is_dead())
@@ -208,6 +224,22 @@ impl Model {
             }
         }
     }
+}
+
+/// The share of traffic a forward sends to `arn`, in per mille.
+fn share(forward: &Forward, arn: &str) -> u64 {
+    let weight = |t: &WeightedTarget| match (forward.targets.len(), t.weight) {
+        (1, None) => 1,
+        (_, w) => w.unwrap_or(0).max(0) as u64,
+    };
+    let total: u64 = forward.targets.iter().map(weight).sum();
+    let mine: u64 = forward
+        .targets
+        .iter()
+        .filter(|t| t.arn == arn)
+        .map(weight)
+        .sum();
+    (mine * 1000).checked_div(total).unwrap_or(0)
 }
 
 /// What a step changes of the routes' tags, the pre-product route and the instances' tags, as

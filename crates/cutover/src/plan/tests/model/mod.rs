@@ -31,6 +31,7 @@ use proptest::strategy::Strategy as Generate;
 use super::*;
 
 mod aws;
+mod groups;
 mod pipeline;
 mod planners;
 
@@ -73,6 +74,8 @@ enum Op {
     Retry(usize),
     /// Lambda delivers an in-flight job's event a second time.
     Duplicate(usize),
+    /// `FLEET=asg`: the group serving product scales out by one.
+    ScaleOut,
 }
 
 fn op() -> impl Generate<Value = Op> {
@@ -88,6 +91,7 @@ fn op() -> impl Generate<Value = Op> {
         2 => prop_oneof![Just(1u64), Just(30), Just(120), Just(599), Just(700)].prop_map(Op::Tick),
         1 => (0usize..4).prop_map(Op::Retry),
         1 => (0usize..4).prop_map(Op::Duplicate),
+        1 => Just(Op::ScaleOut),
     ]
 }
 
@@ -141,6 +145,8 @@ struct Model {
     served_before: BTreeMap<String, String>,
     /// Whether the service keeps a failed release's fleet for a retry (`RETRY_WINDOW_S`).
     retries: bool,
+    /// `FLEET=asg`: the groups and templates, when the service's fleets are groups.
+    asg: groups::Asg,
     log: Vec<String>,
 }
 
@@ -159,9 +165,13 @@ enum Broken {
 }
 
 impl Model {
-    fn new(retries: bool) -> Self {
+    fn new(retries: bool, in_groups: bool) -> Self {
         let mut model = Model {
             retries,
+            asg: groups::Asg {
+                on: in_groups,
+                ..Default::default()
+            },
             alb: alb(vec![], vec![]),
             instances: Vec::new(),
             alarm: AlarmState::Ok,
@@ -176,12 +186,13 @@ impl Model {
             log: Vec::new(),
         };
         let first = model.new_fleet(Slot::Blue, Stage::Product);
+        model.first_group(&first, Slot::Blue);
         model.served_before.insert(first, String::new());
         model
     }
 
     fn settings(&self) -> ServiceSettings {
-        let mut settings = settings(COUNT);
+        let mut settings = self.fleet_settings();
         if !self.retries {
             settings.retry_window_s = 0;
         }
@@ -253,6 +264,7 @@ impl Model {
                 }
             }
             Op::Tick(seconds) => self.tick(*seconds),
+            Op::ScaleOut => self.scale_out()?,
             Op::Retry(n) => {
                 if !self.inflight.is_empty() {
                     let n = n % self.inflight.len();
@@ -492,7 +504,11 @@ impl Model {
 }
 
 fn explore(ops: &[Op], retries: bool) -> Result<(), String> {
-    let mut model = Model::new(retries);
+    explore_fleets(ops, retries, false)
+}
+
+fn explore_fleets(ops: &[Op], retries: bool, in_groups: bool) -> Result<(), String> {
+    let mut model = Model::new(retries, in_groups);
     let mut outcome = Ok(());
     for op in ops {
         model.log.push(format!("{op:?}"));
@@ -507,7 +523,8 @@ fn explore(ops: &[Op], retries: bool) -> Result<(), String> {
         .and_then(|()| model.check_pipeline())
         .and_then(|()| model.retire())
         .and_then(|()| model.check_settled())
-        .and_then(|()| model.check_nothing_left());
+        .and_then(|()| model.check_nothing_left())
+        .and_then(|()| model.check_no_group_left());
     outcome.map_err(|breach| format!("{breach}\n{}", model.log.join("\n")))
 }
 
@@ -517,9 +534,10 @@ proptest! {
     #[test]
     fn no_interleaving_of_releases_rollbacks_alarms_and_sweeps_breaks_an_invariant(
         retries in any::<bool>(),
+        in_groups in any::<bool>(),
         ops in proptest::collection::vec(op(), 1..100)
     ) {
-        if let Err(breach) = explore(&ops, retries) {
+        if let Err(breach) = explore_fleets(&ops, retries, in_groups) {
             prop_assert!(false, "{}", breach);
         }
     }
@@ -640,4 +658,49 @@ fn a_lost_failed_event_leaves_nothing_and_orphans_a_fleet_without_the_sweeps_che
         Broken::SweepTrustsTheFailedEvent,
     );
     assert!(breach.contains("left running after the sweep"), "{breach}");
+}
+
+/// A breach the model found with `FLEET=asg`: the serving group scales out while a release is in
+/// QA; the release fails (an alarm) and its fleet is being abandoned; a hand rollback then took
+/// the failed release for the older fleet (fleets were ordered by the serving one's last launch,
+/// its scale-out) and moved product onto it. Fixed by ordering fleets by their first launch and
+/// by refusing to roll back onto an abandoned fleet.
+#[test]
+fn a_rollback_after_a_scale_out_never_goes_to_a_newer_failed_fleet() {
+    use Op::*;
+    let ops = [
+        vec![Release { gradual: false }; 4],
+        vec![Advance(0); 4],
+        vec![
+            Release { gradual: false },
+            Alarm { late: false },
+            Advance(0),
+            Tick(120),
+            Release { gradual: false },
+            Sweep,
+            Advance(2),
+            Advance(1),
+            Advance(1),
+            Tick(120),
+            ScaleOut,
+            Advance(1),
+            Advance(1),
+            Tick(120),
+            Advance(1),
+            Release { gradual: false },
+            Approval { approve: true },
+            Advance(0),
+            Sweep,
+            Release { gradual: false },
+            Release { gradual: false },
+            Release { gradual: false },
+            Sweep,
+            HandRollback { named: false },
+        ],
+    ]
+    .concat();
+    assert_eq!(
+        explore_fleets(&ops, false, true).map_err(|b| b.lines().next().map(str::to_owned)),
+        Ok(())
+    );
 }

@@ -6,6 +6,7 @@ use super::*;
 impl Model {
     pub(super) fn plan(&self, kind: &Kind) -> Planned {
         let settings = self.settings();
+        let (groups, templates) = self.seen_groups();
         let alarms = [Alarm {
             name: "api-5xx".into(),
             state: self.alarm,
@@ -17,7 +18,18 @@ impl Model {
                 release,
                 progress,
                 ..
-            } => self.plan_job(*action, release, progress.as_ref(), &settings, &alarms),
+            } => self.through_groups(
+                self.plan_job(
+                    *action,
+                    release,
+                    progress.as_ref(),
+                    &settings,
+                    &alarms,
+                    &groups,
+                    &templates,
+                ),
+                None,
+            ),
             Kind::Rollback { named, alarm_at } => {
                 let trigger = match alarm_at {
                     Some(at) => Trigger::Alarm {
@@ -26,7 +38,7 @@ impl Model {
                     },
                     None => Trigger::Hand,
                 };
-                roll_back(&RollbackInput {
+                let planned = roll_back(&RollbackInput {
                     service: &service(),
                     release: named.as_ref(),
                     trigger,
@@ -37,32 +49,37 @@ impl Model {
                     dns: None,
                     alarms: &alarms,
                     now,
-                })
+                });
+                self.through_groups(planned, None)
             }
-            Kind::Sweep | Kind::Failed(_) => cleanup(&CleanupInput {
-                groups: &[],
-                takeover_s: match BROKEN.get() {
-                    Some(Broken::NoTakeoverMargin) => 0,
-                    _ => 2 * SWITCH_LISTENER_TIMEOUT_S,
-                },
-                service: &service(),
-                scope: match kind {
-                    Kind::Failed(release) => CleanupScope::FailedExecution(release.clone()),
-                    _ => CleanupScope::Expired,
-                },
-                settings: &settings,
-                alb,
-                instances,
-                addresses: &[],
-                dns: None,
-                alarms: &alarms,
-                executions: &match BROKEN.get() {
+            Kind::Sweep | Kind::Failed(_) => {
+                let executions = match BROKEN.get() {
                     Some(Broken::SweepTrustsTheFailedEvent) => BTreeMap::new(),
                     _ => self.executions(),
-                },
-                progress: None,
-                now,
-            }),
+                };
+                let input = CleanupInput {
+                    groups: &groups,
+                    takeover_s: match BROKEN.get() {
+                        Some(Broken::NoTakeoverMargin) => 0,
+                        _ => 2 * SWITCH_LISTENER_TIMEOUT_S,
+                    },
+                    service: &service(),
+                    scope: match kind {
+                        Kind::Failed(release) => CleanupScope::FailedExecution(release.clone()),
+                        _ => CleanupScope::Expired,
+                    },
+                    settings: &settings,
+                    alb,
+                    instances,
+                    addresses: &[],
+                    dns: None,
+                    alarms: &alarms,
+                    executions: &executions,
+                    progress: None,
+                    now,
+                };
+                self.through_groups(cleanup(&input), Some(&input))
+            }
         }
     }
 
@@ -73,13 +90,15 @@ impl Model {
         progress: Option<&Progress>,
         settings: &ServiceSettings,
         alarms: &[Alarm],
+        groups: &[Group],
+        templates: &[LaunchTemplate],
     ) -> Planned {
         let (alb, instances, now) = (&self.alb, self.instances.as_slice(), self.now);
         let lock_holder = self.lock_holder(release);
         match action {
             JobAction::Provision => provision(&ProvisionInput {
-                groups: &[],
-                templates: &[],
+                groups,
+                templates,
                 ami: None,
                 service: &service(),
                 release,
