@@ -248,6 +248,28 @@ pub fn client_token(service: &ServiceName, release: &ReleaseId, index: u32) -> S
     format!("cutover-{}-{index}-{hash:016x}", release.short())
 }
 
+/// Why a target group that already takes part of product may not take all of it: it has no
+/// healthy target, or one that is failing. A target still in its initial registration is an
+/// instance its group launched as it scaled out (the load balancer sends it nothing until it
+/// passes its checks), not a reason to refuse a rollback to 100 % of the old slot.
+fn not_ready_to_keep_serving(group: &TargetGroup) -> Option<String> {
+    let failing: Vec<&Target> = group
+        .targets
+        .iter()
+        .filter(|t| !matches!(t.health, Health::Healthy | Health::Initial))
+        .collect();
+    if !group.targets.iter().any(|t| t.health == Health::Healthy) {
+        Some("it has no healthy target".to_owned())
+    } else if !failing.is_empty() {
+        Some(format!(
+            "targets are failing: {}",
+            describe_targets(&failing)
+        ))
+    } else {
+        None
+    }
+}
+
 /// Why product may not go to this target group: it has no targets, or not every one is healthy.
 fn not_ready(group: &TargetGroup) -> Option<String> {
     let unhealthy = group.unhealthy();

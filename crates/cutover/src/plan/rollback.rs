@@ -107,7 +107,7 @@ fn plan_rollback(input: &RollbackInput, state: RouteState) -> Planned {
                 return Ok(Plan::done(quiet));
             }
             let old = alb.slot(toward.other());
-            if let Some(why) = not_ready(old) {
+            if let Some(why) = not_ready_to_keep_serving(old) {
                 return refuse(format!(
                     "cannot roll back {service} to the {} slot ({}): {why}",
                     old.slot, old.name

@@ -94,6 +94,24 @@ fn a_rollback_mid_shift_puts_product_on_the_old_slot_in_one_call_marked_first() 
 }
 
 #[test]
+fn a_rollback_mid_shift_goes_to_an_old_slot_whose_group_is_scaling_out_but_never_a_failing_one() {
+    let (mut world, instances) = released_world();
+    world.product.forward = weighted(&world, Slot::Green, 25, None);
+    // The serving group launched one more instance under load: still in its registration.
+    world.blue.targets.push(target("i-scaled", Health::Initial));
+    let plan = rollback_plan(Trigger::Hand, None, &world, &instances).expect("a plan");
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| matches!(s, Step::SetForward { to, .. } if *to == Forward::to(BLUE))),
+        "{plan:?}"
+    );
+    world.blue.targets.last_mut().unwrap().health = Health::Unhealthy;
+    let refused = rollback_plan(Trigger::Hand, None, &world, &instances).unwrap_err();
+    assert!(refused.0.contains("failing"), "{refused}");
+}
+
+#[test]
 fn an_alarm_event_acts_on_the_alarm_now_and_inside_the_bake_of_the_release_that_serves() {
     let (world, instances) = switched_world();
     let plan = rollback_plan(ALARM, None, &world, &instances).expect("a plan");

@@ -91,14 +91,23 @@ impl Model {
             .filter(|t| t.weight != Some(0))
             .map(|t| self.slot_of(&t.arn))
             .collect();
-        // A slot whose share of traffic grows must be whole and healthy; one that keeps or loses
-        // share may hold a target its group is still registering (a scale-out under load).
+        // A slot that starts taking product must be whole and healthy; one that already takes
+        // part may hold a target its group is still registering (a scale-out under load), never
+        // a failing one, and must have a healthy one.
         let before = self.alb.product.forward.clone();
-        for slot in slots.iter().filter(|s| {
-            share(to, &self.alb.slot(**s).arn) > share(&before, &self.alb.slot(**s).arn)
-        }) {
+        for slot in &slots {
             let group = self.alb.slot(*slot);
-            if group.targets.is_empty() || !group.unhealthy().is_empty() {
+            let (was, will) = (share(&before, &group.arn), share(to, &group.arn));
+            let starts = was == 0 && will > 0;
+            let grows_onto_failing = will > was
+                && (!group.targets.iter().any(|t| t.health == Health::Healthy)
+                    || group
+                        .targets
+                        .iter()
+                        .any(|t| !matches!(t.health, Health::Healthy | Health::Initial)));
+            if (starts && (group.targets.is_empty() || !group.unhealthy().is_empty()))
+                || grows_onto_failing
+            {
                 return Err(format!(
                     "product moved to the {slot} slot, empty or unhealthy"
                 ));
