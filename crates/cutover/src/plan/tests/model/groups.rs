@@ -235,10 +235,10 @@ impl Model {
                         g.suspended = HELD_PROCESSES.iter().map(|p| p.to_string()).collect()
                     }
                     Step::ResumeGroup { .. } => g.suspended.clear(),
-                    Step::PutTrackingPolicy { policy, .. } => {
-                        if !g.policies.iter().any(|p| p.name == policy.name) {
-                            g.policies.push(policy.clone());
-                        }
+                    Step::PutTrackingPolicy { policy, .. }
+                        if !g.policies.iter().any(|p| p.name == policy.name) =>
+                    {
+                        g.policies.push(policy.clone());
                     }
                     _ => {}
                 }

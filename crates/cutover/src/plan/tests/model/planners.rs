@@ -19,15 +19,7 @@ impl Model {
                 progress,
                 ..
             } => self.through_groups(
-                self.plan_job(
-                    *action,
-                    release,
-                    progress.as_ref(),
-                    &settings,
-                    &alarms,
-                    &groups,
-                    &templates,
-                ),
+                self.plan_job(*action, release, progress.as_ref(), &settings, &alarms),
                 None,
             ),
             Kind::Rollback { named, alarm_at } => {
@@ -90,15 +82,14 @@ impl Model {
         progress: Option<&Progress>,
         settings: &ServiceSettings,
         alarms: &[Alarm],
-        groups: &[Group],
-        templates: &[LaunchTemplate],
     ) -> Planned {
+        let (groups, templates) = self.seen_groups();
         let (alb, instances, now) = (&self.alb, self.instances.as_slice(), self.now);
         let lock_holder = self.lock_holder(release);
         match action {
             JobAction::Provision => provision(&ProvisionInput {
-                groups,
-                templates,
+                groups: &groups,
+                templates: &templates,
                 ami: None,
                 service: &service(),
                 release,
