@@ -6,7 +6,7 @@ use super::*;
 impl Model {
     pub(super) fn plan(&self, kind: &Kind) -> Planned {
         let settings = self.settings();
-        let (groups, templates) = self.seen_groups();
+        let (groups, _) = self.seen_groups();
         let alarms = [Alarm {
             name: "api-5xx".into(),
             state: self.alarm,
