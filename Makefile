@@ -32,8 +32,8 @@ test: setup build ## Run every test (unit, moto integration, infra checks)
 soak: ## The release model (plan/tests/model/) over many more cases than `make test`; a failure keeps its seed in proptest-regressions/
 	PROPTEST_CASES=$(or $(CASES),20000) $(CARGO) test --locked -p cutover --lib plan::tests::model
 
-demo: setup build ## Run a whole release against a local AWS (non-interactive with --yes or CI)
-	$(BIN_DIR)/cutover-local demo $(if $(or $(CI),$(YES)),--yes,)
+demo: setup build ## Run a whole release against a local AWS (non-interactive with --yes or CI; FLEET=asg: releases as Auto Scaling groups)
+	$(BIN_DIR)/cutover-local demo $(if $(or $(CI),$(YES)),--yes,) $(if $(FLEET),--fleet $(FLEET),)
 
 serve: setup build ## Keep a local AWS and the four functions running for invoke-%
 	$(BIN_DIR)/cutover-local serve

@@ -1,6 +1,7 @@
-//! `cutover-local demo [--yes]`: a whole release against a local AWS (moto), driving the built
-//! function binaries through `cargo lambda watch` / `cargo lambda invoke` the way CodePipeline
-//! would, and printing a timeline.
+//! `cutover-local demo [--yes] [--fleet asg]`: a whole release against a local AWS (moto),
+//! driving the built function binaries through `cargo lambda watch` / `cargo lambda invoke` the
+//! way CodePipeline would, and printing a timeline. With `--fleet asg` every release is an Auto
+//! Scaling group of its own, from a copy of the team's launch template.
 //!
 //! `cutover-local serve`: the same local AWS and functions, left running for `make invoke-%`.
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cutover::aws::{Aws, InstanceQuery};
-use cutover::world::{describe_forward, InstanceState};
+use cutover::world::{describe_forward, short_arn, InstanceState};
 use cutover::Function;
 use cutover_tests::lambda::LambdaEmulator;
 use cutover_tests::{
@@ -42,17 +43,25 @@ struct Demo {
     work: PathBuf,
     jobs: u32,
     published_seen: usize,
+    /// `--fleet asg`: the service's fleets are groups.
+    in_groups: bool,
 }
+
+/// The team's launch template in the `asg` demo, only ever read.
+const TEAM_TEMPLATE: &str = "mobile-zum-api-web";
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = args.first().map(String::as_str).unwrap_or("demo");
     let result = match command {
-        "demo" => demo(args.iter().any(|a| a == "--yes")).await,
+        "demo" => {
+            let in_groups = args.windows(2).any(|w| w[0] == "--fleet" && w[1] == "asg");
+            demo(args.iter().any(|a| a == "--yes"), in_groups).await
+        }
         "serve" => serve().await,
         other => Err(format!(
-            "unknown command `{other}`: use `demo [--yes]` or `serve`"
+            "unknown command `{other}`: use `demo [--yes] [--fleet asg]` or `serve`"
         )),
     };
     if let Err(message) = result {
@@ -66,7 +75,7 @@ struct Started {
     demo: Demo,
 }
 
-async fn start() -> Result<Started, String> {
+async fn start(in_groups: bool) -> Result<Started, String> {
     let moto = cutover_tests::Moto::start();
     // The demo's functions run on the wall clock; the endpoint's AWS-like behaviours stay off.
     let wall_clock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
@@ -81,8 +90,18 @@ async fn start() -> Result<Started, String> {
     let base = fixture::seed_base(&clients, 2).await;
     let service = fixture::seed_service(&clients, &base, SERVICE, 10).await;
     fixture::put_alarm(&clients, ALARM, "OK").await;
-    let settings =
-        fixture::settings_json(&base, 2, 2, json!({"BAKE_S": BAKE_S, "ALARMS": [ALARM]}));
+    let settings = if in_groups {
+        team_template(&clients, &base).await?;
+        fixture::settings_json(
+            &base,
+            2,
+            0,
+            json!({"BAKE_S": BAKE_S, "ALARMS": [ALARM], "FLEET": "asg",
+                   "LAUNCH_TEMPLATE": TEAM_TEMPLATE, "INSTANCE_TYPE": null, "SG": null}),
+        )
+    } else {
+        fixture::settings_json(&base, 2, 2, json!({"BAKE_S": BAKE_S, "ALARMS": [ALARM]}))
+    };
     let work = repo_root().join("target/cutover-local");
     let env: Vec<(String, String)> = [
         ("AWS_ENDPOINT_URL", endpoint.url.as_str()),
@@ -112,12 +131,13 @@ async fn start() -> Result<Started, String> {
         work,
         jobs: 0,
         published_seen: 0,
+        in_groups,
     };
     Ok(Started { _moto: moto, demo })
 }
 
 async fn serve() -> Result<(), String> {
-    let started = start().await?;
+    let started = start(false).await?;
     let demo = &started.demo;
     std::fs::write(
         demo.work.join("lambda-port"),
@@ -138,10 +158,37 @@ async fn serve() -> Result<(), String> {
     Ok(())
 }
 
-async fn demo(assume_yes: bool) -> Result<(), String> {
+/// The team's launch template, as their stack would create it.
+async fn team_template(clients: &fixture::Clients, base: &fixture::Base) -> Result<(), String> {
+    use aws_sdk_ec2::types as ec2t;
+    clients
+        .ec2
+        .create_launch_template()
+        .launch_template_name(TEAM_TEMPLATE)
+        .launch_template_data(
+            ec2t::RequestLaunchTemplateData::builder()
+                .image_id(&base.ami)
+                .instance_type(ec2t::InstanceType::T3Small)
+                .security_group_ids(&base.security_group)
+                .build(),
+        )
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| format!("the team's launch template: {e:?}"))
+}
+
+async fn demo(assume_yes: bool, in_groups: bool) -> Result<(), String> {
     let clock = Instant::now();
-    println!("cutover demo: a blue/green release of `{SERVICE}` against a local AWS (moto)\n");
-    let Started { _moto, mut demo } = start().await?;
+    let fleets = if in_groups {
+        "each release an Auto Scaling group of its own"
+    } else {
+        "fleets of instances"
+    };
+    println!(
+        "cutover demo: a blue/green release of `{SERVICE}` against a local AWS (moto), {fleets}\n"
+    );
+    let Started { _moto, mut demo } = start(in_groups).await?;
     println!(
         "seeded: VPC, 2 subnets, ALB with `product` ({}) and `pre-product` ({}) rules, blue/green target groups, private zone {}, 2 EIPs, SNS topic",
         demo.service.product_host,
@@ -410,6 +457,25 @@ impl Demo {
                 tg.name,
                 targets.join(", ")
             );
+        }
+        if self.in_groups {
+            let groups = self
+                .aws
+                .groups(SERVICE, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            for g in &groups {
+                let attached: Vec<String> = g.target_groups.iter().map(|t| short_arn(t)).collect();
+                println!(
+                    "   group {} stage={:<11} desired={} in-service={} attached=[{}]{}",
+                    g.name,
+                    g.stage.map(|s| s.as_str()).unwrap_or("-"),
+                    g.desired,
+                    g.in_service(),
+                    attached.join(", "),
+                    if g.is_held() { " held" } else { "" }
+                );
+            }
         }
         if instances.is_empty() {
             println!("   instances: none");
