@@ -827,6 +827,14 @@ async fn every_call_of_releases_in_groups_is_allowed_by_a_statement_of_its_funct
         "R3's group is gone"
     );
 
+    for (function, call) in &made {
+        let action = iam_action(call);
+        assert!(
+            function.aws_actions().contains(&action.as_str()),
+            "{} called {action}, not in its list",
+            function.as_str()
+        );
+    }
     let world = iam::World::read(&local).await.remembering(before);
     let checked = every_request_is_allowed(&shared, &world, &made);
     for needed in [
