@@ -100,6 +100,14 @@ impl Progress {
     }
 
     /// Seconds since the wait began (0 if the clock went backwards).
+    /// How long a job has waited for `phase`, when its progress says it waits for that (0 for a
+    /// first invocation, or one that waited for something else before).
+    pub fn waited_for(progress: Option<&Progress>, phase: Phase, now: u64) -> u64 {
+        progress
+            .filter(|p| p.phase == phase)
+            .map_or(0, |p| p.waited(now))
+    }
+
     pub fn waited(&self, now: u64) -> u64 {
         now.saturating_sub(self.since)
     }

@@ -117,40 +117,7 @@ impl Aws {
                 ami,
                 tags,
             } => self.copy_launch_template(name, source, ami, tags).await,
-            Step::CreateGroup {
-                name,
-                launch_template,
-                subnets,
-                min,
-                max,
-                desired,
-                tags,
-            } => {
-                let sent = autoscaling
-                    .create_auto_scaling_group()
-                    .auto_scaling_group_name(name)
-                    .launch_template(
-                        ast::LaunchTemplateSpecification::builder()
-                            .launch_template_name(launch_template)
-                            .version("$Default")
-                            .build(),
-                    )
-                    .min_size(*min as i32)
-                    .max_size(*max as i32)
-                    .desired_capacity(*desired as i32)
-                    .vpc_zone_identifier(subnets.join(","))
-                    .set_tags(Some(group_tags(name, tags)))
-                    .send()
-                    .await;
-                match sent {
-                    Ok(_) => Ok(()),
-                    // A duplicate's create landed first, or a group of that name is not ours.
-                    Err(err) if err.code() == Some("AlreadyExists") => {
-                        self.check_group_is(name, tags).await
-                    }
-                    Err(err) => Err(aws_error("CreateAutoScalingGroup")(err)),
-                }
-            }
+            Step::CreateGroup { .. } => self.create_group(step).await,
             Step::AttachGroup {
                 group,
                 target_group,
@@ -205,70 +172,118 @@ impl Aws {
                 .await
                 .map(drop)
                 .map_err(aws_error("ResumeProcesses")),
-            Step::PutTrackingPolicy { group, policy } => {
-                let metric = ast::PredefinedMetricSpecification::builder()
-                    .predefined_metric_type(ast::MetricType::from(policy.metric.as_str()))
-                    .set_resource_label(policy.resource_label.clone())
-                    .build();
-                autoscaling
-                    .put_scaling_policy()
-                    .auto_scaling_group_name(group)
-                    .policy_name(&policy.name)
-                    .policy_type("TargetTrackingScaling")
-                    .target_tracking_configuration(
-                        ast::TargetTrackingConfiguration::builder()
-                            .predefined_metric_specification(metric)
-                            .target_value(policy.target_value)
-                            .disable_scale_in(policy.disable_scale_in)
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(aws_error("PutScalingPolicy"))
-            }
-            Step::DeleteGroup { group } => {
-                let sent = autoscaling
-                    .delete_auto_scaling_group()
-                    .auto_scaling_group_name(group)
-                    .force_delete(true)
-                    .send()
-                    .await;
-                match sent {
-                    Ok(_) => Ok(()),
-                    // Gone already, or its deletion is under way: what we wanted.
-                    Err(err)
-                        if err.code() == Some("ScalingActivityInProgress")
-                            || err.message().is_some_and(|m| m.contains("not found")) =>
-                    {
-                        Ok(())
-                    }
-                    Err(err) => Err(aws_error("DeleteAutoScalingGroup")(err)),
-                }
-            }
-            Step::DeleteLaunchTemplate { name } => {
-                let sent = self
-                    .ec2
-                    .delete_launch_template()
-                    .launch_template_name(name)
-                    .send()
-                    .await;
-                match sent {
-                    Ok(_) => Ok(()),
-                    Err(err)
-                        if err.code().is_some_and(|c| {
-                            c.starts_with("InvalidLaunchTemplateName.NotFound")
-                        }) =>
-                    {
-                        Ok(())
-                    }
-                    Err(err) => Err(aws_error("DeleteLaunchTemplate")(err)),
-                }
-            }
+            Step::PutTrackingPolicy { group, policy } => self.put_policy(group, policy).await,
+            Step::DeleteGroup { group } => self.delete_group(group).await,
+            Step::DeleteLaunchTemplate { name } => self.delete_template(name).await,
             other => Err(Error::Internal(format!(
                 "not a group step: {}",
                 other.describe()
             ))),
+        }
+    }
+
+    async fn create_group(&self, step: &Step) -> Result<(), Error> {
+        let Step::CreateGroup {
+            name,
+            tags,
+            launch_template,
+            subnets,
+            min,
+            max,
+            desired,
+        } = step
+        else {
+            return Err(Error::Internal("not a group's creation".into()));
+        };
+        let autoscaling = &self.autoscaling;
+        let sent = autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(
+                ast::LaunchTemplateSpecification::builder()
+                    .launch_template_name(launch_template)
+                    .version("$Default")
+                    .build(),
+            )
+            .min_size(*min as i32)
+            .max_size(*max as i32)
+            .desired_capacity(*desired as i32)
+            .vpc_zone_identifier(subnets.join(","))
+            .set_tags(Some(group_tags(name, tags)))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // A duplicate's create landed first, or a group of that name is not ours.
+            Err(err) if err.code() == Some("AlreadyExists") => {
+                self.check_group_is(name, tags).await
+            }
+            Err(err) => Err(aws_error("CreateAutoScalingGroup")(err)),
+        }
+    }
+
+    async fn put_policy(&self, group: &str, policy: &TrackingPolicy) -> Result<(), Error> {
+        let autoscaling = &self.autoscaling;
+        let metric = ast::PredefinedMetricSpecification::builder()
+            .predefined_metric_type(ast::MetricType::from(policy.metric.as_str()))
+            .set_resource_label(policy.resource_label.clone())
+            .build();
+        autoscaling
+            .put_scaling_policy()
+            .auto_scaling_group_name(group)
+            .policy_name(&policy.name)
+            .policy_type("TargetTrackingScaling")
+            .target_tracking_configuration(
+                ast::TargetTrackingConfiguration::builder()
+                    .predefined_metric_specification(metric)
+                    .target_value(policy.target_value)
+                    .disable_scale_in(policy.disable_scale_in)
+                    .build(),
+            )
+            .send()
+            .await
+            .map(drop)
+            .map_err(aws_error("PutScalingPolicy"))
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<(), Error> {
+        let autoscaling = &self.autoscaling;
+        let sent = autoscaling
+            .delete_auto_scaling_group()
+            .auto_scaling_group_name(group)
+            .force_delete(true)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // Gone already, or its deletion is under way: what we wanted.
+            Err(err)
+                if err.code() == Some("ScalingActivityInProgress")
+                    || err.message().is_some_and(|m| m.contains("not found")) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(aws_error("DeleteAutoScalingGroup")(err)),
+        }
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<(), Error> {
+        let sent = self
+            .ec2
+            .delete_launch_template()
+            .launch_template_name(name)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .code()
+                    .is_some_and(|c| c.starts_with("InvalidLaunchTemplateName.NotFound")) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(aws_error("DeleteLaunchTemplate")(err)),
         }
     }
 

@@ -267,10 +267,7 @@ fn hold_while_alarms_fire(input: &CleanupInput, chosen: &[&Instance]) -> Option<
         return None;
     }
     let firing = firing.join(", ");
-    let waited = input
-        .progress
-        .filter(|p| p.phase == Phase::Alarm)
-        .map_or(0, |p| p.waited(input.now));
+    let waited = Progress::waited_for(input.progress, Phase::Alarm, input.now);
     if waited > MAX_ACTION_WAIT_S {
         return Some(refuse(format!(
             "alarm {firing} has been in ALARM for {waited}s: the retired fleet of {} is kept for rollback",

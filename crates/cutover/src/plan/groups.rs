@@ -50,10 +50,7 @@ pub(super) fn provision_group(input: &ProvisionInput, source: &str) -> Planned {
     };
     let in_service = group.in_service();
     if in_service < group.desired as usize {
-        let waited = input
-            .progress
-            .filter(|p| p.phase == Phase::Running)
-            .map_or(0, |p| p.waited(input.now));
+        let waited = Progress::waited_for(input.progress, Phase::Running, input.now);
         if waited > RUNNING_TIMEOUT_S {
             return refuse(format!(
                 "group {name} of release {release} has {in_service} of {} instances InService after {waited}s; see its scaling activities",
@@ -113,111 +110,151 @@ fn fleet_tags(
 /// A plan decided on instances, carried out on the groups that own them.
 pub fn through_groups(planned: Planned, groups: &[Group], instances: &[Instance]) -> Planned {
     let mut plan = planned?;
-    let owner = |id: &str| groups.iter().find(|g| !g.deleting && g.has(id));
-    let mut steps = Vec::new();
+    let mut carried = Carried {
+        groups,
+        steps: Vec::new(),
+    };
     for step in std::mem::take(&mut plan.steps) {
         match step {
             Step::RegisterTargets {
                 target_group,
                 instance_ids,
-            } => {
-                let (by_group, loose) = split(&instance_ids, owner);
-                for group in by_group {
-                    if group.target_groups.contains(&target_group) {
-                        // Attached already: Auto Scaling is still registering these.
-                        continue;
-                    }
-                    push_once(
-                        &mut steps,
-                        Step::AttachGroup {
-                            group: group.name.clone(),
-                            target_group: target_group.clone(),
-                        },
-                    );
-                }
-                if !loose.is_empty() {
-                    steps.push(Step::RegisterTargets {
-                        target_group,
-                        instance_ids: loose,
-                    });
-                }
-            }
+            } => carried.register(target_group, &instance_ids),
             Step::DeregisterTargets {
                 target_group,
                 instance_ids,
             } => {
-                let (by_group, mut loose) = split(&instance_ids, owner);
-                let foreign: Vec<&str> = loose
-                    .iter()
-                    .filter(|id| !instances.iter().any(|i| &i.id == *id))
-                    .map(String::as_str)
-                    .collect();
-                if !foreign.is_empty() {
-                    return refuse(format!(
-                        "{} in {} {} not cutover's (a group of the team's still attached to it?): \
-                         cutover leaves them alone; detach that group from the target group \
-                         (see the README, FLEET=asg) and retry",
-                        foreign.join(", "),
-                        short_arn(&target_group),
-                        if foreign.len() == 1 { "is" } else { "are" },
-                    ));
-                }
-                for group in by_group {
-                    if group.target_groups.contains(&target_group) {
-                        push_once(
-                            &mut steps,
-                            Step::DetachGroup {
-                                group: group.name.clone(),
-                                target_group: target_group.clone(),
-                            },
-                        );
-                    } else {
-                        loose.extend(ids_in(&instance_ids, group));
-                    }
-                }
-                if !loose.is_empty() {
-                    steps.push(Step::DeregisterTargets {
-                        target_group,
-                        instance_ids: loose,
-                    });
-                }
+                refuse_foreign_targets(&target_group, &instance_ids, groups, instances)?;
+                carried.deregister(target_group, &instance_ids);
             }
-            Step::Terminate { instance_ids } => {
-                let (by_group, mut loose) = split(&instance_ids, owner);
-                for group in by_group {
-                    let whole = group.members.iter().all(|m| instance_ids.contains(&m.id));
-                    if whole {
-                        push_once(
-                            &mut steps,
-                            Step::DeleteGroup {
-                                group: group.name.clone(),
-                            },
-                        );
-                        // Its template goes with it, never before: a template is deleted only
-                        // where no group can still launch from it.
-                        if group.launch_template.as_ref() == Some(&group.name) {
-                            push_once(
-                                &mut steps,
-                                Step::DeleteLaunchTemplate {
-                                    name: group.name.clone(),
-                                },
-                            );
-                        }
-                    } else {
-                        loose.extend(ids_in(&instance_ids, group));
-                    }
-                }
-                if !loose.is_empty() {
-                    steps.push(Step::Terminate {
-                        instance_ids: loose,
-                    });
-                }
-            }
-            other => steps.push(other),
+            Step::Terminate { instance_ids } => carried.terminate(&instance_ids),
+            other => carried.steps.push(other),
         }
     }
+    let mut steps = carried.steps;
     steps.extend(follow_stages(&steps, groups, instances));
     Ok(plan.with_steps(steps))
+}
+
+/// The steps of a plan as they are carried out on groups.
+struct Carried<'a> {
+    groups: &'a [Group],
+    steps: Vec<Step>,
+}
+
+impl<'a> Carried<'a> {
+    fn push_once(&mut self, step: Step) {
+        if !self.steps.contains(&step) {
+            self.steps.push(step);
+        }
+    }
+
+    /// The instances that belong to a cutover group, by group, and those that do not.
+    fn split(&self, instance_ids: &[String]) -> (Vec<&'a Group>, Vec<String>) {
+        let mut by_group: Vec<&Group> = Vec::new();
+        let mut loose = Vec::new();
+        for id in instance_ids {
+            match self.groups.iter().find(|g| !g.deleting && g.has(id)) {
+                Some(group) if !by_group.iter().any(|g| g.name == group.name) => {
+                    by_group.push(group)
+                }
+                Some(_) => {}
+                None => loose.push(id.clone()),
+            }
+        }
+        (by_group, loose)
+    }
+
+    /// A group's instances are registered by attaching it (Auto Scaling then registers what it
+    /// launches later too); one attached already is still registering them.
+    fn register(&mut self, target_group: String, instance_ids: &[String]) {
+        let (by_group, loose) = self.split(instance_ids);
+        for group in by_group {
+            if !group.target_groups.contains(&target_group) {
+                self.push_once(Step::AttachGroup {
+                    group: group.name.clone(),
+                    target_group: target_group.clone(),
+                });
+            }
+        }
+        if !loose.is_empty() {
+            self.steps.push(Step::RegisterTargets {
+                target_group,
+                instance_ids: loose,
+            });
+        }
+    }
+
+    /// A group's instances leave a target group by detaching the group.
+    fn deregister(&mut self, target_group: String, instance_ids: &[String]) {
+        let (by_group, mut loose) = self.split(instance_ids);
+        for group in by_group {
+            if group.target_groups.contains(&target_group) {
+                self.push_once(Step::DetachGroup {
+                    group: group.name.clone(),
+                    target_group: target_group.clone(),
+                });
+            } else {
+                loose.extend(ids_in(instance_ids, group));
+            }
+        }
+        if !loose.is_empty() {
+            self.steps.push(Step::DeregisterTargets {
+                target_group,
+                instance_ids: loose,
+            });
+        }
+    }
+
+    /// All of a group's instances go with the group, and its template with it, never before (a
+    /// template is deleted only where no group can still launch from it); part of a group is
+    /// terminated as instances.
+    fn terminate(&mut self, instance_ids: &[String]) {
+        let (by_group, mut loose) = self.split(instance_ids);
+        for group in by_group {
+            if !group.members.iter().all(|m| instance_ids.contains(&m.id)) {
+                loose.extend(ids_in(instance_ids, group));
+                continue;
+            }
+            self.push_once(Step::DeleteGroup {
+                group: group.name.clone(),
+            });
+            if group.launch_template.as_ref() == Some(&group.name) {
+                self.push_once(Step::DeleteLaunchTemplate {
+                    name: group.name.clone(),
+                });
+            }
+        }
+        if !loose.is_empty() {
+            self.steps.push(Step::Terminate {
+                instance_ids: loose,
+            });
+        }
+    }
+}
+
+/// Targets cutover did not launch in a slot it must empty: refused by name, never deregistered.
+fn refuse_foreign_targets(
+    target_group: &str,
+    instance_ids: &[String],
+    groups: &[Group],
+    instances: &[Instance],
+) -> Result<(), Refusal> {
+    let foreign: Vec<&str> = instance_ids
+        .iter()
+        .filter(|id| !groups.iter().any(|g| g.has(id)) && !instances.iter().any(|i| &i.id == *id))
+        .map(String::as_str)
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    refuse(format!(
+        "{} in {} {} not cutover's (a group of the team's still attached to it?): cutover leaves \
+         them alone; detach that group from the target group (see the README, FLEET=asg) and retry",
+        foreign.join(", "),
+        short_arn(target_group),
+        if foreign.len() == 1 { "is" } else { "are" },
+    ))
 }
 
 /// Each group's tags and processes after its instances' stage, as the plan leaves them.
@@ -369,35 +406,12 @@ fn processes(group: &Group, stage: Option<Stage>, groups: &[Group]) -> Vec<Step>
     }
 }
 
-/// The instances that belong to a cutover group, by group, and those that do not.
-fn split<'g>(
-    instance_ids: &[String],
-    owner: impl Fn(&str) -> Option<&'g Group>,
-) -> (Vec<&'g Group>, Vec<String>) {
-    let mut groups: Vec<&Group> = Vec::new();
-    let mut loose = Vec::new();
-    for id in instance_ids {
-        match owner(id) {
-            Some(group) if !groups.iter().any(|g| g.name == group.name) => groups.push(group),
-            Some(_) => {}
-            None => loose.push(id.clone()),
-        }
-    }
-    (groups, loose)
-}
-
 fn ids_in(instance_ids: &[String], group: &Group) -> Vec<String> {
     instance_ids
         .iter()
         .filter(|id| group.has(id))
         .cloned()
         .collect()
-}
-
-fn push_once(steps: &mut Vec<Step>, step: Step) {
-    if !steps.contains(&step) {
-        steps.push(step);
-    }
 }
 
 /// What a cleanup takes besides instances: a group left with none (its release failed before

@@ -86,9 +86,7 @@ fn lock_verdict(
     match holder {
         Some(Execution::Ended(_)) => Ok(None),
         Some(Execution::Running(status)) => {
-            let waited = progress
-                .filter(|p| p.phase == Phase::LockHolder)
-                .map_or(0, |p| p.waited(now));
+            let waited = Progress::waited_for(progress, Phase::LockHolder, now);
             if waited >= MAX_ACTION_WAIT_S {
                 return refuse(format!("{conflict}; its execution is still {status}"));
             }

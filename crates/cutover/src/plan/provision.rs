@@ -107,10 +107,7 @@ pub fn provision(input: &ProvisionInput) -> Planned {
         .map(|i| i.id.as_str())
         .collect();
     if !pending.is_empty() {
-        let waited = input
-            .progress
-            .filter(|p| p.phase == Phase::Running)
-            .map_or(0, |p| p.waited(input.now));
+        let waited = Progress::waited_for(input.progress, Phase::Running, input.now);
         if waited > RUNNING_TIMEOUT_S {
             return refuse(format!(
                 "instances {} of release {release} were not running after {waited}s",

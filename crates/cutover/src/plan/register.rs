@@ -54,10 +54,7 @@ pub fn register(input: &RegisterInput) -> Planned {
     if !unhealthy.is_empty() {
         // Measured from the registration (a wait for the lock or the bake before it is not
         // a wait for health).
-        let waited = input
-            .progress
-            .filter(|p| p.phase == Phase::Healthy)
-            .map_or(0, |p| p.waited(input.now));
+        let waited = Progress::waited_for(input.progress, Phase::Healthy, input.now);
         if waited >= input.settings.health_timeout_s {
             return refuse(format!(
                 "targets of release {release} in the {} slot were not healthy after {waited}s ({}); product was not touched",

@@ -64,17 +64,7 @@ impl Model {
                 }
                 Ok(())
             }
-            Step::CreateLaunchTemplate { .. }
-            | Step::CreateGroup { .. }
-            | Step::AttachGroup { .. }
-            | Step::DetachGroup { .. }
-            | Step::TagGroup { .. }
-            | Step::UntagGroup { .. }
-            | Step::HoldGroup { .. }
-            | Step::ResumeGroup { .. }
-            | Step::PutTrackingPolicy { .. }
-            | Step::DeleteGroup { .. }
-            | Step::DeleteLaunchTemplate { .. } => self.apply_group(step),
+            step if step.is_group_step() => self.apply_group(step),
             other => {
                 apply_tags(&mut self.alb, &mut self.instances, other);
                 Ok(())

@@ -117,133 +117,125 @@ impl Model {
                         created_at: Some(self.now),
                     });
                 }
+                Ok(())
             }
-            Step::CreateGroup {
-                name,
-                launch_template,
-                max,
-                desired,
-                tags,
-                ..
-            } => {
-                if self.asg.groups.iter().any(|g| g.name == *name) {
-                    return Ok(());
-                }
-                if !self
-                    .asg
-                    .templates
-                    .iter()
-                    .any(|t| t.name == *launch_template)
-                {
-                    // CreateAutoScalingGroup fails: the template does not exist.
-                    self.log
-                        .push(format!("  (fails: template {launch_template} is gone)"));
-                    return Ok(());
-                }
-                let stage = Stage::parse(&tags[TAG_STAGE]).expect("a stage");
-                let mut group = new_group(name.clone(), &tags[TAG_RELEASE], stage, *desired);
-                group.max = *max;
-                self.asg.groups.push(group);
-                for _ in 0..*desired {
-                    self.launch_member(name)?;
-                }
-            }
+            Step::CreateGroup { .. } => self.create_group(step),
             Step::AttachGroup {
                 group,
                 target_group,
-            } => {
-                let members = self.live_members(group);
-                let slot = self.not_product(target_group, "attached", &members, "to")?;
-                let Some(g) = self.asg.groups.iter_mut().find(|g| g.name == *group) else {
-                    return Ok(());
-                };
-                if !g.target_groups.contains(target_group) {
-                    g.target_groups.push(target_group.clone());
-                }
-                let running: Vec<String> =
-                    members.into_iter().filter(|id| !self.is_dead(id)).collect();
-                let slot = self.group_mut(slot);
-                slot.targets.retain(|t| !running.contains(&t.id));
-                slot.targets
-                    .extend(running.iter().map(|id| target(id, Health::Initial)));
-            }
+            } => self.attach(group, target_group),
             Step::DetachGroup {
                 group,
                 target_group,
-            } => {
-                let members = self.live_members(group);
-                let slot = self.not_product(target_group, "detached", &members, "from")?;
-                if let Some(g) = self.asg.groups.iter_mut().find(|g| g.name == *group) {
-                    g.target_groups.retain(|t| t != target_group);
-                }
-                for t in self.group_mut(slot).targets.iter_mut() {
-                    if members.contains(&t.id) {
-                        t.health = Health::Draining;
-                    }
-                }
-            }
-            Step::DeleteGroup { group } => {
-                let members = self.live_members(group);
-                for slot in self.product_slots() {
-                    if let Some(id) = members.iter().find(|id| self.alb.slot(slot).has(id)) {
-                        return Err(format!(
-                            "deleted group {group} with {id}, registered in a slot product forwards to"
-                        ));
-                    }
-                }
-                for i in self
-                    .instances
-                    .iter_mut()
-                    .filter(|i| members.contains(&i.id))
-                {
-                    i.state = InstanceState::Terminated;
-                }
-                self.asg.groups.retain(|g| g.name != *group);
-            }
+            } => self.detach(group, target_group),
+            Step::DeleteGroup { group } => self.delete_group(group),
             // EC2 deletes a template a group still names: the group can launch no more.
-            Step::DeleteLaunchTemplate { name } => self.asg.templates.retain(|t| t.name != *name),
+            Step::DeleteLaunchTemplate { name } => {
+                self.asg.templates.retain(|t| t.name != *name);
+                Ok(())
+            }
             other => {
-                let Some(g) = self
+                let group = self
                     .asg
                     .groups
                     .iter_mut()
-                    .find(|g| Some(g.name.as_str()) == group_of(other))
-                else {
-                    return Ok(());
-                };
-                match other {
-                    Step::TagGroup { tags, .. } => {
-                        if let Some(stage) = tags.get(TAG_STAGE) {
-                            g.stage = Stage::parse(stage);
-                        }
-                        if let Some(at) = tags.get(TAG_RETIRED_AT) {
-                            g.retired_at = at.parse().ok();
-                        }
-                        if let Some(at) = tags.get(TAG_FAILED_AT) {
-                            g.failed_at = at.parse().ok();
-                        }
-                    }
-                    Step::UntagGroup { keys, .. } => {
-                        if keys.iter().any(|k| k == TAG_RETIRED_AT) {
-                            g.retired_at = None;
-                        }
-                        if keys.iter().any(|k| k == TAG_FAILED_AT) {
-                            g.failed_at = None;
-                        }
-                    }
-                    Step::HoldGroup { .. } => {
-                        g.suspended = HELD_PROCESSES.iter().map(|p| p.to_string()).collect()
-                    }
-                    Step::ResumeGroup { .. } => g.suspended.clear(),
-                    Step::PutTrackingPolicy { policy, .. }
-                        if !g.policies.iter().any(|p| p.name == policy.name) =>
-                    {
-                        g.policies.push(policy.clone());
-                    }
-                    _ => {}
+                    .find(|g| Some(g.name.as_str()) == group_of(other));
+                if let Some(group) = group {
+                    retag_or_hold(group, other);
                 }
+                Ok(())
             }
         }
+    }
+
+    /// CreateAutoScalingGroup: the group, and the instances it launches at once; it fails when
+    /// its template does not exist.
+    fn create_group(&mut self, step: &Step) -> Result<(), String> {
+        let Step::CreateGroup {
+            name,
+            launch_template,
+            max,
+            desired,
+            tags,
+            ..
+        } = step
+        else {
+            return Ok(());
+        };
+        if self.asg.groups.iter().any(|g| g.name == *name) {
+            return Ok(());
+        }
+        if !self
+            .asg
+            .templates
+            .iter()
+            .any(|t| t.name == *launch_template)
+        {
+            self.log
+                .push(format!("  (fails: template {launch_template} is gone)"));
+            return Ok(());
+        }
+        let stage = Stage::parse(&tags[TAG_STAGE]).expect("a stage");
+        let mut group = new_group(name.clone(), &tags[TAG_RELEASE], stage, *desired);
+        group.max = *max;
+        self.asg.groups.push(group);
+        for _ in 0..*desired {
+            self.launch_member(name)?;
+        }
+        Ok(())
+    }
+
+    /// Attaching registers the group's running instances, never into a slot product forwards to.
+    fn attach(&mut self, group: &str, target_group: &str) -> Result<(), String> {
+        let members = self.live_members(group);
+        let slot = self.not_product(target_group, "attached", &members, "to")?;
+        let Some(g) = self.asg.groups.iter_mut().find(|g| g.name == group) else {
+            return Ok(());
+        };
+        if !g.target_groups.iter().any(|t| t == target_group) {
+            g.target_groups.push(target_group.to_owned());
+        }
+        let running: Vec<String> = members.into_iter().filter(|id| !self.is_dead(id)).collect();
+        let slot = self.group_mut(slot);
+        slot.targets.retain(|t| !running.contains(&t.id));
+        slot.targets
+            .extend(running.iter().map(|id| target(id, Health::Initial)));
+        Ok(())
+    }
+
+    /// Detaching drains the group's targets, never from a slot product forwards to.
+    fn detach(&mut self, group: &str, target_group: &str) -> Result<(), String> {
+        let members = self.live_members(group);
+        let slot = self.not_product(target_group, "detached", &members, "from")?;
+        if let Some(g) = self.asg.groups.iter_mut().find(|g| g.name == group) {
+            g.target_groups.retain(|t| t != target_group);
+        }
+        for t in self.group_mut(slot).targets.iter_mut() {
+            if members.contains(&t.id) {
+                t.health = Health::Draining;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deleting (`ForceDelete`) terminates the group's instances, never one product forwards to.
+    fn delete_group(&mut self, group: &str) -> Result<(), String> {
+        let members = self.live_members(group);
+        for slot in self.product_slots() {
+            if let Some(id) = members.iter().find(|id| self.alb.slot(slot).has(id)) {
+                return Err(format!(
+                    "deleted group {group} with {id}, registered in a slot product forwards to"
+                ));
+            }
+        }
+        for i in self
+            .instances
+            .iter_mut()
+            .filter(|i| members.contains(&i.id))
+        {
+            i.state = InstanceState::Terminated;
+        }
+        self.asg.groups.retain(|g| g.name != group);
         Ok(())
     }
 
@@ -407,6 +399,41 @@ fn member(id: &str) -> Member {
     Member {
         id: id.to_owned(),
         in_service: true,
+    }
+}
+
+/// A group's tags, processes and policies as a step changes them.
+fn retag_or_hold(g: &mut Group, step: &Step) {
+    match step {
+        Step::TagGroup { tags, .. } => {
+            if let Some(stage) = tags.get(TAG_STAGE) {
+                g.stage = Stage::parse(stage);
+            }
+            if let Some(at) = tags.get(TAG_RETIRED_AT) {
+                g.retired_at = at.parse().ok();
+            }
+            if let Some(at) = tags.get(TAG_FAILED_AT) {
+                g.failed_at = at.parse().ok();
+            }
+        }
+        Step::UntagGroup { keys, .. } => {
+            if keys.iter().any(|k| k == TAG_RETIRED_AT) {
+                g.retired_at = None;
+            }
+            if keys.iter().any(|k| k == TAG_FAILED_AT) {
+                g.failed_at = None;
+            }
+        }
+        Step::HoldGroup { .. } => {
+            g.suspended = HELD_PROCESSES.iter().map(|p| p.to_string()).collect()
+        }
+        Step::ResumeGroup { .. } => g.suspended.clear(),
+        Step::PutTrackingPolicy { policy, .. }
+            if !g.policies.iter().any(|p| p.name == policy.name) =>
+        {
+            g.policies.push(policy.clone());
+        }
+        _ => {}
     }
 }
 
