@@ -53,26 +53,8 @@ pub fn provision(input: &ProvisionInput) -> Planned {
         .into_iter()
         .partition(|i| i.state.is_dead());
 
-    if mine.iter().any(|i| i.stage == Some(Stage::Abandoned)) {
-        return refuse(fleet_taken(release, service, settings.retry_window_s));
-    }
-    if let Some(serving) = mine.iter().find(|i| i.stage != Some(Stage::PreProduct)) {
-        // A late duplicate of a finished job: nothing to do, and nothing to undo.
-        return Ok(Plan::done(format!(
-            "release {release} of {service} is already past provisioning ({} is {}); nothing to do",
-            serving.id,
-            serving.stage.map(Stage::as_str).unwrap_or("untagged")
-        )));
-    }
-    if let Some(broken) = mine
-        .iter()
-        .find(|i| matches!(i.state, InstanceState::Stopping | InstanceState::Stopped))
-    {
-        return refuse(format!(
-            "instance {} of release {release} is {}; terminate it and retry the stage",
-            broken.id,
-            broken.state.as_str()
-        ));
+    if let Some(decided) = taken_past_or_broken(input, &mine) {
+        return decided;
     }
 
     let by_index = by_index(&mine);
@@ -118,6 +100,38 @@ pub fn provision(input: &ProvisionInput) -> Planned {
     }
     let fleet: Vec<&Instance> = by_index.values().map(|same| same[0]).collect();
     Ok(finish(input, &fleet, steps))
+}
+
+/// A fleet provision must not touch: abandoned (refused), past provisioning (a late duplicate:
+/// done, nothing to undo), or with a stopped instance (refused).
+fn taken_past_or_broken(input: &ProvisionInput, mine: &[&Instance]) -> Option<Planned> {
+    let (service, release) = (input.service, input.release);
+    if mine.iter().any(|i| i.stage == Some(Stage::Abandoned)) {
+        return Some(refuse(fleet_taken(
+            release,
+            service,
+            input.settings.retry_window_s,
+        )));
+    }
+    if let Some(serving) = mine.iter().find(|i| i.stage != Some(Stage::PreProduct)) {
+        // A late duplicate of a finished job: nothing to do, and nothing to undo.
+        return Some(Ok(Plan::done(format!(
+            "release {release} of {service} is already past provisioning ({} is {}); nothing to do",
+            serving.id,
+            serving.stage.map(Stage::as_str).unwrap_or("untagged")
+        ))));
+    }
+    if let Some(broken) = mine
+        .iter()
+        .find(|i| matches!(i.state, InstanceState::Stopping | InstanceState::Stopped))
+    {
+        return Some(refuse(format!(
+            "instance {} of release {release} is {}; terminate it and retry the stage",
+            broken.id,
+            broken.state.as_str()
+        )));
+    }
+    None
 }
 
 /// The release's live instances by their index, oldest first.

@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use super::Stage;
+use super::step::describe_tags;
+use super::{short_arn, Stage, Step};
 use crate::names::{ReleaseId, ServiceName};
 
 /// The tag Auto Scaling puts on every instance a group launches.
@@ -97,6 +98,62 @@ impl TrackingPolicy {
         TrackingPolicy {
             resource_label,
             ..self.clone()
+        }
+    }
+}
+
+impl Step {
+    /// A call to Auto Scaling, or to EC2 for a launch template (`FLEET=asg`).
+    pub fn is_group_step(&self) -> bool {
+        matches!(
+            self,
+            Step::CreateLaunchTemplate { .. }
+                | Step::CreateGroup { .. }
+                | Step::AttachGroup { .. }
+                | Step::DetachGroup { .. }
+                | Step::TagGroup { .. }
+                | Step::UntagGroup { .. }
+                | Step::HoldGroup { .. }
+                | Step::ResumeGroup { .. }
+                | Step::PutTrackingPolicy { .. }
+                | Step::DeleteGroup { .. }
+                | Step::DeleteLaunchTemplate { .. }
+        )
+    }
+
+    /// A group step, as a person reads it.
+    pub(super) fn describe_group_step(&self) -> String {
+        match self {
+            Step::CreateLaunchTemplate {
+                name, source, ami, ..
+            } => format!("create launch template {name} from {source} with {ami}"),
+            Step::CreateGroup {
+                name,
+                launch_template,
+                desired,
+                ..
+            } => format!("create group {name} of {desired} from {launch_template}"),
+            Step::AttachGroup {
+                group,
+                target_group,
+            } => format!("attach {group} to {}", short_arn(target_group)),
+            Step::DetachGroup {
+                group,
+                target_group,
+            } => format!("detach {group} from {}", short_arn(target_group)),
+            Step::TagGroup { group, tags } => format!("tag {group}: {}", describe_tags(tags)),
+            Step::UntagGroup { group, keys } => format!("untag {group}: {}", keys.join(", ")),
+            Step::HoldGroup { group } => {
+                format!("hold {group} at its size ({})", HELD_PROCESSES.join(", "))
+            }
+            Step::ResumeGroup { group } => format!("resume {group}'s scaling"),
+            Step::PutTrackingPolicy { group, policy } => format!(
+                "give {group} the {} policy ({} at {})",
+                policy.name, policy.metric, policy.target_value
+            ),
+            Step::DeleteGroup { group } => format!("delete {group} and its instances"),
+            Step::DeleteLaunchTemplate { name } => format!("delete launch template {name}"),
+            other => format!("{other:?}"),
         }
     }
 }

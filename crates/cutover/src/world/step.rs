@@ -147,17 +147,6 @@ impl Step {
     /// One line a person can read in a log, a plan, or an SNS message.
     pub fn describe(&self) -> String {
         match self {
-            Step::CreateLaunchTemplate { .. }
-            | Step::CreateGroup { .. }
-            | Step::AttachGroup { .. }
-            | Step::DetachGroup { .. }
-            | Step::TagGroup { .. }
-            | Step::UntagGroup { .. }
-            | Step::HoldGroup { .. }
-            | Step::ResumeGroup { .. }
-            | Step::PutTrackingPolicy { .. }
-            | Step::DeleteGroup { .. }
-            | Step::DeleteLaunchTemplate { .. } => self.describe_group_step(),
             Step::Launch { spec, tags, .. } => format!(
                 "launch {} ({}, {}) in {}",
                 tags.get(TAG_NAME).map(String::as_str).unwrap_or("?"),
@@ -236,65 +225,13 @@ impl Step {
                 .collect::<Vec<_>>()
                 .join("; "),
             Step::Terminate { instance_ids } => format!("terminate {}", instance_ids.join(", ")),
+            // Every other step is a group step (`FLEET=asg`).
+            group_step => group_step.describe_group_step(),
         }
     }
 }
 
 impl Step {
-    /// A call to Auto Scaling, or to EC2 for a launch template (`FLEET=asg`).
-    pub fn is_group_step(&self) -> bool {
-        matches!(
-            self,
-            Step::CreateLaunchTemplate { .. }
-                | Step::CreateGroup { .. }
-                | Step::AttachGroup { .. }
-                | Step::DetachGroup { .. }
-                | Step::TagGroup { .. }
-                | Step::UntagGroup { .. }
-                | Step::HoldGroup { .. }
-                | Step::ResumeGroup { .. }
-                | Step::PutTrackingPolicy { .. }
-                | Step::DeleteGroup { .. }
-                | Step::DeleteLaunchTemplate { .. }
-        )
-    }
-
-    /// A group step, as a person reads it.
-    fn describe_group_step(&self) -> String {
-        match self {
-            Step::CreateLaunchTemplate {
-                name, source, ami, ..
-            } => format!("create launch template {name} from {source} with {ami}"),
-            Step::CreateGroup {
-                name,
-                launch_template,
-                desired,
-                ..
-            } => format!("create group {name} of {desired} from {launch_template}"),
-            Step::AttachGroup {
-                group,
-                target_group,
-            } => format!("attach {group} to {}", short_arn(target_group)),
-            Step::DetachGroup {
-                group,
-                target_group,
-            } => format!("detach {group} from {}", short_arn(target_group)),
-            Step::TagGroup { group, tags } => format!("tag {group}: {}", describe_tags(tags)),
-            Step::UntagGroup { group, keys } => format!("untag {group}: {}", keys.join(", ")),
-            Step::HoldGroup { group } => {
-                format!("hold {group} at its size ({})", HELD_PROCESSES.join(", "))
-            }
-            Step::ResumeGroup { group } => format!("resume {group}'s scaling"),
-            Step::PutTrackingPolicy { group, policy } => format!(
-                "give {group} the {} policy ({} at {})",
-                policy.name, policy.metric, policy.target_value
-            ),
-            Step::DeleteGroup { group } => format!("delete {group} and its instances"),
-            Step::DeleteLaunchTemplate { name } => format!("delete launch template {name}"),
-            other => format!("{other:?}"),
-        }
-    }
-
     /// A step that moves no traffic and holds nothing (tags, addresses, records, the pre-product
     /// route): it may share a round with other such steps that touch other resources. Every
     /// other step (product's route, registrations, terminations, the lock) has a round of its
@@ -486,7 +423,7 @@ pub fn describe_forward(forward: &Forward) -> String {
         .join(" + ")
 }
 
-fn describe_tags(tags: &BTreeMap<String, String>) -> String {
+pub(super) fn describe_tags(tags: &BTreeMap<String, String>) -> String {
     tags.iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
