@@ -191,15 +191,8 @@ async fn instance(local: &Local, id: &str) -> (String, BTreeMap<String, String>)
     let instance = &out.reservations()[0].instances()[0];
     (
         instance.image_id().unwrap_or_default().to_owned(),
-        instance
-            .tags()
-            .iter()
-            .map(|t| {
-                (
-                    t.key().unwrap_or_default().to_owned(),
-                    t.value().unwrap_or_default().to_owned(),
-                )
-            })
+        super::infra::iam::ec2_tags(instance.tags())
+            .into_iter()
             .collect(),
     )
 }

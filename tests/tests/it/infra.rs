@@ -932,7 +932,7 @@ pub(crate) mod iam {
         profile: Option<String>,
     }
 
-    fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+    pub(crate) fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
         tags.iter()
             .map(|t| {
                 (
