@@ -15,6 +15,8 @@
 //!   for the whole test (AWS: at least 24 hours after the instances terminate). The EC2 guide
 //!   says a replayed answer "might contain updated information": `replay_first_answers` makes
 //!   it the first call's answer unchanged, state and all.
+//! - **group names** (always on): a second `CreateAutoScalingGroup` with a name in use is
+//!   `AlreadyExists`, as the Auto Scaling API reference says; moto replaces the group instead.
 //! - **an instance no longer listed**: EC2 drops a terminated instance from `DescribeInstances`
 //!   after about an hour, while its ClientToken stays bound; `vanish` makes it so at once, and
 //!   a replayed answer naming it shows it launched long ago (as it was, by then).
@@ -64,6 +66,8 @@ pub struct Realism {
     vanished: HashSet<String>,
     /// Instances terminated while a target group still held them (registered or draining).
     pub terminated_while_in_a_group: Vec<String>,
+    /// Auto Scaling group names in use (created through the endpoint, not yet deleted).
+    group_names: HashSet<String>,
 }
 
 /// What the endpoint does with a call, decided before it reaches moto.
@@ -152,6 +156,17 @@ impl Realism {
     pub fn before(&mut self, action: &str, params: &[(String, String)]) -> Intercept {
         match action {
             "RunInstances" => self.replay_launch(params),
+            "CreateAutoScalingGroup" => {
+                let name = param(params, "AutoScalingGroupName").unwrap_or_default();
+                if self.group_names.contains(name) {
+                    return Intercept::Error {
+                        status: 400,
+                        code: "AlreadyExists".into(),
+                        message: format!("AutoScalingGroup by this name already exists - A group with the name {name} already exists"),
+                    };
+                }
+                Intercept::Forward
+            }
             // Forwarded: moto's answer says what Auto Scaling registered (`after`), and is then
             // replaced by the model's (`rewrite`).
             "DeregisterTargets" => {
@@ -189,6 +204,16 @@ impl Realism {
             return;
         }
         match action {
+            "CreateAutoScalingGroup" | "DeleteAutoScalingGroup" => {
+                let name = param(params, "AutoScalingGroupName")
+                    .unwrap_or_default()
+                    .to_owned();
+                if action == "CreateAutoScalingGroup" {
+                    self.group_names.insert(name);
+                } else {
+                    self.group_names.remove(&name);
+                }
+            }
             "DescribeTargetHealth" => {
                 if let Some(lifecycle) = &mut self.lifecycle {
                     let group = param(params, "TargetGroupArn").unwrap_or_default();

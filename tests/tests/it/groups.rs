@@ -599,3 +599,47 @@ async fn two_services_side_by_side_and_a_failed_release_whose_group_the_sweep_ta
         .unwrap();
     assert_eq!(news_now, news_fleet);
 }
+
+/// A group already named as the release's but not cutover's (other tags) is refused by name, and
+/// cutover changes nothing of it; nothing is launched for the release.
+#[tokio::test]
+async fn a_group_named_as_the_release_but_not_cutovers_is_refused_and_left_alone() {
+    let (local, service, app, autoscaling) = setup(false).await;
+    autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(group_of(R1))
+        .launch_template(
+            ast::LaunchTemplateSpecification::builder()
+                .launch_template_name(TEAM_TEMPLATE)
+                .build(),
+        )
+        .min_size(0)
+        .max_size(1)
+        .desired_capacity(0)
+        .vpc_zone_identifier(local.base.subnets.join(","))
+        .tags(
+            ast::Tag::builder()
+                .resource_id(group_of(R1))
+                .resource_type("auto-scaling-group")
+                .key("owner")
+                .value("someone-else")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("someone else's group");
+    let before = describe(&autoscaling, &group_of(R1)).await.unwrap();
+    let run = local.run_job(&app, Function::Provision, &params(R1)).await;
+    let message = run
+        .failure_message()
+        .unwrap_or_else(|| panic!("refused: {:?}", run.last()))
+        .to_owned();
+    assert!(
+        message.contains(&group_of(R1)) && message.contains("not this release's"),
+        "{message}"
+    );
+    let after = describe(&autoscaling, &group_of(R1)).await.unwrap();
+    assert_eq!(tags(&after), tags(&before));
+    assert_eq!(after.desired_capacity(), Some(0));
+    assert!(targets(&local, &service.green).await.is_empty());
+}

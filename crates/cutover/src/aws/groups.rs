@@ -256,7 +256,9 @@ impl Aws {
             .await;
         match sent {
             Ok(_) => Ok(()),
-            // Gone already, or its deletion is under way: what we wanted.
+            // Gone already, or a deletion or scaling activity under way (with ForceDelete the API
+            // reference says a group with activities in progress is deleted; this covers a second
+            // delete while the first runs). A group still listed later is planned again.
             Err(err)
                 if err.code() == Some("ScalingActivityInProgress")
                     || err.message().is_some_and(|m| m.contains("not found")) =>
