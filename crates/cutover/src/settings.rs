@@ -53,6 +53,10 @@ pub struct ServiceSettings {
     pub tags: BTreeMap<String, String>,
     /// CloudWatch alarms that gate a switch and watch the bake window.
     pub alarms: Vec<String>,
+    /// `INSTALL_MARK`: register-target takes only a fleet whose every instance its install hook
+    /// marked (`cutover:installed=<release>`): CodeDeploy counts a deployment a success when its
+    /// minimum of healthy hosts is met, and that minimum always leaves an instance out.
+    pub require_install_mark: bool,
 }
 
 /// `FLEET`: how a release's instances are launched.
@@ -110,6 +114,7 @@ const KNOWN_KEYS: &[&str] = &[
     "RETRY_WINDOW_S",
     "FLEET",
     "LAUNCH_TEMPLATE",
+    "INSTALL_MARK",
 ];
 
 /// Keys an `asg` fleet takes from its launch template instead.
@@ -120,6 +125,7 @@ const INSTANCE_ONLY_KEYS: &[&str] = &[
     "KEY_NAME",
     "USER_DATA",
     "EIP",
+    "INSTALL_MARK",
 ];
 
 impl ServiceSettings {
@@ -173,6 +179,7 @@ impl ServiceSettings {
                 .unwrap_or(DEFAULT_RETRY_WINDOW_S),
             tags: reader.tags()?,
             alarms: reader.names("ALARMS")?,
+            require_install_mark: reader.boolean("INSTALL_MARK")?.unwrap_or(false),
         })
     }
 }
@@ -380,6 +387,16 @@ impl Reader<'_> {
                 key,
                 format!("must be a whole number in {min}..={max}, found {value}"),
             )),
+        }
+    }
+
+    fn boolean(&self, key: &str) -> Result<Option<bool>, SettingsError> {
+        match self.present(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if s.trim() == "true" => Ok(Some(true)),
+            Some(Value::String(s)) if s.trim() == "false" => Ok(Some(false)),
+            Some(other) => Err(self.error(key, format!("must be true or false, found {other}"))),
         }
     }
 

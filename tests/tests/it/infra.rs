@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use cutover::event::Invocation;
+use cutover::world::TAG_INSTALLED;
 use cutover::Function;
 use cutover_tests::lambda::FUNCTIONS;
 use cutover_tests::moto::repo_root;
@@ -527,6 +528,53 @@ fn a_launch_may_use_the_accounts_ebs_key_only_through_ec2() {
     assert!(!statements
         .iter()
         .any(|s| iam::allows(s, &request("s3.us-east-1.amazonaws.com"))));
+}
+
+/// The install hook may mark the service's own instances installed, and nothing else: no other
+/// tag key, no other service's instance.
+#[test]
+fn the_install_hook_may_mark_only_its_services_instances_installed() {
+    let service = load("service.yaml");
+    let statements: Vec<Value> = statements(&service["Resources"]["InstanceRole"])
+        .iter()
+        .map(|s| {
+            let text = s
+                .to_string()
+                .replace(r#"{"Ref":"ServiceName"}"#, "\"mobile-zum-api\"")
+                .replace("${AWS::Partition}", "aws")
+                .replace("${AWS::Region}", iam::REGION)
+                .replace("${AWS::AccountId}", iam::ACCOUNT);
+            let mut statement: Value = serde_json::from_str(&text).unwrap();
+            if let Some(sub) = statement["Resource"].get("Fn::Sub").cloned() {
+                statement["Resource"] = sub;
+            }
+            statement
+        })
+        .collect();
+    let mark = |owner: &str, key: &str| iam::Request {
+        action: "ec2:CreateTags".into(),
+        resource: format!("arn:aws:ec2:{}:{}:instance/i-1", iam::REGION, iam::ACCOUNT),
+        context: BTreeMap::from([
+            (
+                "aws:ResourceTag/cutover:service".to_owned(),
+                vec![owner.to_owned()],
+            ),
+            ("aws:TagKeys".to_owned(), vec![key.to_owned()]),
+        ]),
+    };
+    let allowed = |request: &iam::Request| statements.iter().any(|s| iam::allows(s, request));
+    assert!(allowed(&mark("mobile-zum-api", TAG_INSTALLED)));
+    assert!(
+        !allowed(&mark("news-api", TAG_INSTALLED)),
+        "another service's instance"
+    );
+    assert!(
+        !allowed(&mark("mobile-zum-api", "cutover:stage")),
+        "another key"
+    );
+    let hook = std::fs::read_to_string(repo_root().join("infra/codedeploy/mark-installed.sh"))
+        .expect("the hook script");
+    assert!(hook.contains(TAG_INSTALLED) && hook.contains("cutover:release"));
 }
 
 /// IAM action for a call recorded at the endpoint.
@@ -1550,7 +1598,8 @@ pub(crate) mod iam {
                 });
             }
             if let Some(profile) = &template.profile {
-                // The service stacks put the role and its profile on one path, under one name.
+                // The role a service's profile holds is under /cutover/ (service.yaml); this test's
+                // profile is named and pathed as its role.
                 let role = profile.replacen(":instance-profile/", ":role/", 1);
                 requests.push(Request {
                     action: "iam:PassRole".into(),

@@ -9,6 +9,7 @@ mod faults;
 mod foundation;
 mod groups;
 mod infra;
+mod install;
 mod quotas;
 mod races;
 mod release;

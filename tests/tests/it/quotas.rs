@@ -172,6 +172,10 @@ fn the_settings_parameter_a_service_stack_writes_parses_as_settings() {
         plain.fleet
     );
     assert_eq!(plain.dns_zone.as_deref(), Some("Z0SHAREDZONE"));
+    assert!(
+        plain.require_install_mark,
+        "the stack ships the install hook's grant"
+    );
     assert!(plain.alarms.is_empty() && plain.elastic_ips.is_empty());
 
     parameters.insert(
@@ -204,6 +208,7 @@ fn the_settings_parameter_a_service_stack_writes_parses_as_settings() {
             launch_template: "news-api-web".into()
         }
     );
+    assert!(!group.require_install_mark, "no CodeDeploy with groups");
 }
 
 fn worst_case_parameters() -> BTreeMap<&'static str, Value> {

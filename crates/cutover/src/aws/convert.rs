@@ -216,6 +216,7 @@ pub(super) fn instance_from_sdk(instance: &ec2t::Instance) -> Option<Instance> {
         private_ip: instance.private_ip_address().map(str::to_owned),
         retired_at: tags.get(TAG_RETIRED_AT).and_then(|s| s.parse().ok()),
         failed_at: tags.get(TAG_FAILED_AT).and_then(|s| s.parse().ok()),
+        installed: tags.get(TAG_INSTALLED).map(|s| s.to_string()),
         launched_at: instance.launch_time().map(|t| t.secs().max(0) as u64),
         state_reason: instance
             .state_reason()

@@ -359,6 +359,7 @@ fn group_stage_tags(group: &Group) -> BTreeMap<String, String> {
         private_ip: None,
         retired_at: group.retired_at,
         failed_at: group.failed_at,
+        installed: None,
         launched_at: None,
         state_reason: None,
     };

@@ -32,6 +32,9 @@ pub fn register(input: &RegisterInput) -> Planned {
              or upload the build again for a new release)"
         ));
     }
+    if let Some(refusal) = not_installed(input, &mine) {
+        return refusal;
+    }
     let product = match alb.product_slot() {
         Ok(slot) => slot,
         Err(why) => return refuse(format!("cannot pick the idle slot: {why}")),
@@ -65,6 +68,31 @@ pub fn register(input: &RegisterInput) -> Planned {
         return Ok(Plan::wait(Phase::Healthy));
     }
     Ok(route_qa_there(input, idle, mine.len()))
+}
+
+/// With `INSTALL_MARK`, an instance its install hook did not mark for this release did not get
+/// the build (CodeDeploy's deployment succeeded on the others): refused at once, naming it, before
+/// the lock or a registration, rather than at the health timeout.
+fn not_installed(input: &RegisterInput, mine: &[&Instance]) -> Option<Planned> {
+    if !input.settings.require_install_mark {
+        return None;
+    }
+    let release = input.release.as_str();
+    let unmarked: Vec<&str> = mine
+        .iter()
+        .filter(|i| i.stage == Some(Stage::PreProduct) && i.installed.as_deref() != Some(release))
+        .map(|i| i.id.as_str())
+        .collect();
+    if unmarked.is_empty() {
+        return None;
+    }
+    Some(refuse(format!(
+        "release {release} of {} is not installed on {} (no {TAG_INSTALLED}={release} from the \
+         install hook; CodeDeploy counts a deployment a success once its minimum of healthy hosts \
+         succeeded): see that deployment's instances, then retry the stage",
+        input.service,
+        unmarked.join(", ")
+    )))
 }
 
 /// A late duplicate after the switch (the release serves product: done), or a release half in

@@ -479,3 +479,20 @@ fn an_asg_fleet_refuses_what_its_template_sets_and_needs_a_template() {
         "neither `instances` nor `asg`",
     );
 }
+
+#[test]
+fn the_install_mark_is_a_boolean_of_instance_fleets() {
+    assert!(!parse(MINIMAL).unwrap().require_install_mark);
+    let marked = MINIMAL.replace('}', r#","INSTALL_MARK":true}"#);
+    assert!(parse(&marked).unwrap().require_install_mark);
+    refused(
+        &MINIMAL.replace('}', r#","INSTALL_MARK":"yes"}"#),
+        Some("INSTALL_MARK"),
+        "true or false",
+    );
+    refused(
+        r#"{"FLEET":"asg","LAUNCH_TEMPLATE":"web","AMI":"ami-1","SUBNET":"subnet-a","INSTALL_MARK":true}"#,
+        Some("INSTALL_MARK"),
+        "FLEET=asg",
+    );
+}

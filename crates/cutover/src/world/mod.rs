@@ -22,6 +22,9 @@ pub const TAG_STAGE: &str = "cutover:stage";
 pub const TAG_RELEASE: &str = "cutover:release";
 pub const TAG_INDEX: &str = "cutover:index";
 pub const TAG_RETIRED_AT: &str = "cutover:retired-at";
+/// On an instance, written by the release's install hook (CodeDeploy `ValidateService`, as
+/// `infra/codedeploy/mark-installed.sh` does): the release installed on it.
+pub const TAG_INSTALLED: &str = "cutover:installed";
 /// On a failed release's fleet: when its execution failed. The fleet and the lock are kept for a
 /// retry of the failed action until `RETRY_WINDOW_S` after it.
 pub const TAG_FAILED_AT: &str = "cutover:failed-at";
@@ -166,6 +169,9 @@ pub struct Instance {
     /// A failed release's fleet kept for a retry: when its execution failed (`TAG_FAILED_AT`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<u64>,
+    /// The release its install hook says is installed on it (`TAG_INSTALLED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed: Option<String>,
     /// Unix seconds.
     pub launched_at: Option<u64>,
     /// Why EC2 moved it to its state (e.g. `Server.InternalError: ...`), when it says.

@@ -54,6 +54,7 @@ pub(crate) fn instance(
         private_ip: Some(format!("10.0.0.{index}{}", id.len())),
         retired_at: None,
         failed_at: None,
+        installed: None,
         launched_at: Some(NOW - 100),
         state_reason: None,
     }

@@ -264,3 +264,40 @@ fn a_lock_whose_execution_ended_is_taken_over_and_a_running_one_is_waited_for() 
         "{claim:?}"
     );
 }
+
+/// `INSTALL_MARK`: CodeDeploy's deployment succeeded with one instance of two installed; the
+/// other is refused at once by name, before the lock or any registration.
+#[test]
+fn an_instance_the_install_hook_did_not_mark_is_refused_by_name_before_anything_changes() {
+    let mut settings = settings(2);
+    settings.require_install_mark = true;
+    let mut fleet = [
+        running("i-a", "r2", 1, Stage::PreProduct),
+        running("i-b", "r2", 2, Stage::PreProduct),
+    ];
+    fleet[0].installed = Some("r2".into());
+    fleet[1].installed = Some("r1".into());
+    let world = alb(vec![], vec![]);
+    let plan = |fleet: &[Instance]| {
+        register(&RegisterInput {
+            service: &service(),
+            release: &release("r2"),
+            settings: &settings,
+            alb: &world,
+            instances: fleet,
+            lock_holder: None,
+            progress: None,
+            now: NOW,
+        })
+    };
+    let refused = plan(&fleet).unwrap_err();
+    assert!(
+        refused.0.contains("i-b")
+            && !refused.0.contains("i-a")
+            && refused.0.contains(TAG_INSTALLED),
+        "{refused}"
+    );
+    fleet[1].installed = Some("r2".into());
+    let claims = plan(&fleet).expect("a plan");
+    assert_eq!(claims.next, Next::wait(Phase::Lock));
+}
