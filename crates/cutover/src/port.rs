@@ -118,6 +118,13 @@ pub trait Cloud: Clone + Send + Sync + 'static {
         function: Function,
     ) -> impl Future<Output = Result<Alb, Error>> + Send;
 
+    /// Reads ahead what finding any service's slots and routes starts with, when a discovery is
+    /// to come and the service is not known yet (an alarm's rollback, beside the settings that
+    /// name it). Nothing by default.
+    fn survey_slots(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Live instances, to find the services a sweep or a failed execution concerns.
     fn instances(
         &self,

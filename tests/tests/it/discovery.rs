@@ -329,3 +329,41 @@ async fn a_cold_switch_among_a_hundred_services_without_the_listener_tag_reads_i
         calls.iter().map(|c| &c.action).collect::<Vec<_>>()
     );
 }
+
+/// An alarm's rollback in a cold container, among a hundred services' target groups, its own
+/// naming no listener, its settings an SSM parameter: the alarm names no service until every
+/// parameter is read, and the survey of the target groups, their tags and the load balancers'
+/// listeners (which needs no service) is read beside that, so product moves after five rounds:
+/// the parameters and the survey; the rules beside the slots' health; the rules' tags; the
+/// rollback's mark; the move.
+#[tokio::test]
+async fn a_cold_alarm_rollback_among_a_hundred_services_moves_product_after_five_rounds() {
+    const ALARM: &str = "cutover-mobile-zum-api-5xx";
+    let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
+    fixture::seed_other_services(&local.clients, &local.base, 99).await;
+    fixture::forget_the_listener(&local.clients, &service).await;
+    fixture::put_alarm(&local.clients, ALARM, "OK").await;
+    let _ = switch_in_a_new_container(&local, json!({"BAKE_S": 3600, "ALARMS": [ALARM]})).await;
+    assert_eq!(local.product_forward().await, service.blue, "R2 serves");
+    fixture::set_alarm(&local.clients, ALARM, "ALARM").await;
+    let cold = local.app(&[]);
+    let mark = local.endpoint.mark();
+    cold.handle(
+        Function::SwitchListener,
+        cutover_tests::alarm_event(local.now()),
+    )
+    .await
+    .expect("the alarm's rollback");
+    assert_eq!(
+        local.product_forward().await,
+        service.green,
+        "rolled back to R1"
+    );
+    let calls = &local.endpoint.calls()[mark..];
+    assert_eq!(
+        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
+        Some(5),
+        "{:?}",
+        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
+    );
+}

@@ -19,6 +19,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use tracing::info;
 
 use super::convert::*;
+use super::survey::Survey;
 use super::*;
 
 /// Where a warm container last found a service's slots, and the listeners it searched for its
@@ -34,7 +35,7 @@ pub(super) struct KnownAlb {
 pub(super) type KnownAlbs = Arc<Mutex<HashMap<String, KnownAlb>>>;
 
 /// Tags by ARN.
-type Tags = HashMap<String, HashMap<String, String>>;
+pub(super) type Tags = HashMap<String, HashMap<String, String>>;
 
 /// Reads of one kind in flight at once (tag batches, listeners, rules).
 const READS_IN_FLIGHT: usize = 8;
@@ -121,24 +122,15 @@ impl Aws {
     /// would cost a round); then the service's routes beside the slots' health; and the
     /// listeners searched for the routes.
     async fn discover_alb(&self, service: &str, health: bool) -> Result<(Alb, Vec<String>), Error> {
-        let groups = self.target_groups(None).await?;
-        let arns: Vec<String> = groups
-            .iter()
-            .filter_map(|g| g.target_group_arn().map(str::to_owned))
-            .collect();
-        let mut every_load_balancer: Vec<String> = groups
-            .iter()
-            .flat_map(|g| g.load_balancer_arns().iter().cloned())
-            .collect();
-        every_load_balancer.sort();
-        every_load_balancer.dedup();
-        // Boxed: inline, these futures make every frame above them too large for a test
-        // thread's stack.
-        let (tags, listeners) = tokio::join!(
-            Box::pin(self.elb_tags(&arns)),
-            Box::pin(self.listeners_by_load_balancer(&every_load_balancer))
-        );
-        let tags = tags?;
+        let Survey {
+            groups,
+            tags,
+            listeners,
+            ..
+        } = match self.survey_read_ahead() {
+            Some(survey) => survey,
+            None => self.survey().await?,
+        };
         let (blue, green) = pick_slots(service, &groups, &tags)?;
         let arn = |g: &'_ elbt::TargetGroup| g.target_group_arn().unwrap_or_default().to_owned();
         let mut named: Vec<String> = [blue, green]
@@ -158,7 +150,7 @@ impl Aws {
         let (blue_arn, green_arn) = (arn(blue), arn(green));
         // A listener the groups name spares reading the rules of every listener; else the
         // listeners read beside the tags (when that read worked) are the ones searched.
-        let read = listeners.ok().map(|listeners| {
+        let read = listeners.map(|listeners| {
             listeners
                 .into_iter()
                 .filter(|(load_balancer, _)| load_balancers.contains(load_balancer))
@@ -253,7 +245,7 @@ impl Aws {
     }
 
     /// These target groups (all of them when `None`), every page.
-    async fn target_groups(
+    pub(super) async fn target_groups(
         &self,
         arns: Option<&[String]>,
     ) -> Result<Vec<elbt::TargetGroup>, Error> {
@@ -293,35 +285,6 @@ impl Aws {
             .target_health_descriptions()
             .iter()
             .filter_map(target_from_sdk)
-            .collect())
-    }
-
-    /// Every listener of these load balancers as route candidates, with its load balancer.
-    async fn listeners_by_load_balancer(
-        &self,
-        load_balancers: &[String],
-    ) -> Result<Vec<(String, Candidate)>, Error> {
-        let reads: Vec<_> = load_balancers
-            .iter()
-            .map(|load_balancer| {
-                self.elb
-                    .describe_listeners()
-                    .load_balancer_arn(load_balancer)
-                    .send()
-            })
-            .collect();
-        let pages = bounded(reads)
-            .await
-            .map_err(aws_error("DescribeListeners"))?;
-        Ok(pages
-            .iter()
-            .flat_map(|page| page.listeners())
-            .filter_map(|listener| {
-                Some((
-                    listener.load_balancer_arn()?.to_owned(),
-                    listener_candidate(listener)?,
-                ))
-            })
             .collect())
     }
 
@@ -415,7 +378,7 @@ impl Aws {
 /// These reads, at most `READS_IN_FLIGHT` at once, their answers in order. (The futures are
 /// made before they are streamed: a stream that makes them with a borrowing closure is not
 /// `Send` for every lifetime, which the port's futures must be.)
-async fn bounded<F, T, E>(reads: Vec<F>) -> Result<Vec<T>, E>
+pub(super) async fn bounded<F, T, E>(reads: Vec<F>) -> Result<Vec<T>, E>
 where
     F: std::future::Future<Output = Result<T, E>>,
 {
@@ -509,7 +472,7 @@ fn target_group(group: &elbt::TargetGroup, slot: Slot, targets: Vec<Target>) -> 
 }
 
 /// A non-default rule as a route candidate (a listener's default rule is the listener's).
-fn listener_candidate(listener: &elbt::Listener) -> Option<Candidate> {
+pub(super) fn listener_candidate(listener: &elbt::Listener) -> Option<Candidate> {
     Some(Candidate {
         arn: listener.listener_arn()?.to_owned(),
         is_listener_default: true,

@@ -23,6 +23,7 @@ mod groups;
 mod observe;
 mod parameters;
 mod pipeline;
+mod survey;
 mod template;
 
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct Aws {
     cloudwatch: aws_sdk_cloudwatch::Client,
     /// Where this container last found each service's slots and routes.
     known_albs: alb::KnownAlbs,
+    /// A cold container's survey of every target group, read ahead of a discovery.
+    surveyed: survey::Surveyed,
 }
 
 /// Attempts per AWS call (the first and three retries), with exponential back-off and jitter:
@@ -161,6 +164,7 @@ impl Aws {
             #[cfg(feature = "alarms")]
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             known_albs: alb::KnownAlbs::default(),
+            surveyed: survey::Surveyed::default(),
         }
     }
 }
@@ -182,6 +186,10 @@ impl Cloud for Aws {
 
     async fn execute(&self, step: &Step) -> Result<(), Error> {
         self.execute(step).await
+    }
+
+    async fn survey_slots(&self) {
+        self.survey_ahead().await
     }
 
     async fn alb(&self, service: &ServiceName, function: Function) -> Result<Alb, Error> {

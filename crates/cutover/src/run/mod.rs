@@ -350,8 +350,11 @@ impl<C: Cloud> App<C> {
             info!("alarm state {state}: nothing to do");
             return Ok(json!({ "alarm": alarm, "state": state, "services": {} }));
         }
+        // Which service the alarm is for is known only from the settings; what any discovery of
+        // its slots starts with is read beside them.
+        let (services, ()) = tokio::join!(self.services_naming(alarm), self.cloud.survey_slots());
         let mut results = BTreeMap::new();
-        for service in self.services_naming(alarm).await? {
+        for service in services? {
             let started = Instant::now();
             let work = Work::AlarmRollback {
                 service: &service,
