@@ -261,7 +261,12 @@ fn refuse_foreign_targets(
 fn follow_stages(steps: &[Step], groups: &[Group], instances: &[Instance]) -> Vec<Step> {
     let mut tags: HashMap<&str, BTreeMap<String, String>> = instances
         .iter()
-        .map(|i| (i.id.as_str(), stage_of(i)))
+        .map(|i| {
+            (
+                i.id.as_str(),
+                stage_tags_of(i.stage, i.retired_at, i.failed_at),
+            )
+        })
         .collect();
     for step in steps {
         match step {
@@ -301,7 +306,7 @@ fn follow_stages(steps: &[Step], groups: &[Group], instances: &[Instance]) -> Ve
         if members.iter().any(|m| m != first) {
             continue;
         }
-        let current = group_stage_tags(group);
+        let current = stage_tags_of(group.stage, group.retired_at, group.failed_at);
         let set: BTreeMap<String, String> = first
             .iter()
             .filter(|(k, v)| current.get(*k) != Some(*v))
@@ -333,37 +338,20 @@ fn follow_stages(steps: &[Step], groups: &[Group], instances: &[Instance]) -> Ve
 /// The tags a group's stage is written in.
 const FOLLOWED: [&str; 3] = [TAG_STAGE, TAG_RETIRED_AT, TAG_FAILED_AT];
 
-fn stage_of(instance: &Instance) -> BTreeMap<String, String> {
-    let mut tags = BTreeMap::new();
-    if let Some(stage) = instance.stage {
-        tags.insert(TAG_STAGE.to_owned(), stage.as_str().to_owned());
-    }
-    if let Some(at) = instance.retired_at {
-        tags.insert(TAG_RETIRED_AT.to_owned(), at.to_string());
-    }
-    if let Some(at) = instance.failed_at {
-        tags.insert(TAG_FAILED_AT.to_owned(), at.to_string());
-    }
-    tags
-}
-
-fn group_stage_tags(group: &Group) -> BTreeMap<String, String> {
-    let as_instance = Instance {
-        id: String::new(),
-        state: InstanceState::Running,
-        service: group.service.clone(),
-        stage: group.stage,
-        release: group.release.clone(),
-        index: None,
-        name: None,
-        private_ip: None,
-        retired_at: group.retired_at,
-        failed_at: group.failed_at,
-        installed: None,
-        launched_at: None,
-        state_reason: None,
-    };
-    stage_of(&as_instance)
+/// The tags a stage is written in: `cutover:stage`, and the times that go with it.
+fn stage_tags_of(
+    stage: Option<Stage>,
+    retired_at: Option<u64>,
+    failed_at: Option<u64>,
+) -> BTreeMap<String, String> {
+    [
+        (TAG_STAGE, stage.map(|s| s.as_str().to_owned())),
+        (TAG_RETIRED_AT, retired_at.map(|at| at.to_string())),
+        (TAG_FAILED_AT, failed_at.map(|at| at.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+    .collect()
 }
 
 /// A group that serves scales (with the policies of the group that served before it); one that

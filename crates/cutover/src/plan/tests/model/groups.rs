@@ -88,21 +88,28 @@ impl Model {
         (groups, self.asg.templates.clone())
     }
 
-    /// A plan decided on instances, carried out on groups (and a cleanup's leftovers).
-    pub(super) fn through_groups(
+    /// A cleanup's plan with its leftovers, as `run::converge`'s cleanup adds them.
+    pub(super) fn with_leftovers(
         &self,
         planned: Planned,
-        cleanup: Option<&CleanupInput>,
+        input: &CleanupInput,
+        groups: &[Group],
+        templates: &[LaunchTemplate],
     ) -> Planned {
         if !self.asg.on {
             return planned;
         }
-        let (groups, templates) = self.seen_groups();
-        let mut plan = through_groups(planned, &groups, &self.instances)?;
-        if let Some(input) = cleanup {
-            plan.steps.extend(leftovers(input, &groups, &templates));
-        }
+        let mut plan = planned?;
+        plan.steps.extend(leftovers(input, groups, templates));
         Ok(plan)
+    }
+
+    /// A plan decided on instances, carried out on groups.
+    pub(super) fn carried_on_groups(&self, planned: Planned, groups: &[Group]) -> Planned {
+        if !self.asg.on {
+            return planned;
+        }
+        through_groups(planned, groups, &self.instances)
     }
 
     /// A group call landing as Auto Scaling applies it, with the invariants it can break.

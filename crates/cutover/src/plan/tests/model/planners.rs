@@ -6,21 +6,25 @@ use super::*;
 impl Model {
     pub(super) fn plan(&self, kind: &Kind) -> Planned {
         let settings = self.settings();
-        let (groups, _) = self.seen_groups();
+        let (groups, templates) = self.seen_groups();
         let alarms = [Alarm {
             name: "api-5xx".into(),
             state: self.alarm,
         }];
         let (alb, instances, now) = (&self.alb, self.instances.as_slice(), self.now);
-        match kind {
+        let planned = match kind {
             Kind::Job {
                 action,
                 release,
                 progress,
                 ..
-            } => self.through_groups(
-                self.plan_job(*action, release, progress.as_ref(), &settings, &alarms),
-                None,
+            } => self.plan_job(
+                *action,
+                release,
+                progress.as_ref(),
+                &settings,
+                &alarms,
+                (&groups, &templates),
             ),
             Kind::Rollback { named, alarm_at } => {
                 let trigger = match alarm_at {
@@ -30,7 +34,7 @@ impl Model {
                     },
                     None => Trigger::Hand,
                 };
-                let planned = roll_back(&RollbackInput {
+                roll_back(&RollbackInput {
                     service: &service(),
                     release: named.as_ref(),
                     trigger,
@@ -41,8 +45,7 @@ impl Model {
                     dns: None,
                     alarms: &alarms,
                     now,
-                });
-                self.through_groups(planned, None)
+                })
             }
             Kind::Sweep | Kind::Failed(_) => {
                 let executions = match BROKEN.get() {
@@ -70,9 +73,11 @@ impl Model {
                     progress: None,
                     now,
                 };
-                self.through_groups(cleanup(&input), Some(&input))
+                self.with_leftovers(cleanup(&input), &input, &groups, &templates)
             }
-        }
+        };
+        // As `run::converge::plan_for` does: every plan carried out on the groups.
+        self.carried_on_groups(planned, &groups)
     }
 
     fn plan_job(
@@ -82,14 +87,14 @@ impl Model {
         progress: Option<&Progress>,
         settings: &ServiceSettings,
         alarms: &[Alarm],
+        (groups, templates): (&[Group], &[LaunchTemplate]),
     ) -> Planned {
-        let (groups, templates) = self.seen_groups();
         let (alb, instances, now) = (&self.alb, self.instances.as_slice(), self.now);
         let lock_holder = self.lock_holder(release);
         match action {
             JobAction::Provision => provision(&ProvisionInput {
-                groups: &groups,
-                templates: &templates,
+                groups,
+                templates,
                 ami: None,
                 service: &service(),
                 release,
