@@ -17,6 +17,10 @@
 //!   it the first call's answer unchanged, state and all.
 //! - **group names** (always on): a second `CreateAutoScalingGroup` with a name in use is
 //!   `AlreadyExists`, as the Auto Scaling API reference says; moto replaces the group instead.
+//! - **deleted ELB resources** (always on): `DescribeTags` naming a rule, listener or target
+//!   group deleted through the endpoint is `RuleNotFound` (`ListenerNotFound`,
+//!   `TargetGroupNotFound`) for the whole call, as the ELBv2 API reference lists; moto answers
+//!   for the others and leaves it out.
 //! - **an instance no longer listed**: EC2 drops a terminated instance from `DescribeInstances`
 //!   after about an hour, while its ClientToken stays bound; `vanish` makes it so at once, and
 //!   a replayed answer naming it shows it launched long ago (as it was, by then).
@@ -68,6 +72,9 @@ pub struct Realism {
     pub terminated_while_in_a_group: Vec<String>,
     /// Auto Scaling group names in use (created through the endpoint, not yet deleted).
     group_names: HashSet<String>,
+    /// ELB rules, listeners and target groups deleted through the endpoint, with the error
+    /// code `DescribeTags` answers for each.
+    deleted_elb: HashMap<String, &'static str>,
 }
 
 /// What the endpoint does with a call, decided before it reaches moto.
@@ -156,6 +163,20 @@ impl Realism {
     pub fn before(&mut self, action: &str, params: &[(String, String)]) -> Intercept {
         match action {
             "RunInstances" => self.replay_launch(params),
+            "DescribeTags" => {
+                let deleted = params
+                    .iter()
+                    .filter(|(key, _)| key.starts_with("ResourceArns.member."))
+                    .find_map(|(_, arn)| Some((arn, *self.deleted_elb.get(arn)?)));
+                match deleted {
+                    Some((arn, code)) => Intercept::Error {
+                        status: 400,
+                        code: code.into(),
+                        message: format!("One or more resources not found: '{arn}'"),
+                    },
+                    None => Intercept::Forward,
+                }
+            }
             "CreateAutoScalingGroup" => {
                 let name = param(params, "AutoScalingGroupName").unwrap_or_default();
                 if self.group_names.contains(name) {
@@ -204,6 +225,16 @@ impl Realism {
             return;
         }
         match action {
+            "DeleteRule" | "DeleteListener" | "DeleteTargetGroup" => {
+                let (key, code) = match action {
+                    "DeleteRule" => ("RuleArn", "RuleNotFound"),
+                    "DeleteListener" => ("ListenerArn", "ListenerNotFound"),
+                    _ => ("TargetGroupArn", "TargetGroupNotFound"),
+                };
+                if let Some(arn) = param(params, key) {
+                    self.deleted_elb.insert(arn.to_owned(), code);
+                }
+            }
             "CreateAutoScalingGroup" | "DeleteAutoScalingGroup" => {
                 let name = param(params, "AutoScalingGroupName")
                     .unwrap_or_default()

@@ -4,11 +4,12 @@
 //! Cold, that takes four rounds of reads, the reads of each round side by side: the target
 //! groups; their tags; the listener they name (`cutover:listener`) and its rules, beside the two
 //! groups' health; the tags of that listener and its rules. A warm container remembers the two
-//! target groups and the listeners it searched, and reads them again in two rounds: the groups,
-//! their tags and health beside those listeners and every rule on them; then the tags of those
-//! listeners and rules. It so sees what a cold start sees there (a second rule newly tagged as a
-//! route is refused as a cold start refuses it); anything that no longer matches costs a full
-//! discovery, never a wrong move.
+//! target groups, the listeners it searched and the rules it found on them, and reads them all
+//! again in one round: the groups, their tags and health, those listeners and every rule on them,
+//! and the tags of the listeners and rules it remembers. Only a rule it has not seen before costs
+//! a second round, for its tags. It so sees what a cold start sees there (a second rule newly
+//! tagged as a route is refused as a cold start refuses it); anything that no longer matches
+//! costs a full discovery, never a wrong move.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,13 +23,21 @@ use super::convert::*;
 use super::survey::Survey;
 use super::*;
 
-/// Where a warm container last found a service's slots, and the listeners it searched for its
-/// routes: only where to look, never what is there.
+/// Where a warm container last found a service's slots, the listeners it searched for its routes
+/// and what it found on them: only where to look, never what is there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct KnownAlb {
     blue: String,
     green: String,
+    searched: Searched,
+}
+
+/// The listeners searched for a service's routes, and every listener and rule found on them (the
+/// candidates whose tags were read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Searched {
     listeners: Vec<String>,
+    candidates: Vec<String>,
 }
 
 /// Per service, where its slots and routes were last found; shared by the clones of one `Aws`.
@@ -68,40 +77,67 @@ impl Aws {
             .lock()
             .ok()
             .and_then(|known| known.get(service).cloned());
-        if let Some(known) = known {
-            match self.alb_at(service, &known, health).await {
-                Ok(alb) => return Ok(alb),
-                Err(why) => info!(service, %why, "looking for the slots and routes again"),
-            }
-        }
-        let (alb, listeners) = self.discover_alb(service, health).await?;
+        let found = match known {
+            Some(known) => match self.alb_at(service, &known, health).await {
+                Ok(found) => Some(found),
+                Err(why) => {
+                    info!(service, %why, "looking for the slots and routes again");
+                    None
+                }
+            },
+            None => None,
+        };
+        let (alb, searched) = match found {
+            Some(found) => found,
+            None => self.discover_alb(service, health).await?,
+        };
         if let Ok(mut known) = self.known_albs.lock() {
-            let slots = (alb.blue.arn.clone(), alb.green.arn.clone());
-            let (blue, green) = slots;
-            known.insert(
-                service.to_owned(),
-                KnownAlb {
-                    blue,
-                    green,
-                    listeners,
-                },
-            );
+            let (blue, green) = (alb.blue.arn.clone(), alb.green.arn.clone());
+            let known_alb = KnownAlb {
+                blue,
+                green,
+                searched,
+            };
+            known.insert(service.to_owned(), known_alb);
         }
         Ok(alb)
     }
 
     /// The slots where they were last found, and the routes on the listeners searched then, in
-    /// two rounds of reads, every tag checked again; an error when a slot is gone or tagged
-    /// otherwise, or the routes are not (or not only once) there.
-    async fn alb_at(&self, service: &str, known: &KnownAlb, health: bool) -> Result<Alb, Error> {
+    /// one round of reads (two when a rule is new there), every tag checked again; an error when
+    /// a slot is gone or tagged otherwise, or the routes are not (or not only once) there.
+    async fn alb_at(
+        &self,
+        service: &str,
+        known: &KnownAlb,
+        health: bool,
+    ) -> Result<(Alb, Searched), Error> {
         let groups = [known.blue.clone(), known.green.clone()];
-        let ((groups, tags), (product, pre_product, _), blue, green) = tokio::try_join!(
+        let remembered = &known.searched.candidates;
+        let ((groups, tags), candidates, remembered_tags, blue, green) = tokio::try_join!(
             async { tokio::try_join!(self.target_groups(Some(&groups)), self.elb_tags(&groups)) },
-            self.routes_on(service, Listeners::Named(&known.listeners)),
+            self.candidates_on(Listeners::Named(&known.searched.listeners)),
+            // A remembered rule deleted since fails its page (`RuleNotFound`): every candidate's
+            // tags are then read after the rules, as a cold start reads them.
+            async { Ok(self.elb_tags(remembered).await.ok()) },
             self.targets(&known.blue, health),
             self.targets(&known.green, health),
         )?;
         let (blue_group, green_group) = pick_slots(service, &groups, &tags)?;
+        let read_beside: &[String] = match remembered_tags {
+            Some(_) => remembered,
+            None => &[],
+        };
+        let unread: Vec<String> = candidates
+            .iter()
+            .filter(|c| !read_beside.contains(&c.arn))
+            .map(|c| c.arn.clone())
+            .collect();
+        let mut route_tags = remembered_tags.unwrap_or_default();
+        if !unread.is_empty() {
+            route_tags.extend(self.elb_tags(&unread).await?);
+        }
+        let (product, pre_product, searched) = routes_among(service, candidates, &route_tags)?;
         let mut targets =
             HashMap::from([(known.blue.as_str(), blue), (known.green.as_str(), green)]);
         let mut slot = |group: &elbt::TargetGroup, slot: Slot| {
@@ -109,19 +145,20 @@ impl Aws {
             target_group(group, slot, targets.remove(arn).unwrap_or_default())
         };
         let (blue, green) = (slot(blue_group, Slot::Blue), slot(green_group, Slot::Green));
-        Ok(Alb {
+        let alb = Alb {
             blue,
             green,
             product,
             pre_product,
-        })
+        };
+        Ok((alb, searched))
     }
 
     /// Every target group; their tags beside the listeners of every load balancer they name
     /// (which of those are the service's is known only from the tags, and reading them after
     /// would cost a round); then the service's routes beside the slots' health; and the
     /// listeners searched for the routes.
-    async fn discover_alb(&self, service: &str, health: bool) -> Result<(Alb, Vec<String>), Error> {
+    async fn discover_alb(&self, service: &str, health: bool) -> Result<(Alb, Searched), Error> {
         let Survey {
             groups,
             tags,
@@ -157,7 +194,7 @@ impl Aws {
                 .map(|(_, listener)| listener)
                 .collect()
         });
-        let ((product, pre_product, listeners), blue_targets, green_targets) = tokio::try_join!(
+        let ((product, pre_product, searched), blue_targets, green_targets) = tokio::try_join!(
             Box::pin(self.find_routes(service, &named, &load_balancers, read)),
             self.targets(&blue_arn, health),
             self.targets(&green_arn, health),
@@ -168,7 +205,7 @@ impl Aws {
             product,
             pre_product,
         };
-        Ok((alb, listeners))
+        Ok((alb, searched))
     }
 
     /// On the listener the target groups name, if they name one and the routes are there; else
@@ -179,7 +216,7 @@ impl Aws {
         named: &[String],
         load_balancers: &[String],
         read: Option<Vec<Candidate>>,
-    ) -> Result<(Route, Route, Vec<String>), Error> {
+    ) -> Result<(Route, Route, Searched), Error> {
         if !named.is_empty() {
             match self.routes_on(service, Listeners::Named(named)).await {
                 Ok(routes) => return Ok(routes),
@@ -198,40 +235,39 @@ impl Aws {
     }
 
     /// The service's product and pre-product routes among these listeners and their rules, and
-    /// the listeners they were looked for on.
+    /// what was searched.
     async fn routes_on(
         &self,
         service: &str,
         listeners: Listeners<'_>,
-    ) -> Result<(Route, Route, Vec<String>), Error> {
-        let candidates: Vec<Candidate> = match listeners {
+    ) -> Result<(Route, Route, Searched), Error> {
+        let candidates = self.candidates_on(listeners).await?;
+        let arns: Vec<String> = candidates.iter().map(|c| c.arn.clone()).collect();
+        let tags = self.elb_tags(&arns).await?;
+        routes_among(service, candidates, &tags)
+    }
+
+    /// These listeners and every rule on them.
+    async fn candidates_on(&self, listeners: Listeners<'_>) -> Result<Vec<Candidate>, Error> {
+        match listeners {
             Listeners::Named(arns) => {
                 let (listeners, rules) = tokio::try_join!(
                     self.listeners(Listeners::Named(arns)),
                     try_join_all(arns.iter().map(|arn| self.rules(arn)))
                 )?;
-                listeners
+                Ok(listeners
                     .into_iter()
                     .chain(rules.into_iter().flatten())
-                    .collect()
+                    .collect())
             }
             Listeners::OfLoadBalancers(load_balancers) => {
                 let listeners = self
                     .listeners(Listeners::OfLoadBalancers(load_balancers))
                     .await?;
-                self.with_rules(listeners).await?
+                self.with_rules(listeners).await
             }
-            Listeners::Read(listeners) => self.with_rules(listeners).await?,
-        };
-        let searched: Vec<String> = candidates
-            .iter()
-            .filter(|c| c.is_listener_default)
-            .map(|c| c.arn.clone())
-            .collect();
-        let arns: Vec<String> = candidates.iter().map(|c| c.arn.clone()).collect();
-        let tags = self.elb_tags(&arns).await?;
-        let (product, pre_product) = pick_routes(service, candidates, &tags)?;
-        Ok((product, pre_product, searched))
+            Listeners::Read(listeners) => self.with_rules(listeners).await,
+        }
     }
 
     /// These listeners and the rules of each.
@@ -426,6 +462,25 @@ fn pick_slots<'g>(
         }
     };
     Ok((pick(Slot::Blue)?, pick(Slot::Green)?))
+}
+
+/// The service's routes among these candidates (listeners and rules), by their tags, and what was
+/// searched.
+fn routes_among(
+    service: &str,
+    candidates: Vec<Candidate>,
+    tags: &Tags,
+) -> Result<(Route, Route, Searched), Error> {
+    let searched = Searched {
+        listeners: candidates
+            .iter()
+            .filter(|c| c.is_listener_default)
+            .map(|c| c.arn.clone())
+            .collect(),
+        candidates: candidates.iter().map(|c| c.arn.clone()).collect(),
+    };
+    let (product, pre_product) = pick_routes(service, candidates, tags)?;
+    Ok((product, pre_product, searched))
 }
 
 /// The service's product and pre-product routes among `candidates`, by their tags: exactly one
