@@ -111,11 +111,13 @@ pub trait Cloud: Clone + Send + Sync + 'static {
     fn observe(&self, look: Look<'_>) -> impl Future<Output = Result<Seen, Error>> + Send;
 
     /// The service's slots and routes as `function` reads them (what `observe` would read), for
-    /// a first round that reads them beside the settings.
+    /// a first round that reads them beside the settings; `listener` is the settings' `LISTENER`
+    /// once they are read.
     fn alb(
         &self,
         service: &ServiceName,
         function: Function,
+        listener: impl Future<Output = Option<String>> + Send,
     ) -> impl Future<Output = Result<Alb, Error>> + Send;
 
     /// Reads ahead what finding any service's slots and routes starts with, when a discovery is

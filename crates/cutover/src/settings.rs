@@ -57,6 +57,10 @@ pub struct ServiceSettings {
     /// marked (`cutover:installed=<release>`): CodeDeploy counts a deployment a success when its
     /// minimum of healthy hosts is met, and that minimum always leaves an instance out.
     pub require_install_mark: bool,
+    /// `LISTENER`: the listener the service's routes are on, where a cold start looks for them
+    /// first (beside the target groups, not after their tags); the routes are still found by
+    /// their tags, and anywhere else on the load balancer when they are not there.
+    pub listener: Option<String>,
 }
 
 /// `FLEET`: how a release's instances are launched.
@@ -115,6 +119,7 @@ const KNOWN_KEYS: &[&str] = &[
     "FLEET",
     "LAUNCH_TEMPLATE",
     "INSTALL_MARK",
+    "LISTENER",
 ];
 
 /// Keys an `asg` fleet takes from its launch template instead.
@@ -180,6 +185,7 @@ impl ServiceSettings {
             tags: reader.tags()?,
             alarms: reader.names("ALARMS")?,
             require_install_mark: reader.boolean("INSTALL_MARK")?.unwrap_or(false),
+            listener: reader.listener()?,
         })
     }
 }
@@ -478,6 +484,27 @@ impl Reader<'_> {
             ));
         }
         Ok(raw.to_owned())
+    }
+
+    fn listener(&self) -> Result<Option<String>, SettingsError> {
+        const KEY: &str = "LISTENER";
+        let Some(value) = self.present(KEY) else {
+            return Ok(None);
+        };
+        let raw = self.string(KEY, value)?;
+        let well_formed = raw.starts_with("arn:")
+            && raw.split(':').nth(2) == Some("elasticloadbalancing")
+            && raw
+                .split(':')
+                .nth(5)
+                .is_some_and(|r| r.starts_with("listener/"));
+        if !well_formed {
+            return Err(self.error(
+                KEY,
+                format!("`{raw}` is not a load balancer listener's ARN (arn:aws:elasticloadbalancing:…:listener/app/…)"),
+            ));
+        }
+        Ok(Some(raw.to_owned()))
     }
 
     fn hosted_zone(&self) -> Result<Option<String>, SettingsError> {

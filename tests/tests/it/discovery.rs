@@ -414,3 +414,80 @@ async fn a_warm_container_whose_remembered_rule_was_deleted_reads_the_tags_after
         1
     );
 }
+
+/// The same hundred services, the service's settings naming its listener (`LISTENER`): that
+/// listener's rules are read as soon as the parameter is (beside the target groups' tags), so a
+/// cold release moves product after three rounds and a cold rollback, which marks the route
+/// first, after four.
+#[tokio::test]
+async fn a_cold_switch_on_the_listener_its_settings_name_moves_product_after_three_rounds() {
+    let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
+    fixture::seed_other_services(&local.clients, &local.base, 99).await;
+    fixture::forget_the_listener(&local.clients, &service).await;
+    let settings = json!({"BAKE_S": 3600, "LISTENER": local.base.listener});
+    let (_warm, mark) = switch_in_a_new_container(&local, settings).await;
+    let calls = &local.endpoint.calls()[mark..];
+    assert_eq!(
+        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
+        Some(3),
+        "{:?}",
+        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
+    );
+
+    let cold = local.app(&[]);
+    let mark = local.endpoint.mark();
+    let rollback = json!({"service": SERVICE, "release": R2, "action": "rollback"});
+    let run = local
+        .run_job(&cold, Function::SwitchListener, &rollback)
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    assert_eq!(local.product_forward().await, service.green, "back on R1");
+    let calls = &local.endpoint.calls()[mark..];
+    assert_eq!(
+        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
+        Some(4),
+        "{:?}",
+        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
+    );
+}
+
+/// Settings naming a listener the routes are not on (another listener of the load balancer, or
+/// one deleted since): the routes are found by their tags where they are, as without it.
+#[tokio::test]
+async fn routes_not_on_the_listener_the_settings_name_are_found_where_they_are() {
+    let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
+    fixture::forget_the_listener(&local.clients, &service).await;
+    let other = local
+        .clients
+        .elb
+        .create_listener()
+        .load_balancer_arn(&local.base.load_balancer)
+        .protocol(elbt::ProtocolEnum::Http)
+        .port(8080)
+        .default_actions(
+            elbt::Action::builder()
+                .r#type(elbt::ActionTypeEnum::FixedResponse)
+                .fixed_response_config(
+                    elbt::FixedResponseActionConfig::builder()
+                        .status_code("404")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateListener");
+    let other = other.listeners()[0].listener_arn().unwrap().to_owned();
+    let (_warm, mark) = switch_in_a_new_container(&local, json!({"LISTENER": other})).await;
+    assert_eq!(local.product_forward().await, service.blue, "R2 serves");
+    let rules = local.endpoint.calls_of(mark, "DescribeRules");
+    assert!(
+        rules
+            .iter()
+            .any(|c| c.param("ListenerArn") == Some(other.as_str()))
+            && rules
+                .iter()
+                .any(|c| c.param("ListenerArn") == Some(local.base.listener.as_str())),
+        "looked on the listener the settings name, then found the routes on the other: {rules:?}"
+    );
+}

@@ -177,6 +177,11 @@ fn the_settings_parameter_a_service_stack_writes_parses_as_settings() {
         "the stack ships the install hook's grant"
     );
     assert!(plain.alarms.is_empty() && plain.elastic_ips.is_empty());
+    assert_eq!(
+        plain.listener.as_deref(),
+        Some(OWN_LISTENER),
+        "a cold start looks on the stack's listener first"
+    );
 
     parameters.insert(
         "Alarms",
@@ -195,6 +200,13 @@ fn the_settings_parameter_a_service_stack_writes_parses_as_settings() {
     );
     assert_eq!(full.elastic_ips, ["eipalloc-0123456789abcdef0"]);
     assert_eq!(full.dns_zone.as_deref(), Some("Z0OWNZONE"));
+
+    let shared = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shared/1/2";
+    parameters.insert("SharedListenerArn", json!(shared));
+    let on_shared =
+        ServiceSettings::parse("/cutover/news-api", &settings_of(&service, &parameters))
+            .expect("the stack's settings parse");
+    assert_eq!(on_shared.listener.as_deref(), Some(shared));
 
     // Fleet=asg: the template sets type, security groups and profile; no addresses.
     parameters.insert("ElasticIpAllocationIds", json!([""]));
@@ -232,8 +244,19 @@ fn worst_case_parameters() -> BTreeMap<&'static str, Value> {
         ("ElasticIpAllocationIds", json!(addresses)),
         ("HostedZoneId", json!("Z0123456789ABCDEFGHIJ")),
         ("CutoverStack", json!("cutover")),
+        (
+            "SharedListenerArn",
+            json!(format!(
+                "arn:aws:elasticloadbalancing:ap-southeast-2:123456789012:listener/app/{}/50dc6c495c0c9188/f2f7dc8efc522ab2",
+                "l".repeat(32)
+            )),
+        ),
     ])
 }
+
+/// What `Ref` of the stack's own listener gives (its ARN).
+const OWN_LISTENER: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/news-api/50dc6c495c0c9188/f2f7dc8efc522ab2";
 
 /// The value of the service stack's settings parameter for these parameters.
 fn settings_of(service: &Value, parameters: &BTreeMap<&str, Value>) -> String {
@@ -251,6 +274,9 @@ fn settings_of(service: &Value, parameters: &BTreeMap<&str, Value>) -> String {
             "HasElasticIps" => !joined("ElasticIpAllocationIds").is_empty(),
             "IsGroupFleet" => parameters.get("Fleet") == Some(&json!("asg")),
             "IsInstanceFleet" => parameters.get("Fleet") != Some(&json!("asg")),
+            "CreatesLoadBalancer" => parameters
+                .get("SharedListenerArn")
+                .is_none_or(|arn| arn == ""),
             other => panic!("condition {other} is not modelled"),
         }
     };
@@ -274,6 +300,9 @@ fn render(
         return value.clone();
     };
     if let Some(Value::String(name)) = map.get("Ref") {
+        if name == "HttpsListener" {
+            return Value::from(OWN_LISTENER);
+        }
         return parameters
             .get(name.as_str())
             .cloned()

@@ -66,12 +66,18 @@ enum Listeners<'a> {
 impl Aws {
     /// The service's slots (with their targets and their health) and routes.
     pub async fn alb(&self, service: &str) -> Result<Alb, Error> {
-        self.slots_and_routes(service, true).await
+        self.slots_and_routes(service, true, async { None }).await
     }
 
     /// The service's slots and routes; with each slot's targets and their health when `health`
-    /// (provision reads none).
-    pub(super) async fn slots_and_routes(&self, service: &str, health: bool) -> Result<Alb, Error> {
+    /// (provision reads none). A cold container looks first on the `listener` its settings name,
+    /// as soon as they are read (a warm one knows where to look).
+    pub(super) async fn slots_and_routes(
+        &self,
+        service: &str,
+        health: bool,
+        listener: impl std::future::Future<Output = Option<String>> + Send,
+    ) -> Result<Alb, Error> {
         let known = self
             .known_albs
             .lock()
@@ -89,7 +95,7 @@ impl Aws {
         };
         let (alb, searched) = match found {
             Some(found) => found,
-            None => self.discover_alb(service, health).await?,
+            None => self.discover_alb(service, health, listener).await?,
         };
         if let Ok(mut known) = self.known_albs.lock() {
             let (blue, green) = (alb.blue.arn.clone(), alb.green.arn.clone());
@@ -156,18 +162,62 @@ impl Aws {
 
     /// Every target group; their tags beside the listeners of every load balancer they name
     /// (which of those are the service's is known only from the tags, and reading them after
-    /// would cost a round); then the service's routes beside the slots' health; and the
-    /// listeners searched for the routes.
-    async fn discover_alb(&self, service: &str, health: bool) -> Result<(Alb, Searched), Error> {
+    /// would cost a round); beside that, the routes on the listener the settings name, if they do;
+    /// then the service's routes (when not found there) beside the slots' health; and what was
+    /// searched for the routes.
+    async fn discover_alb(
+        &self,
+        service: &str,
+        health: bool,
+        listener: impl std::future::Future<Output = Option<String>> + Send,
+    ) -> Result<(Alb, Searched), Error> {
+        let survey = async {
+            match self.survey_read_ahead() {
+                Some(survey) => Ok(survey),
+                None => self.survey().await,
+            }
+        };
+        let on_the_settings_listener = async {
+            let listener = listener.await?;
+            let named = Listeners::Named(std::slice::from_ref(&listener));
+            match self.routes_on(service, named).await {
+                Ok(routes) => Some(routes),
+                Err(why) => {
+                    info!(service, %why, listener, "not on the listener the settings name");
+                    None
+                }
+            }
+        };
+        // What the settings' listener held goes to the rest as soon as it is read; the slots'
+        // health is read as soon as the survey says which groups they are.
+        let (found, hinted) = tokio::sync::oneshot::channel();
+        let on_the_settings_listener = async {
+            let _ = found.send(on_the_settings_listener.await);
+        };
+        // Boxed: inline, these futures make every frame above them too large for a test
+        // thread's stack.
+        let ((), found) = tokio::join!(
+            Box::pin(on_the_settings_listener),
+            Box::pin(self.slots_then_routes(service, health, survey, hinted))
+        );
+        found
+    }
+
+    /// The slots from the survey, their health beside the routes found on the settings' listener
+    /// (`hinted`), else searched for now.
+    async fn slots_then_routes(
+        &self,
+        service: &str,
+        health: bool,
+        survey: impl std::future::Future<Output = Result<Survey, Error>>,
+        hinted: tokio::sync::oneshot::Receiver<Option<(Route, Route, Searched)>>,
+    ) -> Result<(Alb, Searched), Error> {
         let Survey {
             groups,
             tags,
             listeners,
             ..
-        } = match self.survey_read_ahead() {
-            Some(survey) => survey,
-            None => self.survey().await?,
-        };
+        } = survey.await?;
         let (blue, green) = pick_slots(service, &groups, &tags)?;
         let arn = |g: &'_ elbt::TargetGroup| g.target_group_arn().unwrap_or_default().to_owned();
         let mut named: Vec<String> = [blue, green]
@@ -194,8 +244,17 @@ impl Aws {
                 .map(|(_, listener)| listener)
                 .collect()
         });
+        let routes = async {
+            match hinted.await.ok().flatten() {
+                Some(routes) => Ok(routes),
+                None => {
+                    self.find_routes(service, &named, &load_balancers, read)
+                        .await
+                }
+            }
+        };
         let ((product, pre_product, searched), blue_targets, green_targets) = tokio::try_join!(
-            Box::pin(self.find_routes(service, &named, &load_balancers, read)),
+            Box::pin(routes),
             self.targets(&blue_arn, health),
             self.targets(&green_arn, health),
         )?;

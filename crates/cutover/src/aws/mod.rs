@@ -3,6 +3,7 @@
 //! (`AWS_ENDPOINT_URL`), never from here.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -192,8 +193,14 @@ impl Cloud for Aws {
         self.survey_ahead().await
     }
 
-    async fn alb(&self, service: &ServiceName, function: Function) -> Result<Alb, Error> {
-        self.slots_and_routes(service.as_str(), function.reads_target_health())
+    async fn alb(
+        &self,
+        service: &ServiceName,
+        function: Function,
+        listener: impl Future<Output = Option<String>> + Send,
+    ) -> Result<Alb, Error> {
+        let health = function.reads_target_health();
+        self.slots_and_routes(service.as_str(), health, listener)
             .await
     }
 

@@ -64,7 +64,9 @@ impl Aws {
             match look.alb {
                 Some(alb) => Ok(alb.clone()),
                 None => {
-                    self.slots_and_routes(service, function.reads_target_health())
+                    let listener = look.settings.listener.clone();
+                    let health = function.reads_target_health();
+                    self.slots_and_routes(service, health, async { listener })
                         .await
                 }
             }

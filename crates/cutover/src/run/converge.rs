@@ -23,11 +23,15 @@ impl<C: Cloud> App<C> {
         let (settings, mut found_alb, mut first_seen) = if self.settings_ready(work.service()) {
             (self.settings_of(work.service()).await, None, None)
         } else {
+            // The settings' LISTENER goes to the search as soon as they are read.
+            let (listener, listener_named) = tokio::sync::oneshot::channel();
+            let listener_named = async { listener_named.await.ok().flatten() };
             // Boxed, as the reads below: inline, these futures overflow a test thread's stack.
             let ((settings, seen), alb) = Box::pin(async {
                 tokio::join!(
-                    self.settings_then_what_needs_them(work),
-                    self.cloud.alb(work.service(), work.function())
+                    self.settings_then_what_needs_them(work, listener),
+                    self.cloud
+                        .alb(work.service(), work.function(), listener_named)
                 )
             })
             .await;
@@ -155,11 +159,16 @@ impl<C: Cloud> App<C> {
     async fn settings_then_what_needs_them(
         &self,
         work: &Work<'_>,
+        listener: tokio::sync::oneshot::Sender<Option<String>>,
     ) -> (
         Result<Result<(ServiceSettings, Source), String>, Error>,
         Option<Result<Seen, Error>>,
     ) {
         let settings = self.settings_of(work.service()).await;
+        if let Ok(Ok((settings, _))) = &settings {
+            // The search may have finished without it (a warm container's, or a failed one).
+            let _ = listener.send(settings.listener.clone());
+        }
         let seen = match &settings {
             Ok(Ok((settings, _))) => {
                 let elsewhere = Alb::read_elsewhere();

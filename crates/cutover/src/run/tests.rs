@@ -116,7 +116,12 @@ impl Cloud for FakeCloud {
         Ok(world.seen.clone())
     }
 
-    async fn alb(&self, _service: &ServiceName, _function: Function) -> Result<Alb, Error> {
+    async fn alb(
+        &self,
+        _service: &ServiceName,
+        _function: Function,
+        _listener: impl std::future::Future<Output = Option<String>> + Send,
+    ) -> Result<Alb, Error> {
         Ok(self.world().seen.alb.clone())
     }
 

@@ -496,3 +496,19 @@ fn the_install_mark_is_a_boolean_of_instance_fleets() {
         "FLEET=asg",
     );
 }
+
+#[test]
+fn the_listener_is_a_listeners_arn() {
+    assert_eq!(parse(MINIMAL).unwrap().listener, None);
+    let arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2";
+    let hinted = MINIMAL.replace('}', &format!(r#","LISTENER":"{arn}"}}"#));
+    assert_eq!(parse(&hinted).unwrap().listener.as_deref(), Some(arn));
+    refused(
+        &MINIMAL.replace(
+            '}',
+            r#","LISTENER":"arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/1"}"#,
+        ),
+        Some("LISTENER"),
+        "listener's ARN",
+    );
+}

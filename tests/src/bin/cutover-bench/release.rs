@@ -75,6 +75,10 @@ pub(crate) async fn world(
     (local, service, Vec::new())
 }
 
+/// The release path's fleet and addresses.
+const COUNT: u32 = 3;
+const EIPS: usize = 2;
+
 /// Services whose target groups the account holds.
 const SERVICES: i32 = 100;
 const ALARM: &str = "cutover-mobile-zum-api-5xx";
@@ -100,7 +104,7 @@ pub(crate) enum Container {
 
 /// A whole release, its rollback and the cleanup, through the binaries, at `latency` per call.
 pub(crate) async fn release_path(latency: Duration) -> Value {
-    let (local, service, settings) = world(3, 2).await;
+    let (local, service, settings) = world(COUNT, EIPS).await;
     local.endpoint.set_latency(latency);
     let env = base_env(Some(&local), &settings);
     let params = |release: &str, action: &str| json!({"service": SERVICE, "release": release, "action": action});
@@ -196,6 +200,36 @@ pub(crate) async fn release_path(latency: Duration) -> Value {
             .expect("the switch moved product");
         to_modify.0.push(ms(answered - started));
     }
+    // The same cold switches with the settings naming the service's listener (`LISTENER`, as the
+    // service stack writes it): its routes are looked for there as soon as the parameter is read.
+    let with_listener = |listener: Option<&str>| {
+        let mut extra = json!({"BAKE_S": 3600, "ALARMS": [ALARM]});
+        if let Some(listener) = listener {
+            extra["LISTENER"] = json!(listener);
+        }
+        fixture::settings_json(&local.base, COUNT, EIPS, extra)
+    };
+    let named = with_listener(Some(&local.base.listener));
+    fixture::put_settings_parameter(&local.clients, SERVICE, &named).await;
+    for (label, verb) in [
+        (
+            "switch-listener rollback, cold, LISTENER in the settings",
+            "rollback",
+        ),
+        (
+            "switch-listener release, cold, LISTENER in the settings",
+            "release",
+        ),
+    ] {
+        let (cold, started) = Running::spawn(SwitchListener, &env).await;
+        cold.wait_ready(started).await;
+        let played = action(&local, &cold, SwitchListener, &params("r1", verb)).await;
+        let mut row = counts(&local, &played, &service.product_rule, latency);
+        row["step"] = json!(label);
+        rows.push(row);
+    }
+    fixture::put_settings_parameter(&local.clients, SERVICE, &with_listener(None)).await;
+
     // An alarm of the service goes to ALARM inside the bake: a cold switch-listener rolls back.
     fixture::put_alarm(&local.clients, ALARM, "ALARM").await;
     let (alarmed, started) = Running::spawn(SwitchListener, &env).await;
