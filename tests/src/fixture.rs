@@ -343,6 +343,30 @@ pub async fn forget_the_listener(clients: &Clients, service: &ServiceFixture) {
     }
 }
 
+/// Another listener on `load_balancer` (HTTP 8080, answering 404), holding no route: its ARN.
+pub async fn another_listener(clients: &Clients, load_balancer: &str) -> String {
+    let created = clients
+        .elb
+        .create_listener()
+        .load_balancer_arn(load_balancer)
+        .protocol(elbt::ProtocolEnum::Http)
+        .port(8080)
+        .default_actions(
+            elbt::Action::builder()
+                .r#type(elbt::ActionTypeEnum::FixedResponse)
+                .fixed_response_config(
+                    elbt::FixedResponseActionConfig::builder()
+                        .status_code("404")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateListener");
+    created.listeners()[0].listener_arn().unwrap().to_owned()
+}
+
 /// A host-header rule on `listener` forwarding to `group`, tagged as the service's `route`
 /// (`product` or `pre-product`): its ARN.
 pub async fn route_rule(

@@ -48,27 +48,7 @@ async fn move_the_product_route(local: &Local, service: &ServiceFixture) -> Stri
 #[tokio::test]
 async fn the_listener_the_target_groups_name_spares_reading_the_rules_of_every_listener() {
     let (local, _service, app) = Local::with_service(1, 0, json!({})).await;
-    let other = local
-        .clients
-        .elb
-        .create_listener()
-        .load_balancer_arn(&local.base.load_balancer)
-        .protocol(elbt::ProtocolEnum::Http)
-        .port(8080)
-        .default_actions(
-            elbt::Action::builder()
-                .r#type(elbt::ActionTypeEnum::FixedResponse)
-                .fixed_response_config(
-                    elbt::FixedResponseActionConfig::builder()
-                        .status_code("404")
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("CreateListener");
-    let other = other.listeners()[0].listener_arn().unwrap().to_owned();
+    let other = fixture::another_listener(&local.clients, &local.base.load_balancer).await;
     let mark = local.endpoint.mark();
     let run = local.run_job(&app, Function::Provision, &params(R1)).await;
     assert!(run.succeeded(), "{:?}", run.last());
@@ -457,27 +437,7 @@ async fn a_cold_switch_on_the_listener_its_settings_name_moves_product_after_thr
 async fn routes_not_on_the_listener_the_settings_name_are_found_where_they_are() {
     let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
     fixture::forget_the_listener(&local.clients, &service).await;
-    let other = local
-        .clients
-        .elb
-        .create_listener()
-        .load_balancer_arn(&local.base.load_balancer)
-        .protocol(elbt::ProtocolEnum::Http)
-        .port(8080)
-        .default_actions(
-            elbt::Action::builder()
-                .r#type(elbt::ActionTypeEnum::FixedResponse)
-                .fixed_response_config(
-                    elbt::FixedResponseActionConfig::builder()
-                        .status_code("404")
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("CreateListener");
-    let other = other.listeners()[0].listener_arn().unwrap().to_owned();
+    let other = fixture::another_listener(&local.clients, &local.base.load_balancer).await;
     let (_warm, mark) = switch_in_a_new_container(&local, json!({"LISTENER": other})).await;
     assert_eq!(local.product_forward().await, service.blue, "R2 serves");
     let rules = local.endpoint.calls_of(mark, "DescribeRules");

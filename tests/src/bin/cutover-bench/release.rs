@@ -202,6 +202,9 @@ pub(crate) async fn release_path(latency: Duration) -> Value {
     }
     // The same cold switches with the settings naming the service's listener (`LISTENER`, as the
     // service stack writes it): its routes are looked for there as soon as the parameter is read.
+    // The release follows the rollback, so it removes the rollback's mark before its move (a
+    // release with no mark to remove moves product a round sooner:
+    // `discovery::a_cold_switch_on_the_listener_its_settings_name_moves_product_after_three_rounds`).
     let with_listener = |listener: Option<&str>| {
         let mut extra = json!({"BAKE_S": 3600, "ALARMS": [ALARM]});
         if let Some(listener) = listener {
@@ -217,7 +220,7 @@ pub(crate) async fn release_path(latency: Duration) -> Value {
             "rollback",
         ),
         (
-            "switch-listener release, cold, LISTENER in the settings",
+            "switch-listener release after that rollback, cold, LISTENER in the settings",
             "release",
         ),
     ] {

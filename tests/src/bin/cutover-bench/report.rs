@@ -139,7 +139,7 @@ fn targets_section(r: &Value, steps: &[Value], latency: u64) -> String {
         "switch-listener rollback, cold",
     ];
     let cold_named = [
-        "switch-listener release, cold, LISTENER in the settings",
+        "switch-listener release after that rollback, cold, LISTENER in the settings",
         "switch-listener rollback, cold, LISTENER in the settings",
     ];
     let warm = [
