@@ -219,6 +219,39 @@ async fn a_warm_container_whose_product_route_moved_moves_the_new_one_and_never_
     assert_ne!(forward_of(&local, &new_rule).await, old_forward);
 }
 
+/// The calls since `mark` moved product's rule after `rounds` round trips.
+fn assert_rounds_before_product_moved(
+    local: &Local,
+    mark: usize,
+    product_rule: &str,
+    rounds: usize,
+) {
+    let calls = &local.endpoint.calls()[mark..];
+    assert_eq!(
+        cutover_tests::endpoint::round_trips_before_product_moved(calls, product_rule),
+        Some(rounds),
+        "{:?}",
+        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
+    );
+}
+
+/// A rollback of R2 by hand in `app` moves product back to R1 after `rounds` round trips.
+async fn assert_rollback_moves_product_after(
+    local: &Local,
+    app: &cutover::App,
+    service: &ServiceFixture,
+    rounds: usize,
+) {
+    let mark = local.endpoint.mark();
+    let rollback = json!({"service": SERVICE, "release": R2, "action": "rollback"});
+    let run = local
+        .run_job(app, Function::SwitchListener, &rollback)
+        .await;
+    assert!(run.succeeded(), "{:?}", run.last());
+    assert_eq!(local.product_forward().await, service.green, "back on R1");
+    assert_rounds_before_product_moved(local, mark, &service.product_rule, rounds);
+}
+
 /// R1 released and R2 in QA with the service's settings an SSM parameter (`extra` merged in),
 /// then R2's switch in a new container (no settings, slots or routes known), every call taking
 /// 100 ms: long enough that building a dozen requests side by side (a debug build on one thread)
@@ -257,13 +290,7 @@ async fn switch_in_a_new_container(
 async fn a_cold_switch_reads_its_parameter_beside_its_slots_and_routes() {
     let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
     let (_cold, mark) = switch_in_a_new_container(&local, json!({})).await;
-    let calls = &local.endpoint.calls()[mark..];
-    assert_eq!(
-        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
-        Some(4),
-        "{:?}",
-        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
-    );
+    assert_rounds_before_product_moved(&local, mark, &service.product_rule, 4);
 }
 
 /// The same among a hundred services' target groups, the service's own groups naming no
@@ -276,13 +303,7 @@ async fn a_cold_switch_among_a_hundred_services_without_the_listener_tag_reads_i
     fixture::seed_other_services(&local.clients, &local.base, 99).await;
     fixture::forget_the_listener(&local.clients, &service).await;
     let (cold, mark) = switch_in_a_new_container(&local, json!({"BAKE_S": 3600})).await;
-    let calls = &local.endpoint.calls()[mark..];
-    let actions: Vec<&String> = calls.iter().map(|c| &c.action).collect();
-    assert_eq!(
-        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
-        Some(4),
-        "{actions:?}"
-    );
+    assert_rounds_before_product_moved(&local, mark, &service.product_rule, 4);
     // What it costs: one DescribeListeners per load balancer the groups name (one here); the
     // tags of the 200 groups and of the listener and its 200 rules in pages of 20, side by side;
     // and the lock's tag read again when the switch releases it.
@@ -295,19 +316,7 @@ async fn a_cold_switch_among_a_hundred_services_without_the_listener_tag_reads_i
     // Warm, a rollback reads in one round (the slots and routes where they were found, beside
     // the tags of every rule it found there, which may have changed), then marks the route
     // before it moves it: two (three before the warm container read the tags beside the rules).
-    let mark = local.endpoint.mark();
-    let rollback = json!({"service": SERVICE, "release": R2, "action": "rollback"});
-    let run = local
-        .run_job(&cold, Function::SwitchListener, &rollback)
-        .await;
-    assert!(run.succeeded(), "{:?}", run.last());
-    let calls = &local.endpoint.calls()[mark..];
-    assert_eq!(
-        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
-        Some(2),
-        "{:?}",
-        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
-    );
+    assert_rollback_moves_product_after(&local, &cold, &service, 2).await;
 }
 
 /// An alarm's rollback in a cold container, among a hundred services' target groups, its own
@@ -339,13 +348,7 @@ async fn a_cold_alarm_rollback_among_a_hundred_services_moves_product_after_five
         service.green,
         "rolled back to R1"
     );
-    let calls = &local.endpoint.calls()[mark..];
-    assert_eq!(
-        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
-        Some(5),
-        "{:?}",
-        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
-    );
+    assert_rounds_before_product_moved(&local, mark, &service.product_rule, 5);
 }
 
 /// A rule the warm container remembers, deleted since (another service's, here): its tags, read
@@ -406,29 +409,9 @@ async fn a_cold_switch_on_the_listener_its_settings_name_moves_product_after_thr
     fixture::forget_the_listener(&local.clients, &service).await;
     let settings = json!({"BAKE_S": 3600, "LISTENER": local.base.listener});
     let (_warm, mark) = switch_in_a_new_container(&local, settings).await;
-    let calls = &local.endpoint.calls()[mark..];
-    assert_eq!(
-        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
-        Some(3),
-        "{:?}",
-        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
-    );
+    assert_rounds_before_product_moved(&local, mark, &service.product_rule, 3);
 
-    let cold = local.app(&[]);
-    let mark = local.endpoint.mark();
-    let rollback = json!({"service": SERVICE, "release": R2, "action": "rollback"});
-    let run = local
-        .run_job(&cold, Function::SwitchListener, &rollback)
-        .await;
-    assert!(run.succeeded(), "{:?}", run.last());
-    assert_eq!(local.product_forward().await, service.green, "back on R1");
-    let calls = &local.endpoint.calls()[mark..];
-    assert_eq!(
-        cutover_tests::endpoint::round_trips_before_product_moved(calls, &service.product_rule),
-        Some(4),
-        "{:?}",
-        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
-    );
+    assert_rollback_moves_product_after(&local, &local.app(&[]), &service, 4).await;
 }
 
 /// Settings naming a listener the routes are not on (another listener of the load balancer, or
