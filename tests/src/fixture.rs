@@ -566,6 +566,16 @@ pub async fn put_settings_parameter(clients: &Clients, service: &str, value: &st
         .expect("PutParameter");
 }
 
+/// The settings parameters of `seed_other_services`' services, each naming its own alarm
+/// (`cutover-other-<n>-5xx`), as their stacks write them.
+pub async fn put_other_settings_parameters(clients: &Clients, base: &Base, count: i32) {
+    for n in 1..=count {
+        let alarms = serde_json::json!({"ALARMS": [format!("cutover-other-{n}-5xx")]});
+        let settings = settings_json(base, 1, 0, alarms);
+        put_settings_parameter(clients, &format!("other-{n}"), &settings).await;
+    }
+}
+
 /// A 5xx alarm on the service's load balancer, then set to `state` (OK, ALARM, …).
 pub async fn put_alarm(clients: &Clients, name: &str, state: &str) {
     use aws_sdk_cloudwatch::types::{ComparisonOperator, Statistic};

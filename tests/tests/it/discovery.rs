@@ -319,18 +319,21 @@ async fn a_cold_switch_among_a_hundred_services_without_the_listener_tag_reads_i
     assert_rollback_moves_product_after(&local, &cold, &service, 2).await;
 }
 
-/// An alarm's rollback in a cold container, among a hundred services' target groups, its own
-/// naming no listener, its settings an SSM parameter: the alarm names no service until every
-/// parameter is read, and the survey of the target groups, their tags and the load balancers'
-/// listeners (which needs no service) is read beside that, so product moves after five rounds:
-/// the parameters and the survey; the rules beside the slots' health; the rules' tags; the
-/// rollback's mark; the move.
+/// An alarm's rollback in a cold container, among a hundred services (their target groups and
+/// their settings parameters), its own naming no listener: the alarm names no service until the
+/// settings are read. The parameters of the services its name suggests (`cutover-<service>-…`)
+/// are read alone, one call each, and the survey of the target groups, their tags and the load
+/// balancers' listeners (which needs no service) beside them, so product moves after five
+/// rounds: those parameters and the survey; the rules beside the slots' health; the rules' tags;
+/// the rollback's mark; the move. Reading every parameter first took a page per ten services:
+/// sixteen rounds here.
 #[tokio::test]
 async fn a_cold_alarm_rollback_among_a_hundred_services_moves_product_after_five_rounds() {
     const ALARM: &str = "cutover-mobile-zum-api-5xx";
     let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
     fixture::seed_other_services(&local.clients, &local.base, 99).await;
     fixture::forget_the_listener(&local.clients, &service).await;
+    fixture::put_other_settings_parameters(&local.clients, &local.base, 99).await;
     fixture::put_alarm(&local.clients, ALARM, "OK").await;
     let _ = switch_in_a_new_container(&local, json!({"BAKE_S": 3600, "ALARMS": [ALARM]})).await;
     assert_eq!(local.product_forward().await, service.blue, "R2 serves");

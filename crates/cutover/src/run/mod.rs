@@ -351,32 +351,68 @@ impl<C: Cloud> App<C> {
             return Ok(json!({ "alarm": alarm, "state": state, "services": {} }));
         }
         // Which service the alarm is for is known only from the settings; what any discovery of
-        // its slots starts with is read beside them.
-        let (services, ()) = tokio::join!(self.services_naming(alarm), self.cloud.survey_slots());
+        // its slots starts with is read beside them. The services its name says it is for
+        // (`cutover-<service>-…`) are read and rolled back first; every other service naming it
+        // after (reading every parameter takes a page per ten services).
+        let (likely, ()) = tokio::join!(self.services_named_like(alarm), self.cloud.survey_slots());
         let mut results = BTreeMap::new();
-        for service in services? {
-            let started = Instant::now();
-            let work = Work::AlarmRollback {
-                service: &service,
-                alarm,
-                at,
+        for pass in [Some(likely), None] {
+            let services = match pass {
+                Some(likely) => likely?,
+                None => self.services_naming(alarm).await?,
             };
-            let outcome = self.rollback_outcome(&work, deadline).await;
-            let undone = rolled_back_release(&outcome);
-            self.notify(
-                Function::SwitchListener,
-                &service,
-                undone.as_ref(),
-                &outcome,
-                started,
-            )
-            .await;
-            results.insert(service.to_string(), outcome);
+            for service in services {
+                if results.contains_key(service.as_str()) {
+                    continue;
+                }
+                let started = Instant::now();
+                let work = Work::AlarmRollback {
+                    service: &service,
+                    alarm,
+                    at,
+                };
+                let outcome = self.rollback_outcome(&work, deadline).await;
+                let undone = rolled_back_release(&outcome);
+                self.notify(
+                    Function::SwitchListener,
+                    &service,
+                    undone.as_ref(),
+                    &outcome,
+                    started,
+                )
+                .await;
+                results.insert(service.to_string(), outcome);
+            }
         }
         if results.is_empty() {
             warn!("no service's ALARMS names this alarm");
         }
         Ok(json!({ "alarm": alarm, "state": state, "services": results }))
+    }
+
+    /// The services `alarm`'s name says it is for (`cutover-<service>-…`, every way of reading
+    /// it) whose settings name it: known ones, else their parameters read now, one call each,
+    /// side by side.
+    async fn services_named_like(&self, alarm: &str) -> Result<Vec<ServiceName>, Error> {
+        let known = self.services_known_to_name(alarm);
+        if !known.is_empty() {
+            return Ok(known);
+        }
+        let names: Vec<String> = services_an_alarm_name_suggests(alarm)
+            .iter()
+            .map(parameter_name)
+            .filter(|name| !self.parameters.contains(name))
+            .collect();
+        let reads = names
+            .iter()
+            .map(|name| self.cloud.parameters(Parameters::One(name)));
+        for (name, read) in names
+            .iter()
+            .zip(futures_util::future::join_all(reads).await)
+        {
+            self.parameters.put(name, &read?);
+        }
+        Ok(self.services_known_to_name(alarm))
     }
 
     /// Services whose settings (variables, then parameters) name `alarm` in their `ALARMS`. An
@@ -549,3 +585,16 @@ fn rolled_back_release(outcome: &Outcome) -> Option<ReleaseId> {
 
 #[cfg(test)]
 mod tests;
+
+/// `cutover-mobile-zum-api-5xx` → `mobile`, `mobile-zum`, `mobile-zum-api`, `mobile-zum-api-5xx`:
+/// the services an alarm named by the convention (`cutover-<service>-…`) may be for.
+fn services_an_alarm_name_suggests(alarm: &str) -> Vec<ServiceName> {
+    let Some(rest) = alarm.strip_prefix("cutover-") else {
+        return Vec::new();
+    };
+    rest.match_indices('-')
+        .map(|(at, _)| &rest[..at])
+        .chain([rest])
+        .filter_map(|name| ServiceName::parse(name).ok())
+        .collect()
+}

@@ -33,6 +33,8 @@ struct World {
     /// SSM parameters by name, and how many reads of them were made.
     parameters: BTreeMap<String, String>,
     parameter_reads: usize,
+    /// Which parameters were read, in order (`every parameter` for a read of all).
+    parameter_log: Vec<String>,
     /// The nth `execute` (0-based) hangs this long, as a call to an endpoint that stopped answering.
     hang_execute: Option<(usize, Duration)>,
 }
@@ -75,6 +77,7 @@ impl FakeCloud {
             hang_execute: None,
             parameters: BTreeMap::new(),
             parameter_reads: 0,
+            parameter_log: Vec::new(),
         })))
     }
 
@@ -96,6 +99,11 @@ impl Cloud for FakeCloud {
     async fn parameters(&self, which: Parameters<'_>) -> Result<Vec<(String, String)>, Error> {
         let mut world = self.world();
         world.parameter_reads += 1;
+        let read = match which {
+            Parameters::All => "every parameter".to_owned(),
+            Parameters::One(name) => name.to_owned(),
+        };
+        world.parameter_log.push(read);
         Ok(world
             .parameters
             .iter()
@@ -621,4 +629,65 @@ async fn an_alarm_no_known_service_names_makes_the_parameters_read_again_once() 
         .unwrap();
     assert!(second["services"].get("api").is_some(), "{second}");
     assert!(cloud.world().parameter_reads > reads);
+}
+
+#[test]
+fn an_alarm_named_by_the_convention_suggests_every_way_of_reading_its_service() {
+    let suggested = |alarm| {
+        super::services_an_alarm_name_suggests(alarm)
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        suggested("cutover-mobile-zum-api-5xx"),
+        [
+            "mobile",
+            "mobile-zum",
+            "mobile-zum-api",
+            "mobile-zum-api-5xx"
+        ]
+    );
+    assert!(suggested("api-5xx").is_empty());
+    assert!(suggested("cutover-").is_empty());
+}
+
+/// The service the alarm's name suggests is read alone and rolled back; every other parameter is
+/// read after, and a second service naming the same alarm is rolled back too.
+#[tokio::test]
+async fn an_alarm_reaches_the_service_its_name_suggests_first_and_every_service_naming_it() {
+    let cloud = FakeCloud::new(Vec::new());
+    let named = SETTINGS.replace("api-5xx", "cutover-api-5xx");
+    for service in ["api", "web"] {
+        cloud
+            .world()
+            .parameters
+            .insert(format!("/cutover/{service}"), named.clone());
+    }
+    cloud
+        .world()
+        .parameters
+        .insert("/cutover/other".into(), SETTINGS.into());
+    let app = app_on_parameters(&cloud);
+    let response = app
+        .handle(
+            Function::SwitchListener,
+            serde_json::json!({
+                "detail-type": "CloudWatch Alarm State Change",
+                "source": "aws.cloudwatch",
+                "time": "2027-01-15T08:00:00Z",
+                "detail": {"alarmName": "cutover-api-5xx", "state": {"value": "ALARM"}}
+            }),
+        )
+        .await
+        .unwrap();
+    let services: Vec<&String> = response["services"].as_object().unwrap().keys().collect();
+    assert_eq!(services, ["api", "web"], "{response}");
+    let reads = &cloud.world().parameter_log;
+    assert_eq!(
+        reads[..2],
+        ["/cutover/api", "/cutover/api-5xx"],
+        "the suggested services' parameters first: {reads:?}"
+    );
+    assert!(reads.contains(&"every parameter".to_owned()), "{reads:?}");
 }

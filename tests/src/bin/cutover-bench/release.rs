@@ -49,8 +49,9 @@ pub(crate) async fn action(
     }
 }
 
-/// The service among a hundred services' target groups and rules, its own groups naming no
-/// listener, its settings an SSM parameter (as the stacks deploy them) with an alarm: the cold
+/// The service among a hundred services' target groups, rules and settings parameters, its own
+/// groups naming no listener, its settings an SSM parameter (as the stacks deploy them) with an
+/// alarm: the cold
 /// start the issue measures. No settings variable, so every cold start reads the parameter.
 pub(crate) async fn world(
     count: u32,
@@ -63,6 +64,7 @@ pub(crate) async fn world(
     let local = cutover_tests::local(eips).await;
     let service = fixture::seed_service(&local.clients, &local.base, SERVICE, 10).await;
     fixture::seed_other_services(&local.clients, &local.base, SERVICES - 1).await;
+    fixture::put_other_settings_parameters(&local.clients, &local.base, SERVICES - 1).await;
     fixture::forget_the_listener(&local.clients, &service).await;
     fixture::put_alarm(&local.clients, ALARM, "OK").await;
     let settings = fixture::settings_json(
