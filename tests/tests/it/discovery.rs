@@ -404,7 +404,7 @@ async fn a_warm_container_whose_remembered_rule_was_deleted_reads_the_tags_after
 /// The same hundred services, the service's settings naming its listener (`LISTENER`): that
 /// listener's rules are read as soon as the parameter is (beside the target groups' tags), so a
 /// cold release moves product after three rounds and a cold rollback, which marks the route
-/// first, after four.
+/// first, after four; no other listener is read.
 #[tokio::test]
 async fn a_cold_switch_on_the_listener_its_settings_name_moves_product_after_three_rounds() {
     let (local, service, _variables) = Local::with_service(1, 0, json!({})).await;
@@ -413,6 +413,13 @@ async fn a_cold_switch_on_the_listener_its_settings_name_moves_product_after_thr
     let settings = json!({"BAKE_S": 3600, "LISTENER": local.base.listener});
     let (_warm, mark) = switch_in_a_new_container(&local, settings).await;
     assert_rounds_before_product_moved(&local, mark, &service.product_rule, 3);
+    // Nor does it read every load balancer's listeners (a call each: fifty in an account of
+    // fifty load balancers, past ELB's burst of forty reads).
+    let listeners = local.endpoint.calls_of(mark, "DescribeListeners");
+    assert!(
+        listeners.iter().all(|c| !c.has_param("LoadBalancerArn")),
+        "{listeners:?}"
+    );
 
     assert_rollback_moves_product_after(&local, &local.app(&[]), &service, 4).await;
 }

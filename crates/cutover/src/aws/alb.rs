@@ -171,10 +171,15 @@ impl Aws {
         health: bool,
         listener: impl std::future::Future<Output = Option<String>> + Send,
     ) -> Result<(Alb, Searched), Error> {
+        // Both the survey and the search on the settings' listener wait on the settings: no
+        // listener named, the survey reads every load balancer's listeners (one call each).
+        let listener = futures_util::FutureExt::shared(listener);
+        let named = listener.clone();
+        let every_listener = async move { named.await.is_none() };
         let survey = async {
             match self.survey_read_ahead() {
                 Some(survey) => Ok(survey),
-                None => self.survey().await,
+                None => self.survey(every_listener).await,
             }
         };
         let on_the_settings_listener = async {

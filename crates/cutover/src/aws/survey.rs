@@ -10,8 +10,9 @@ use super::alb::{bounded, listener_candidate, Tags};
 use super::convert::*;
 use super::*;
 
-/// What the survey read, and when. `listeners` is `None` when that read failed: the routes are
-/// then looked for on the listeners read later.
+/// What the survey read, and when. `listeners` is `None` when they were not read (the settings
+/// name the listener) or that read failed: the routes are then looked for on the listeners read
+/// later.
 pub(super) struct Survey {
     at: std::time::Instant,
     pub(super) groups: Vec<aws_sdk_elasticloadbalancingv2::types::TargetGroup>,
@@ -35,8 +36,12 @@ impl std::fmt::Debug for Survey {
 pub(super) type Surveyed = Arc<Mutex<Option<Survey>>>;
 
 impl Aws {
-    /// Every target group; then their tags beside the listeners of every load balancer they name.
-    pub(super) async fn survey(&self) -> Result<Survey, Error> {
+    /// Every target group; then their tags beside the listeners of every load balancer they name
+    /// (one call each), unless `every_listener` says the settings name the listener to look on.
+    pub(super) async fn survey(
+        &self,
+        every_listener: impl std::future::Future<Output = bool>,
+    ) -> Result<Survey, Error> {
         let groups = self.target_groups(None).await?;
         let arns: Vec<String> = groups
             .iter()
@@ -50,15 +55,21 @@ impl Aws {
         every_load_balancer.dedup();
         // Boxed: inline, these futures make every frame above them too large for a test
         // thread's stack.
-        let (tags, listeners) = tokio::join!(
-            Box::pin(self.elb_tags(&arns)),
-            Box::pin(self.listeners_by_load_balancer(&every_load_balancer))
-        );
+        let listeners = async {
+            match every_listener.await {
+                true => self
+                    .listeners_by_load_balancer(&every_load_balancer)
+                    .await
+                    .ok(),
+                false => None,
+            }
+        };
+        let (tags, listeners) = tokio::join!(Box::pin(self.elb_tags(&arns)), Box::pin(listeners));
         Ok(Survey {
             at: std::time::Instant::now(),
             groups,
             tags: tags?,
-            listeners: listeners.ok(),
+            listeners,
         })
     }
 
@@ -69,7 +80,7 @@ impl Aws {
         if !cold {
             return;
         }
-        match Box::pin(self.survey()).await {
+        match Box::pin(self.survey(async { true })).await {
             Ok(survey) => {
                 if let Ok(mut surveyed) = self.surveyed.lock() {
                     *surveyed = Some(survey);
