@@ -346,12 +346,17 @@ async fn a_cold_alarm_rollback_among_a_hundred_services_moves_product_after_five
     )
     .await
     .expect("the alarm's rollback");
+    let end = local.endpoint.mark();
     assert_eq!(
         local.product_forward().await,
         service.green,
         "rolled back to R1"
     );
     assert_rounds_before_product_moved(&local, mark, &service.product_rule, 5);
+    // Every other parameter (ten pages) is read for any other service naming the alarm beside
+    // the rollback, not after it (twenty round trips in all).
+    let whole = cutover_tests::endpoint::round_trips(&local.endpoint.calls()[mark..end]);
+    assert!(whole <= 13, "{whole} round trips in all");
 }
 
 /// A rule the warm container remembers, deleted since (another service's, here): its tags, read

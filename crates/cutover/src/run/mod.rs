@@ -353,41 +353,50 @@ impl<C: Cloud> App<C> {
         // Which service the alarm is for is known only from the settings; what any discovery of
         // its slots starts with is read beside them. The services its name says it is for
         // (`cutover-<service>-…`) are read and rolled back first; every other service naming it
-        // after (reading every parameter takes a page per ten services).
+        // is looked for while they roll back (reading every parameter takes a page per ten
+        // services), and rolled back after.
         let (likely, ()) = tokio::join!(self.services_named_like(alarm), self.cloud.survey_slots());
-        let mut results = BTreeMap::new();
-        for pass in [Some(likely), None] {
-            let services = match pass {
-                Some(likely) => likely?,
-                None => self.services_naming(alarm).await?,
-            };
-            for service in services {
-                if results.contains_key(service.as_str()) {
-                    continue;
-                }
-                let started = Instant::now();
-                let work = Work::AlarmRollback {
-                    service: &service,
-                    alarm,
-                    at,
-                };
-                let outcome = self.rollback_outcome(&work, deadline).await;
-                let undone = rolled_back_release(&outcome);
-                self.notify(
-                    Function::SwitchListener,
-                    &service,
-                    undone.as_ref(),
-                    &outcome,
-                    started,
-                )
-                .await;
-                results.insert(service.to_string(), outcome);
-            }
-        }
+        let likely = likely?;
+        let (mut results, everyone) = tokio::join!(
+            Box::pin(self.roll_back_on_alarm(&likely, alarm, at, deadline)),
+            self.services_naming(alarm)
+        );
+        let rest: Vec<ServiceName> = everyone?
+            .into_iter()
+            .filter(|service| !results.contains_key(service.as_str()))
+            .collect();
+        results.extend(Box::pin(self.roll_back_on_alarm(&rest, alarm, at, deadline)).await);
         if results.is_empty() {
             warn!("no service's ALARMS names this alarm");
         }
         Ok(json!({ "alarm": alarm, "state": state, "services": results }))
+    }
+
+    /// Rolls back each service for `alarm` (if it is inside its bake), and tells its team.
+    async fn roll_back_on_alarm(
+        &self,
+        services: &[ServiceName],
+        alarm: &str,
+        at: Option<u64>,
+        deadline: Option<Deadline>,
+    ) -> BTreeMap<String, Outcome> {
+        let mut results = BTreeMap::new();
+        for service in services {
+            let started = Instant::now();
+            let work = Work::AlarmRollback { service, alarm, at };
+            let outcome = self.rollback_outcome(&work, deadline).await;
+            let undone = rolled_back_release(&outcome);
+            self.notify(
+                Function::SwitchListener,
+                service,
+                undone.as_ref(),
+                &outcome,
+                started,
+            )
+            .await;
+            results.insert(service.to_string(), outcome);
+        }
+        results
     }
 
     /// The services `alarm`'s name says it is for (`cutover-<service>-…`, every way of reading
