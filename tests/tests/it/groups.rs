@@ -169,11 +169,17 @@ fn stage(group: &ast::AutoScalingGroup) -> String {
 }
 
 fn suspended(group: &ast::AutoScalingGroup) -> Vec<String> {
-    let mut names: Vec<String> = group
-        .suspended_processes()
-        .iter()
-        .filter_map(|p| p.process_name().map(str::to_owned))
-        .collect();
+    sorted(
+        group
+            .suspended_processes()
+            .iter()
+            .filter_map(|p| p.process_name()),
+    )
+}
+
+/// These names, owned and sorted.
+fn sorted<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut names: Vec<String> = names.map(str::to_owned).collect();
     names.sort();
     names
 }
@@ -198,30 +204,24 @@ async fn instance(local: &Local, id: &str) -> (String, BTreeMap<String, String>)
 }
 
 async fn targets(local: &Local, target_group: &str) -> Vec<String> {
-    let mut ids: Vec<String> = local
+    let health = local
         .clients
         .elb
         .describe_target_health()
         .target_group_arn(target_group)
         .send()
         .await
-        .expect("DescribeTargetHealth")
-        .target_health_descriptions()
-        .iter()
-        .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_owned))
-        .collect();
-    ids.sort();
-    ids
+        .expect("DescribeTargetHealth");
+    sorted(
+        health
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| d.target().and_then(|t| t.id())),
+    )
 }
 
 fn member_ids(group: &ast::AutoScalingGroup) -> Vec<String> {
-    let mut ids: Vec<String> = group
-        .instances()
-        .iter()
-        .filter_map(|i| i.instance_id().map(str::to_owned))
-        .collect();
-    ids.sort();
-    ids
+    sorted(group.instances().iter().filter_map(|i| i.instance_id()))
 }
 
 async fn run(local: &Local, app: &cutover::App, function: Function, parameters: &Value) {
